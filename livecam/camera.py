@@ -1,0 +1,80 @@
+"""The camera backend contract: turn a camera into closed segments.
+
+A camera backend plugin subclasses ``CameraBackend`` and registers it with
+``livecam_register_cameras``. The recorder process of one camera creates the
+backend, calls ``record(sink)`` and watches it: a backend that raises, returns
+unexpectedly, or closes no segment for a few segment lengths is stopped and
+started again with backoff.
+
+The backend writes each segment into ``sink.open_dir`` (a RAM directory that is
+never shipped) and calls ``sink.close(path, duration=...)`` when the file is
+complete; the sink names it and renames it atomically into the ready directory.
+Segments must be gapless (no frame lost or repeated at a boundary), each must
+play on its own from t=0, and close within one keyframe interval of
+``segment_seconds``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+from livecam.options import Option
+from livecam.segment import Segment
+
+
+class CameraError(Exception):
+    """The camera failed: absent, busy, died, or produced unusable output."""
+
+
+class SegmentSink(Protocol):
+    """What the recorder gives a backend to deliver segments into."""
+
+    open_dir: Path
+
+    def close(self, path: Path, *, duration: float | None = None) -> Segment | None:
+        """``path`` (inside ``open_dir``) is complete: make it a ready segment.
+
+        ``duration`` is the segment's length in seconds, when the backend knows it.
+        Returns None (and logs, counts and deletes the file) when the file is not
+        a usable MP4; the backend carries on with the next segment.
+        """
+        ...
+
+    def dropped_frames(self, count: int) -> None:
+        """Report ``count`` frames the camera lost (counted in status and logged)."""
+        ...
+
+
+class CameraBackend:
+    """Base class of camera backends."""
+
+    #: The backend's own YAML keys under ``cameras.<name>:`` (besides ``backend``).
+    options: ClassVar[Mapping[str, Option]] = {}
+    #: One line for ``livecam plugins``.
+    description: ClassVar[str] = ""
+
+    def __init__(self, camera: str, options: Mapping[str, Any], *, segment_seconds: float):
+        self.camera = camera
+        self.opts = dict(options)
+        self.segment_seconds = segment_seconds
+
+    @classmethod
+    def check(cls, opts: Mapping[str, Any], key: str) -> None:
+        """Validate option values together; raise ConfigError naming ``key`` + option."""
+
+    def record(self, sink: SegmentSink) -> None:
+        """Record until ``stop()`` is called (return) or the camera fails (raise CameraError).
+
+        On ``stop()`` the segment in progress is finished and closed, so a clean
+        shutdown loses no frame that was captured.
+        """
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Ask ``record`` to finish the current segment and return. Thread-safe."""
+
+    def kill(self) -> None:
+        """Stop at once (the camera stalled); the open segment may be lost. Thread-safe."""
+        self.stop()

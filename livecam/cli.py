@@ -1,0 +1,161 @@
+"""The ``livecam`` command line.
+
+    livecam [-c FILE | --demo] run | record CAMERA | ship | status [--json]
+                               | check-config | plugins
+
+A bad config, a broken plugin or a bad argument gives one clear line on stderr
+and exit code 2; nothing starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import yaml
+
+from livecam import __version__
+from livecam import config as configmod
+from livecam import status as statusmod
+from livecam.options import ConfigError
+
+log = logging.getLogger("livecam")
+
+
+def _common() -> argparse.ArgumentParser:
+    # Accepted before or after the subcommand: `livecam -c F ship` == `livecam ship -c F`.
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument(
+        "-c",
+        "--config",
+        default=argparse.SUPPRESS,
+        help="config file (default: $LIVECAM_CONFIG, else /etc/livecam/livecam.yaml)",
+    )
+    p.add_argument(
+        "--demo",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="use the built-in demo config: two test-pattern cameras, a local target",
+    )
+    p.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging"
+    )
+    return p  # fmt: skip
+
+
+def parser() -> argparse.ArgumentParser:
+    common = _common()
+    p = argparse.ArgumentParser(
+        prog="livecam", parents=[common], description=__doc__.split("\n")[0]
+    )
+    p.add_argument("--version", action="version", version=f"livecam {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("run", parents=[common], help="record every camera and ship, supervised")
+    rec = sub.add_parser("record", parents=[common], help="record one camera (one process)")
+    rec.add_argument("camera")
+    sub.add_parser("ship", parents=[common], help="ship segments to the NAS (one per node)")
+    st = sub.add_parser("status", parents=[common], help="cameras, tiers and shipper at a glance")
+    st.add_argument("--json", action="store_true", help="machine-readable")
+    sub.add_parser("check-config", parents=[common], help="validate the config and exit")
+    sub.add_parser("plugins", parents=[common], help="list loaded plugins and what they register")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    config_file = getattr(args, "config", None)
+    demo = getattr(args, "demo", False)
+    logging.basicConfig(
+        level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        if demo and config_file:
+            raise ConfigError("--demo and -c/--config exclude each other")
+        if demo:
+            raw = yaml.safe_load(configmod.DEMO_PATH.read_text())
+            cfg, plugins = configmod.parse(raw, source="built-in demo")
+        else:
+            cfg, plugins = configmod.load(configmod.find(config_file))
+    except ConfigError as exc:
+        print(f"livecam: error: {exc}", file=sys.stderr)
+        return 2
+    if not getattr(args, "verbose", False):
+        logging.getLogger().setLevel(cfg.log_level.upper())
+    config_args = ["--demo"] if demo else ["-c", str(Path(cfg.source).resolve())]
+    if getattr(args, "verbose", False):
+        config_args.append("-v")
+    return COMMANDS[args.command](args, cfg, plugins, config_args)
+
+
+def cmd_check_config(args, cfg, plugins, config_args) -> int:
+    tcls = plugins.transports.get(cfg.transport_plugin, "transport.plugin")
+    transport = tcls(cfg.transport, timeout=cfg.transport_timeout)
+    cams = ", ".join(f"{n} ({c.backend})" for n, c in cfg.cameras.items())
+    print(f"{cfg.source}: OK")
+    print(f"  node {cfg.node}, site {cfg.site}, {cfg.segment_seconds:g}s segments")
+    print(f"  cameras: {cams}")
+    print(f"  buffer {cfg.buffer.path}, spool {cfg.spool.path}, spill after {cfg.spill_after:g}s")
+    print(f"  transport: {transport.describe()}")
+    return 0
+
+
+def cmd_plugins(args, cfg, plugins, config_args) -> int:
+    for info in plugins.info.values():
+        print(f"{info.name}  ({info.source})")
+        for item in info.registers:
+            print(f"    registers {item}")
+        events = [h for h in info.hooks if not h.startswith("livecam_register_")]
+        if events:
+            print(f"    implements {', '.join(events)}")
+    return 0
+
+
+def cmd_status(args, cfg, plugins, config_args) -> int:
+    data = statusmod.gather(cfg)
+    if args.json:
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        print(statusmod.render(data))
+    return 0
+
+
+def cmd_record(args, cfg, plugins, config_args) -> int:
+    from livecam.recorder import Recorder
+
+    if args.camera not in cfg.cameras:
+        known = ", ".join(cfg.cameras)
+        print(f"livecam: error: no camera {args.camera!r} in {cfg.source} (cameras: {known})",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    return Recorder(cfg, plugins, args.camera).run()
+
+
+def cmd_ship(args, cfg, plugins, config_args) -> int:
+    from livecam.shipper import Shipper
+
+    return Shipper(cfg, plugins).run()
+
+
+def cmd_run(args, cfg, plugins, config_args) -> int:
+    from livecam.supervisor import Supervisor, role_argv
+
+    roles = {f"recorder {cam}": ["record", cam] for cam in cfg.cameras}
+    roles["shipper"] = ["ship"]
+    children = {name: role_argv(role, config_args) for name, role in roles.items()}
+    log.info("running %d cameras and the shipper from %s", len(cfg.cameras), cfg.source)
+    return Supervisor(children, stop_last=("shipper",)).run()
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "record": cmd_record,
+    "ship": cmd_ship,
+    "status": cmd_status,
+    "check-config": cmd_check_config,
+    "plugins": cmd_plugins,
+}

@@ -1,0 +1,10 @@
+"""The core's own registrations: the two built-in tier kinds."""
+
+from livecam import hookimpl
+from livecam.tiers import Tier
+
+
+@hookimpl
+def livecam_register_tiers(register):
+    register("buffer", Tier)
+    register("spool", Tier)

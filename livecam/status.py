@@ -1,0 +1,151 @@
+"""``livecam status``: answered from the tiers and the state files alone.
+
+It works while the daemons run and after they died: nothing here talks to a
+running process.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from livecam.config import Config
+from livecam.state import pid_alive, read_json
+from livecam.tiers import Tier
+
+
+def gather(config: Config) -> dict[str, Any]:
+    """Everything ``status`` shows, as plain data."""
+    now = time.time()
+    buffer = Tier("buffer", config.buffer.path, max_bytes=config.buffer.max_bytes)
+    spool = Tier("spool", config.spool.path, max_bytes=config.spool.max_bytes,
+                 min_free_bytes=config.spool.min_free_bytes)  # fmt: skip
+    segments = {"buffer": buffer.segments(), "spool": spool.segments()}
+
+    tiers = {}
+    for tier in (buffer, spool):
+        segs = segments[tier.role]
+        oldest = min((_mtime(s.path) for s in segs), default=None)
+        tiers[tier.role] = {
+            "path": str(tier.path),
+            "segments": len(segs),
+            "bytes": sum(_size(s.path) for s in segs),
+            "max_bytes": tier.max_bytes,
+            "oldest_age": None if oldest is None else round(now - oldest, 1),
+        }
+
+    cameras = {}
+    for name in config.cameras:
+        st = read_json(buffer.state_dir / f"recorder-{name}.json")
+        mine = [s for t in segments.values() for s in t if s.camera == name]
+        newest = max(mine, key=lambda s: s.sort_key, default=None)
+        state = st.get("state", "never started")
+        if st and state not in ("stopped",) and not pid_alive(st.get("pid")):
+            state = "dead"
+        last_closed = st.get("last_closed_at")
+        cameras[name] = {
+            "state": state,
+            "backend": config.cameras[name].backend,
+            "newest_segment": newest.name if newest else st.get("last_segment"),
+            "last_closed_age": None if last_closed is None else round(now - last_closed, 1),
+            "segments": st.get("segments", 0),
+            "restarts": st.get("restarts", 0),
+            "dropped_frames": st.get("dropped_frames", 0),
+            "bad_segments": st.get("bad_segments", 0),
+            "last_error": st.get("last_error"),
+        }
+
+    ship = read_json(buffer.state_dir / "shipper.json")
+    evictions = read_json(spool.state_dir / "evictions.json")
+    backlog = sorted(
+        {s.name: s for t in segments.values() for s in t}.values(), key=lambda s: s.sort_key
+    )
+    oldest_backlog = min((_mtime(s.path) for s in backlog), default=None)
+    state = ship.get("state", "never started")
+    if ship and state != "stopped" and not pid_alive(ship.get("pid")):
+        state = "dead"
+    shipper = {
+        "state": state,
+        "transport": ship.get("transport"),
+        "backlog_segments": len(backlog),
+        "backlog_bytes": sum(_size(s.path) for s in backlog),
+        "lag": None if oldest_backlog is None else round(now - oldest_backlog, 1),
+        "published": ship.get("published", 0),
+        "spilled": ship.get("spilled", 0),
+        "last_success": ship.get("last_success"),
+        "last_error": ship.get("last_error"),
+        "evictions": evictions.get("count", 0),
+        "evicted_bytes": evictions.get("bytes", 0),
+        "last_eviction": evictions.get("last"),
+    }
+    return {"node": config.node, "site": config.site, "time": now, "cameras": cameras,
+            "tiers": tiers, "shipper": shipper}  # fmt: skip
+
+
+def render(status: dict[str, Any]) -> str:
+    """A few lines a person reads at a glance."""
+    now = status["time"]
+    lines = [f"node {status['node']} (site {status['site']})", "cameras:"]
+    for name, cam in status["cameras"].items():
+        line = f"  {name:<8} {cam['state']:<12} newest {cam['newest_segment'] or '-'}"
+        if cam["last_closed_age"] is not None:
+            line += f" ({cam['last_closed_age']:.0f}s ago)"
+        extras = [f"{k.replace('_', ' ')} {cam[k]}" for k in
+                  ("restarts", "dropped_frames", "bad_segments") if cam[k]]  # fmt: skip
+        if extras:
+            line += "; " + ", ".join(extras)
+        lines.append(line)
+        if cam["last_error"] and cam["state"] != "recording":
+            lines.append(f"           last error: {cam['last_error']}")
+    lines.append("tiers:")
+    for role, t in status["tiers"].items():
+        age = "-" if t["oldest_age"] is None else f"{t['oldest_age']:.0f}s"
+        lines.append(
+            f"  {role:<8} {t['segments']:>5} segments {_human(t['bytes']):>8} "
+            f"of {_human(t['max_bytes'])}, oldest {age}   {t['path']}"
+        )
+    s = status["shipper"]
+    lines.append(f"shipper:  {s['state']} via {s['transport'] or '-'}")
+    lag = "-" if s["lag"] is None else f"{s['lag']:.0f}s"
+    lines.append(
+        f"  backlog {s['backlog_segments']} segments ({_human(s['backlog_bytes'])}), lag {lag}, "
+        f"published {s['published']}, spilled {s['spilled']}"
+    )
+    if s["last_success"]:
+        ok = s["last_success"]
+        lines.append(
+            f"  last success {now - ok['time']:.0f}s ago: {ok['segment']} -> {ok['remote']}"
+        )
+    if s["last_error"]:
+        err = s["last_error"]
+        kind = "PERMANENT " if err.get("permanent") else ""
+        lines.append(f"  last {kind}error {now - err['time']:.0f}s ago: {err['message']}")
+    if s["evictions"]:
+        last = s["last_eviction"] or {}
+        lines.append(
+            f"  EVICTIONS {s['evictions']} ({_human(s['evicted_bytes'])} deleted unshipped), "
+            f"last {last.get('segment')} from {last.get('tier')} ({last.get('reason')})"
+        )
+    return "\n".join(lines)
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "K", "M", "G"):
+        if abs(n) < 1024 or unit == "G":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024
+    return str(n)
+
+
+def _mtime(path: Any) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return time.time()
+
+
+def _size(path: Any) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0

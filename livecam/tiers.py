@@ -1,0 +1,127 @@
+"""Storage tiers: the RAM buffer and the disk spool, each a directory of ready segments.
+
+The directories are the queue. A segment is ready in a tier when it lies at
+``<tier>/<camera>/<name>.mp4``; anything whose name starts with a dot (the
+recorder's ``.open/``, a spill in progress, state) is not. A crash or a power cut
+therefore loses no queue state: a restarted shipper simply scans the tiers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from livecam.segment import Segment, fsync_dir
+
+log = logging.getLogger("livecam.tiers")
+
+STATE_DIR = ".livecam"
+
+
+class Tier:
+    """A directory of per-camera segment folders with a size limit.
+
+    ``max_bytes`` caps what the tier holds; ``min_free_bytes`` keeps that much
+    free on its filesystem; ``high_water`` (a fraction of ``max_bytes``) is where
+    the shipper starts moving segments out (spilling, for the buffer).
+    """
+
+    def __init__(
+        self,
+        role: str,
+        path: Path,
+        *,
+        max_bytes: int,
+        min_free_bytes: int = 0,
+        high_water: float = 1.0,
+    ):
+        self.role = role
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.min_free_bytes = min_free_bytes
+        self.high_water = high_water
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.role} {self.path}>"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.path / STATE_DIR
+
+    def camera_dir(self, camera: str) -> Path:
+        d = self.path / camera
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def segments(self) -> list[Segment]:
+        """Ready segments of every camera, oldest first."""
+        found = []
+        try:
+            cams = [d for d in os.scandir(self.path) if d.is_dir() and not d.name.startswith(".")]
+        except FileNotFoundError:
+            return []
+        for cam in cams:
+            for entry in os.scandir(cam.path):
+                if entry.name.startswith(".") or not entry.is_file():
+                    continue
+                seg = Segment.from_path(Path(entry.path))
+                if seg is not None:
+                    found.append(seg)
+        found.sort(key=lambda s: s.sort_key)
+        return found
+
+    def used_bytes(self) -> int:
+        """Bytes of every file below the tier's camera folders, open files included."""
+        total = 0
+        for root, dirs, files in os.walk(self.path):
+            if root == str(self.path):
+                dirs[:] = [d for d in dirs if d != STATE_DIR]
+            for name in files:
+                with contextlib.suppress(FileNotFoundError):
+                    total += os.lstat(os.path.join(root, name)).st_size
+        return total
+
+    def free_bytes(self) -> int:
+        st = os.statvfs(self.path)
+        return st.f_bavail * st.f_frsize
+
+    def bytes_to_free(self, incoming: int = 0) -> tuple[int, str]:
+        """How many bytes must go so ``incoming`` more fit, and which limit says so."""
+        over_max = self.used_bytes() + incoming - self.max_bytes
+        under_floor = self.min_free_bytes - (self.free_bytes() - incoming)
+        if under_floor > 0 and under_floor >= over_max:
+            return under_floor, "min_free_bytes"
+        if over_max > 0:
+            return over_max, "max_bytes"
+        return 0, ""
+
+    def above_high_water(self) -> bool:
+        return self.used_bytes() > self.high_water * self.max_bytes
+
+    def accept(self, segment: Segment) -> Segment:
+        """Copy ``segment`` in durably (copy, fsync file, rename, fsync dir); return the copy.
+
+        The caller deletes the source afterwards. A crash at any point leaves
+        either no copy (only a dot-named temp file) or a complete one.
+        """
+        dest_dir = self.camera_dir(segment.camera)
+        tmp = dest_dir / f".{segment.name}.part"
+        dest = dest_dir / segment.name
+        with open(segment.path, "rb") as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+            dst.flush()
+            os.fsync(dst.fileno())
+        shutil.copystat(segment.path, tmp)
+        os.replace(tmp, dest)
+        fsync_dir(dest_dir)
+        return segment.at(dest)
+
+    def discard_partials(self) -> None:
+        """Remove spill temp files left by a crash (never complete, never shipped)."""
+        for cam in self.path.glob("*/"):
+            for tmp in cam.glob(".*.part"):
+                log.info("removing partial copy %s left by a crash", tmp)
+                tmp.unlink(missing_ok=True)

@@ -1,0 +1,124 @@
+"""The transport contract: publish one local segment file to one remote path.
+
+A transport plugin subclasses ``Transport`` and registers it with
+``livecam_register_transports``. The shipper calls ``publish`` for one segment at
+a time, from one thread, and deletes the local copy only after it returns.
+
+``publish`` must:
+1. write the file under a temporary name beside the target (a dot-name, so no
+   partial file is ever visible under a final name);
+2. verify it (size always; a digest where the protocol can);
+3. rename it into place;
+4. return ``False`` without sending when the target already holds a file of the
+   same size and digest (a retry after a crash), ``True`` after a real publish.
+
+Every network call has a hard timeout (``self.timeout`` seconds). Failures raise
+``TransientError`` (retried with exponential backoff) or ``PermanentError`` (auth
+refused, host key mismatch, no space, permission denied: alarm, retried slowly).
+No secret may appear in argv, logs or error messages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from livecam.options import Option
+
+
+class PublishError(Exception):
+    """A publish attempt failed; the local copy is kept."""
+
+    permanent: ClassVar[bool] = False
+
+
+class TransientError(PublishError):
+    """Will likely heal by itself: network down, server restarting, timeout."""
+
+
+class PermanentError(PublishError):
+    """Needs a person: auth refused, host key changed, no space, permission denied."""
+
+    permanent = True
+
+
+class Transport:
+    """Base class of transports. Subclasses set ``options`` and implement ``publish``."""
+
+    #: The plugin's own YAML keys under ``transport:`` (besides ``plugin`` and ``timeout``).
+    options: ClassVar[Mapping[str, Option]] = {}
+    #: One line for ``livecam plugins``.
+    description: ClassVar[str] = ""
+
+    def __init__(self, options: Mapping[str, Any], *, timeout: float):
+        self.opts = dict(options)
+        self.timeout = timeout
+
+    @classmethod
+    def check(cls, opts: Mapping[str, Any], key: str) -> None:
+        """Validate option values together (files exist, host key present...).
+
+        Called by ``check-config`` after each option was converted. Raise
+        ``livecam.options.ConfigError`` naming ``key`` + the option.
+        """
+
+    def describe(self) -> str:
+        """Where this transport ships to, for logs and status (no secrets)."""
+        return type(self).__name__
+
+    def publish(self, local: Path, remote: str, *, size: int, digest: str) -> bool:
+        """Publish ``local`` to ``remote`` (relative POSIX path). See the module doc."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release connections. Called when the shipper stops."""
+
+
+def run_command(
+    argv: Sequence[str],
+    *,
+    timeout: float,
+    input: bytes | None = None,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run a helper command with a hard timeout; a timeout is a TransientError.
+
+    The child gets its own process group and the whole group is killed on
+    timeout, so an ssh stuck on a silent peer cannot outlive the attempt.
+    """
+    try:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(env) if env is not None else None,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise PermanentError(f"cannot run {argv[0]}: {exc}") from exc
+    try:
+        out, err = proc.communicate(input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        try:
+            proc.communicate(timeout=2)
+        except subprocess.TimeoutExpired:
+            # Stuck in the kernel (a hung hard mount): abandon it rather than hang too.
+            _abandoned.append(proc)
+        raise TransientError(f"{Path(argv[0]).name} timed out after {timeout:g}s") from None
+    return subprocess.CompletedProcess(list(argv), proc.returncode, out, err)
+
+
+_abandoned: list[subprocess.Popen[bytes]] = []
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    import os
+    import signal
+
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)

@@ -1,0 +1,203 @@
+"""The ``ffmpeg`` camera backend: any input ffmpeg can read, cut into gapless segments.
+
+One ffmpeg process per camera encodes one continuous H.264 stream and its segment
+muxer cuts it at forced keyframes, so no frame is lost or repeated at a boundary
+and each file starts at t=0. ffmpeg reports each finished file on stdout (the
+segment list), which is when the recorder makes it ready.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import threading
+from collections import deque
+from typing import Any, ClassVar
+
+from livecam import hookimpl
+from livecam import options as o
+from livecam.camera import CameraBackend, CameraError, SegmentSink
+from livecam.options import ConfigError, Option
+from livecam.process import dies_with_parent
+
+log = logging.getLogger("livecam.ffmpeg")
+
+PATTERNS = ("testsrc2", "testsrc", "smptebars", "smptehdbars", "rgbtestsrc", "mandelbrot")
+
+
+def _input(value: Any, key: str) -> list[str]:
+    if isinstance(value, list):
+        return o.string_list(value, key)
+    try:
+        args = shlex.split(o.string(value, key))
+    except ValueError as exc:
+        raise ConfigError(f"{key}: cannot split into arguments: {exc}") from None
+    if "-i" not in args:
+        raise ConfigError(f"{key}: must contain '-i SOURCE', e.g. '-f v4l2 -i /dev/video0'")
+    return args
+
+
+class FfmpegCamera(CameraBackend):
+    """A camera read and encoded by ffmpeg (V4L2, RTSP, a file, or a test pattern)."""
+
+    description = "any ffmpeg input (v4l2, rtsp, lavfi test pattern), H.264 via libx264"
+    options: ClassVar = {
+        "input": Option(_input, None, "ffmpeg input arguments; absent: a test pattern"),
+        "pattern": Option(o.choice(*PATTERNS), "testsrc2", "test pattern when input is absent"),
+        "size": Option(o.frame_size, [1280, 720]),
+        "fps": Option(o.integer(1, 240), 30),
+        "bitrate": Option(o.bitrate, "5M"),
+        "codec": Option(o.choice("libx264", "copy"), "libx264", "copy: keep the input's H.264"),
+        "preset": Option(o.string, "veryfast", "libx264 preset"),
+        "keyframe_seconds": Option(o.positive_duration, "1s"),
+        "realtime": Option(o.boolean, True, "pace a file or test input at its frame rate"),
+        "ffmpeg": Option(o.string, "ffmpeg", "the ffmpeg binary"),
+        "extra_output_args": Option(o.string_list, []),
+    }
+
+    def __init__(self, camera: str, options: Any, *, segment_seconds: float):
+        super().__init__(camera, options, segment_seconds=segment_seconds)
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
+        self._lock = threading.RLock()  # stop() may run in a signal handler
+
+    @classmethod
+    def check(cls, opts: Any, key: str) -> None:
+        if opts["codec"] == "copy" and opts["input"] is None:
+            raise ConfigError(f"{key}.codec: 'copy' needs an input that already is H.264")
+
+    def argv(self, open_dir: str) -> list[str]:
+        """The ffmpeg command line for this camera."""
+        opts = self.opts
+        width, height = opts["size"]
+        fps = opts["fps"]
+        if opts["input"] is None:
+            source = f"{opts['pattern']}=size={width}x{height}:rate={fps}"
+            inp = ["-f", "lavfi", "-i", source]
+            if opts["realtime"]:
+                inp = ["-re", *inp]
+        else:
+            inp = list(opts["input"])
+            if opts["realtime"] and "-re" not in inp and not _is_live(inp):
+                inp = ["-re", *inp]
+        seg = self.segment_seconds
+        if opts["codec"] == "copy":
+            video = ["-c:v", "copy"]
+        else:
+            k = opts["keyframe_seconds"]
+            rate = opts["bitrate"]
+            video = [
+                "-c:v",
+                "libx264",
+                "-preset",
+                opts["preset"],
+                "-pix_fmt",
+                "yuv420p",
+                "-b:v",
+                str(rate),
+                "-maxrate",
+                str(rate),
+                "-bufsize",
+                str(2 * rate),
+                # Keyframes on a fixed clock, and exactly at every segment boundary,
+                # so each file cuts cleanly and plays alone.
+                "-g",
+                str(max(1, round(fps * k))),
+                "-sc_threshold",
+                "0",
+                "-force_key_frames",
+                f"expr:gte(t,n_forced*{min(k, seg):g})",
+                "-x264-params",
+                "repeat-headers=1",
+            ]
+            if opts["input"] is not None:
+                video += ["-vf", f"scale={width}:{height}", "-r", str(fps)]
+        return [
+            opts["ffmpeg"], "-hide_banner", "-nostdin", "-loglevel", "error",
+            *inp,
+            "-map", "0:v:0", "-an", *video, *opts["extra_output_args"],
+            "-f", "segment", "-segment_time", f"{seg:g}", "-segment_format", "mp4",
+            "-reset_timestamps", "1",
+            "-segment_list", "pipe:1", "-segment_list_type", "csv",
+            os.path.join(open_dir, "%09d.mp4"),
+        ]  # fmt: skip
+
+    def record(self, sink: SegmentSink) -> None:
+        argv = self.argv(str(sink.open_dir))
+        log.debug("camera %s: %s", self.camera, shlex.join(argv))
+        with self._lock:
+            if self._stopping.is_set():
+                return
+            try:
+                self._proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    preexec_fn=dies_with_parent(signal.SIGKILL),
+                    # Its own session: a Ctrl-C or a unit stop aimed at the group must not
+                    # reach ffmpeg directly; a second signal makes it drop the open segment.
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise CameraError(f"cannot start {argv[0]}: {exc.strerror}") from None
+        proc = self._proc
+        errors: deque[str] = deque(maxlen=5)
+        stderr_reader = threading.Thread(
+            target=self._read_stderr, args=(proc, errors), daemon=True, name="ffmpeg-stderr"
+        )
+        stderr_reader.start()
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            name, _, rest = line.decode(errors="replace").strip().partition(",")
+            if not name:
+                continue
+            try:
+                start, end = (float(x) for x in rest.split(",")[:2])
+                duration: float | None = end - start
+            except ValueError:
+                duration = None
+            sink.close(sink.open_dir / os.path.basename(name), duration=duration)
+        code = proc.wait()
+        stderr_reader.join(timeout=2)
+        if self._stopping.is_set():
+            return
+        detail = errors[-1] if errors else "no message"
+        raise CameraError(f"ffmpeg exited with code {code}: {detail}")
+
+    def _read_stderr(self, proc: subprocess.Popen[bytes], errors: deque[str]) -> None:
+        assert proc.stderr is not None
+        for raw in proc.stderr:
+            line = raw.decode(errors="replace").rstrip()
+            if line:
+                errors.append(line)
+                log.warning("camera %s: ffmpeg: %s", self.camera, line)
+
+    def stop(self) -> None:
+        self._signal(signal.SIGINT)  # ffmpeg finishes and lists the open segment
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, sig: int) -> None:
+        with self._lock:
+            if sig == signal.SIGINT and self._stopping.is_set():
+                return  # a second SIGINT makes ffmpeg drop the segment it is finishing
+            self._stopping.set()
+            if self._proc is not None and self._proc.poll() is None:
+                self._proc.send_signal(sig)
+
+
+def _is_live(argv: list[str]) -> bool:
+    source = argv[argv.index("-i") + 1] if "-i" in argv[:-1] else ""
+    live_formats = {"v4l2", "video4linux2", "alsa", "pulse", "x11grab", "kmsgrab"}
+    fmt = argv[argv.index("-f") + 1] if "-f" in argv[:-1] else ""
+    return fmt in live_formats or "://" in source or source.startswith("/dev/")
+
+
+@hookimpl
+def livecam_register_cameras(register):
+    register("ffmpeg", FfmpegCamera)
