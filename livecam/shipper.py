@@ -38,6 +38,7 @@ from livecam.transport import PermanentError, PublishError, TransientError, Tran
 log = logging.getLogger("livecam.shipper")
 
 POLL = 0.5  # seconds between housekeeping passes; part of the power-cut window
+EVICT_WAIT = 2.0  # how long eviction waits for a segment that is being published
 
 
 class Stopped(Exception):
@@ -95,7 +96,7 @@ class Shipper:
         self.transport = transport
         self.stopping = threading.Event()
         self._claims: set[str] = set()
-        self._claims_lock = threading.Lock()
+        self._claims_changed = threading.Condition()
         self.state_file = self.buffer.state_dir / "shipper.json"
         self.evictions_file = self.spool.state_dir / "evictions.json"
         self.state: dict[str, Any] = {
@@ -117,20 +118,20 @@ class Shipper:
     # --- claims ------------------------------------------------------------------------
 
     @contextmanager
-    def claim(self, name: str) -> Iterator[bool]:
-        """Hold ``name`` for this thread; yields False if the other thread has it."""
-        with self._claims_lock:
-            if name in self._claims:
-                got = False
-            else:
+    def claim(self, name: str, wait: float = 0.0) -> Iterator[bool]:
+        """Hold ``name`` for this thread; yields False if the other thread kept it
+        for longer than ``wait`` seconds."""
+        with self._claims_changed:
+            got = self._claims_changed.wait_for(lambda: name not in self._claims, timeout=wait)
+            if got:
                 self._claims.add(name)
-                got = True
         try:
             yield got
         finally:
             if got:
-                with self._claims_lock:
+                with self._claims_changed:
                     self._claims.discard(name)
+                    self._claims_changed.notify_all()
 
     # --- publishing --------------------------------------------------------------------
 
@@ -312,7 +313,7 @@ class Shipper:
 
     def evict(self, tier: Tier, bytes_needed: int, reason: str) -> bool:
         """Delete segments from ``tier`` until ``bytes_needed`` are free. True if enough."""
-        candidates = [s for s in tier.segments() if s.name not in self._claims]
+        candidates = tier.segments()
         chosen = self.plugins.choose_evictions(
             tier=tier, segments=list(candidates), bytes_needed=bytes_needed
         )
@@ -321,7 +322,9 @@ class Shipper:
         for segment in order:
             if freed >= bytes_needed:
                 break
-            with self.claim(segment.name) as mine:
+            # The oldest is often the one being published; a failing attempt ends
+            # quickly, so wait a little to keep the order strictly oldest first.
+            with self.claim(segment.name, wait=EVICT_WAIT) as mine:
                 if not mine:
                     continue
                 try:

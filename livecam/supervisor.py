@@ -61,8 +61,14 @@ class Supervisor:
     def _start(self, child: Child) -> None:
         log.info("starting %s", child.name)
         try:
-            child.proc = subprocess.Popen(child.argv, stdin=subprocess.DEVNULL,
-                                          preexec_fn=dies_with_parent(signal.SIGTERM))  # fmt: skip
+            # Own session: a Ctrl-C reaches only the supervisor, which stops the
+            # recorders before the shipper; SIGTERM comes if the supervisor dies.
+            child.proc = subprocess.Popen(
+                child.argv,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=dies_with_parent(signal.SIGTERM),
+                start_new_session=True,
+            )
         except OSError as exc:
             log.error("cannot start %s: %s", child.name, exc)
             child.failures += 1

@@ -1,0 +1,267 @@
+"""A real livecam node for end-to-end tests: config, processes, a tmpfs 'NAS share'.
+
+Everything here is real: `livecam` processes, ffmpeg test-pattern cameras, kernel
+mounts. The only thing a test adds is a site plugin (``witness.py``) that records
+every closed segment's size and digest, so a test can prove each one arrived
+intact after the node deleted its local copy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import livecam_cmd, sha256, write_config
+
+WITNESS = '''
+"""Test site plugin: append every closed segment's name, size and digest to a log."""
+import hashlib, json, os, time
+from livecam import hookimpl
+
+LOG = {log!r}
+
+@hookimpl
+def livecam_segment_closed(segment):
+    data = segment.path.read_bytes()
+    line = json.dumps({"name": segment.name, "camera": segment.camera, "seq": segment.seq,
+                       "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                       "closed": time.time(), "pid": os.getpid()})
+    with open(LOG, "a") as f:
+        f.write(line + "\\n")
+'''
+
+
+def sh(*argv: str) -> None:
+    subprocess.run(argv, check=True, capture_output=True, timeout=30)
+
+
+class Share:
+    """A 'NAS share': a tmpfs at ``store`` bind-mounted on ``mnt``.
+
+    ``unmount()`` is an outage that leaves ``mnt`` a bare local directory, exactly
+    like an NFS share that went away; ``mount()`` brings the same content back.
+    """
+
+    def __init__(self, root: Path, size: str = "1G"):
+        self.store = root / "store"
+        self.mnt = root / "mnt"
+        self.store.mkdir(parents=True)
+        self.mnt.mkdir(parents=True)
+        sh("mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(self.store))
+        self.mount()
+
+    def mount(self) -> None:
+        sh("mount", "--bind", str(self.store), str(self.mnt))
+
+    def unmount(self) -> None:
+        sh("umount", "-l", str(self.mnt))
+
+    def close(self) -> None:
+        for path in (self.mnt, self.mnt, self.store):
+            subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+    def segments(self) -> dict[str, Path]:
+        """Final-named segment files on the share, by name."""
+        return {p.name: p for p in self.store.rglob("*.mp4") if not p.name.startswith(".")}
+
+    def hidden(self) -> list[Path]:
+        return [p for p in self.store.rglob(".*") if p.is_file()]
+
+
+class Node:
+    """One node's config and processes, under ``root``."""
+
+    def __init__(self, root: Path, transport: dict[str, Any], **overrides: Any):
+        self.root = root
+        self.buffer = root / "buffer"
+        self.spool = root / "spool"
+        self.plugins = root / "plugins"
+        self.plugins.mkdir(parents=True, exist_ok=True)
+        self.witness_log = root / "closed.jsonl"
+        (self.plugins / "witness.py").write_text(
+            WITNESS.replace("{log!r}", repr(str(self.witness_log)))
+        )
+        self.log = root / "livecam.log"
+        cameras = overrides.pop(
+            "cameras",
+            {
+                "cam0": {"size": [160, 120], "fps": 10, "bitrate": "300k", "preset": "ultrafast"},
+                "cam1": {"size": [160, 120], "fps": 10, "bitrate": "300k", "preset": "ultrafast",
+                         "pattern": "smptebars"},
+            },
+        )  # fmt: skip
+        self.config = {
+            "node": "node01",
+            "site": "lab",
+            "segment_seconds": 1,
+            "cameras": cameras,
+            "buffer": {"path": str(self.buffer), "max_bytes": "64M"},
+            "spool": {"path": str(self.spool), "max_bytes": "1G", "min_free_bytes": 0},
+            "transport": {"timeout": "10s", **transport},
+            "retry": {"initial": "200ms", "max": "1s"},
+            "plugin_dirs": [str(self.plugins)],
+        }
+        for key, value in overrides.items():  # a dict override changes only its keys
+            base = self.config.get(key)
+            self.config[key] = {**base, **value} if isinstance(base, dict) else value
+        self.config_file = write_config(root / "livecam.yaml", self.config)
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    # --- processes -------------------------------------------------------------------
+
+    def start(self, *args: str) -> subprocess.Popen[bytes]:
+        """Start ``livecam -c CONFIG ARGS`` (default: run) in its own session."""
+        with open(self.log, "ab") as log:
+            proc = subprocess.Popen(
+                livecam_cmd("-c", str(self.config_file), *(args or ("run",))),
+                stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )  # fmt: skip
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes] | None = None, timeout: float = 20) -> int:
+        proc = proc or self.procs[0]
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        return proc.wait(timeout=timeout)
+
+    def drain(self, timeout: float = 30) -> None:
+        """Run the shipper alone until nothing is left on the node (after a stop)."""
+        proc = self.start("ship")
+        wait_for(lambda: not self.local_segments("buffer") and not self.local_segments("spool"),
+                 timeout, "the node drained")  # fmt: skip
+        assert self.stop(proc) == 0
+
+    def kill_all(self) -> None:
+        """SIGKILL every process of this node at once (livecam and ffmpeg): a power cut."""
+        for _ in range(2):  # twice: a supervisor could have forked between list and kill
+            for pid in [p.pid for p in self.procs] + self.pids("livecam") + self.pids("ffmpeg"):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        for proc in self.procs:
+            proc.wait(timeout=10)
+
+    def pids(self, what: str, extra: str = "") -> list[int]:
+        """PIDs whose command line mentions this node (its config or buffer) and ``what``."""
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            mine = str(self.config_file) in cmd or str(self.buffer) in cmd
+            if mine and what in cmd and extra in cmd:
+                found.append(int(entry))
+        return found
+
+    def cleanup(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        for pid in self.pids("ffmpeg"):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    # --- what happened ---------------------------------------------------------------------
+
+    def closed(self) -> list[dict[str, Any]]:
+        """Every segment the recorders closed, from the witness plugin's log."""
+        if not self.witness_log.exists():
+            return []
+        return [json.loads(line) for line in self.witness_log.read_text().splitlines() if line]
+
+    def local_segments(self, tier: str) -> list[Path]:
+        base = self.buffer if tier == "buffer" else self.spool
+        return sorted(p for p in base.glob("*/*.mp4") if not p.name.startswith("."))
+
+    def status(self) -> dict[str, Any]:
+        out = subprocess.run(
+            livecam_cmd("-c", str(self.config_file), "status", "--json"),
+            capture_output=True, text=True, timeout=30, check=True,
+        ).stdout  # fmt: skip
+        return json.loads(out)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def wait_for(what: Callable[[], Any], timeout: float, message: str, interval: float = 0.2) -> Any:
+    """Poll ``what`` until it returns something truthy; fail with ``message`` on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = what()
+        if result:
+            return result
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s: {message}")
+
+
+class Watcher:
+    """Samples the share while a test runs: every final-named file must be complete.
+
+    It records the size of each final-named file each time it sees it; a test
+    then checks every observed size against the witness log. A half-written file
+    under a final name would show up as a smaller size.
+    """
+
+    def __init__(self, share: Share, interval: float = 0.05):
+        self.share = share
+        self.interval = interval
+        self.seen: dict[str, set[int]] = {}
+        self.hidden_seen = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Watcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            for root, _dirs, files in os.walk(self.share.store):
+                for name in files:
+                    if name.startswith("."):
+                        self.hidden_seen += 1
+                        continue
+                    try:
+                        size = os.stat(os.path.join(root, name)).st_size
+                    except FileNotFoundError:
+                        continue
+                    self.seen.setdefault(name, set()).add(size)
+
+
+def assert_all_arrived(node: Node, share: Share, *, lost_ok: set[str] = frozenset()) -> list[dict]:
+    """Every closed segment (but ``lost_ok``) is on the share once, byte-identical."""
+    closed = node.closed()
+    assert closed, "no segment was closed"
+    names = [c["name"] for c in closed]
+    assert len(names) == len(set(names)), "a segment name was closed twice"
+    on_share = share.segments()
+    paths = [p.name for p in share.store.rglob("*.mp4") if not p.name.startswith(".")]
+    assert len(paths) == len(set(paths)), "a segment is on the share twice"
+    missing = [n for n in names if n not in on_share and n not in lost_ok]
+    assert not missing, f"{len(missing)} segments never arrived: {missing[:5]}"
+    for c in closed:
+        if c["name"] in on_share:
+            assert sha256(on_share[c["name"]]) == c["sha256"], f"{c['name']} differs on the share"
+    assert not share.hidden(), f"temp files left on the share: {share.hidden()[:3]}"
+    return closed
