@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import logging
+import re
 import sys
 import traceback
 from collections.abc import Iterable
@@ -99,7 +100,12 @@ class Plugins:
         try:
             self.pm.check_pending()
         except pluggy.PluginValidationError as exc:
-            raise PluginError(f"plugin {exc.plugin_name}: {exc}") from None
+            name = self.pm.get_name(exc.plugin) or "?"
+            hook = re.search(r"hook '(\w+)'", str(exc))
+            raise PluginError(
+                f"plugin {name} ({self.info[name].source}): "
+                f"{hook[1] if hook else exc}: unknown hook (see livecam/hookspecs.py)"
+            ) from None
         self._collect_registrations()
 
     # --- loading ----------------------------------------------------------------

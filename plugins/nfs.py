@@ -97,6 +97,9 @@ def child_publish(job: dict[str, Any]) -> dict[str, Any]:
                     view = view[os.write(out, view) :]
         os.fsync(out)
         written = os.fstat(out).st_size
+    except OSError:
+        os.unlink(tmp, dir_fd=fd)  # e.g. no space: leave no partial behind
+        raise
     finally:
         os.close(out)
     if written != size:

@@ -1,0 +1,157 @@
+"""Plugins: loading, clear errors for broken ones, registries, hook calls, docs."""
+
+from __future__ import annotations
+
+import inspect
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from livecam import hookspecs
+from livecam.plugins import PluginError, Plugins
+from tests.conftest import REPO, write_config
+
+SITE_PLUGIN = '''
+"""A site camera backend and a site NAS layout."""
+from livecam import hookimpl
+from livecam.camera import CameraBackend
+from livecam.options import Option, string
+
+
+class Doorbell(CameraBackend):
+    description = "a doorbell camera"
+    options = {"url": Option(string, help="where the doorbell streams")}
+
+
+@hookimpl
+def livecam_register_cameras(register):
+    register("doorbell", Doorbell)
+
+
+@hookimpl
+def livecam_remote_path(segment, node):
+    return f"by-camera/{segment.camera}/{node}/{segment.name}"
+'''
+
+
+def config_with(tmp_path: Path, plugin_text: str | None, **camera) -> Path:
+    plugins = tmp_path / "plugins"
+    plugins.mkdir(exist_ok=True)
+    if plugin_text is not None:
+        (plugins / "site.py").write_text(plugin_text)
+    return write_config(
+        tmp_path / "livecam.yaml",
+        {
+            "cameras": {"cam0": camera or {"backend": "ffmpeg"}},
+            "buffer": {"path": str(tmp_path / "buffer")},
+            "spool": {"path": str(tmp_path / "spool")},
+            "transport": {"plugin": "local", "path": str(tmp_path / "nas")},
+            "plugin_dirs": [str(plugins)],
+        },
+    )
+
+
+def test_site_plugin_registers_a_backend_and_its_options_are_checked(tmp_path, run_livecam):
+    cfg = config_with(tmp_path, SITE_PLUGIN, backend="doorbell", url="rtsp://door")
+    result = run_livecam("-c", str(cfg), "plugins")
+    assert result.returncode == 0, result.stderr
+    assert f"site:site  ({tmp_path}/plugins/site.py)" in result.stdout
+    assert "registers camera backend doorbell" in result.stdout
+    assert "implements livecam_remote_path" in result.stdout
+    assert "registers transport nfs" in result.stdout  # built-ins load the same way
+    assert run_livecam("-c", str(cfg), "check-config").returncode == 0
+    cfg = config_with(tmp_path, SITE_PLUGIN, backend="doorbell")
+    result = run_livecam("-c", str(cfg), "check-config")
+    assert result.returncode == 2
+    assert "cameras.cam0.url: required key is missing (where the doorbell streams)" in result.stderr
+
+
+BROKEN = [
+    ("def livecam_register_cameras(:\n", ["site.py:1", "syntax error"]),
+    ("import no_such_module_here\n", ["site.py:1", "ModuleNotFoundError", "no_such_module_here"]),
+    ("x = 1\nraise RuntimeError('site config missing')\n", ["site.py:2", "site config missing"]),
+    (
+        "from livecam import hookimpl\n@hookimpl\ndef livecam_segment_close(segment):\n    pass\n",
+        ["site:site", "livecam_segment_close", "unknown hook"],
+    ),
+    (
+        "from livecam import hookimpl\n@hookimpl\ndef livecam_register_cameras(register):\n"
+        "    register('ffmpeg', object)\n",
+        ["site:site", "'ffmpeg'", "CameraBackend"],
+    ),
+    (
+        "from livecam import hookimpl\nfrom livecam.camera import CameraBackend\n"
+        "@hookimpl\ndef livecam_register_cameras(register):\n"
+        "    register('ffmpeg', type('X', (CameraBackend,), {}))\n",
+        ["site:site", "'ffmpeg' is already registered by ffmpeg"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "words"), BROKEN, ids=lambda v: str(v)[:30])
+def test_broken_site_plugin_gets_one_clear_line(tmp_path, run_livecam, text, words):
+    cfg = config_with(tmp_path, text)
+    for command in ("plugins", "check-config", "run"):
+        result = run_livecam("-c", str(cfg), command, timeout=20)
+        assert result.returncode == 2, (command, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+        for word in words:
+            assert word in lines[0], lines[0]
+
+
+def test_event_hook_failure_is_logged_and_others_still_run(caplog):
+    calls = []
+
+    class Broken:
+        @staticmethod
+        @__import__("livecam").hookimpl
+        def livecam_segment_closed(segment):
+            raise RuntimeError("plugin bug")
+
+    class Counter:
+        @staticmethod
+        @__import__("livecam").hookimpl
+        def livecam_segment_closed(segment):
+            calls.append(segment)
+
+    plugins = Plugins(entry_points=False)
+    plugins.pm.register(Broken, name="broken")
+    plugins.pm.register(Counter, name="counter")
+    try:
+        plugins.segment_closed(segment="seg")
+    finally:
+        plugins.pm.unregister(name="broken")
+        plugins.pm.unregister(name="counter")
+    assert calls == ["seg"]
+    assert "plugin broken failed in livecam_segment_closed" in caplog.text
+
+
+def test_missing_plugin_dir_is_not_an_error(tmp_path):
+    plugins = Plugins([tmp_path / "absent"])
+    assert "ffmpeg" in plugins.cameras.names()
+
+
+def test_every_hook_has_a_contract_and_is_documented():
+    docs = (REPO / "docs" / "plugins.md").read_text()
+    for name in hookspecs.spec_names():
+        doc = inspect.getdoc(getattr(hookspecs, name))
+        assert doc and len(doc) > 80, f"{name} has no contract docstring"
+        assert re.search(rf"^#+ `{name}", docs, re.M), f"{name} is not documented in plugins.md"
+
+
+def test_plugin_error_is_a_config_error():
+    # The CLI turns every ConfigError into one line and exit code 2.
+    assert issubclass(PluginError, __import__("livecam.options").options.ConfigError)
+
+
+def test_a_third_party_plugin_is_ten_lines_plus_an_entry_point():
+    # The built-ins are registered only through entry points, like any third party.
+    out = subprocess.run(
+        ["grep", "-A8", r"\[project.entry-points.livecam\]", str(REPO / "pyproject.toml")],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    for name in ("ffmpeg", "nfs"):
+        assert f'{name} = "livecam_plugins.{name}"' in out
