@@ -1,0 +1,143 @@
+"""The shipper's decisions, driven directly on real files (no cameras, no timing)."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from livecam import config as configmod
+from livecam import hookimpl
+from livecam.segment import Segment, segment_name
+from livecam.shipper import Shipper
+from livecam.transport import PermanentError, TransientError
+
+
+@pytest.fixture
+def setup(tmp_path):
+    raw = {
+        "node": "node01",
+        "site": "lab",
+        "segment_seconds": 1,
+        "cameras": {"cam0": {}},
+        "buffer": {"path": str(tmp_path / "buffer"), "max_bytes": "1M"},
+        "spool": {"path": str(tmp_path / "spool"), "max_bytes": "250K", "min_free_bytes": 0},
+        "transport": {"plugin": "local", "path": str(tmp_path / "nas")},
+        "retry": {"initial": "1s", "max": "8s", "permanent": "5m"},
+        "plugin_dirs": [],
+    }
+    cfg, plugins = configmod.parse(raw)
+    return cfg, plugins, tmp_path
+
+
+def put(tier_path: Path, seq: int, size: int = 100_000, age: float = 0) -> Segment:
+    start = datetime(2026, 11, 26, 12, 0, seq % 60, tzinfo=UTC)
+    path = tier_path / "cam0" / segment_name("cam0", start, seq)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(os.urandom(size))
+    if age:
+        t = time.time() - age
+        os.utime(path, (t, t))
+    return Segment.from_path(path)
+
+
+def test_a_segment_left_in_both_tiers_by_a_crashed_spill_ships_once(setup):
+    cfg, plugins, tmp = setup
+    seg = put(cfg.buffer.path, 1)
+    shipper = Shipper(cfg, plugins)
+    shipper.spool.accept(seg)  # the crash came before the buffer copy was deleted
+    assert [s.name for s in shipper.ready()] == [seg.name]
+    assert shipper.publish_next() is True
+    assert not seg.path.exists() and not (cfg.spool.path / "cam0" / seg.name).exists()
+    assert len(list((tmp / "nas").rglob("*.mp4"))) == 1
+    assert shipper.publish_next() is False
+
+
+def test_publish_after_a_lost_local_delete_is_already_there(setup):
+    cfg, plugins, tmp = setup
+    seg = put(cfg.buffer.path, 1)
+    data = seg.path.read_bytes()
+    shipper = Shipper(cfg, plugins)
+    shipper.publish_next()
+    seg.path.write_bytes(data)  # as if the shipper died before deleting it
+    shipper.publish_next()
+    assert not seg.path.exists()
+    assert shipper.state["already_there"] == 1 and shipper.state["published"] == 2
+
+
+def test_spill_is_due_after_spill_after_and_keeps_the_oldest_first(setup):
+    cfg, plugins, _ = setup
+    old = put(cfg.buffer.path, 1, age=5)
+    young = put(cfg.buffer.path, 2)
+    shipper = Shipper(cfg, plugins)
+    shipper.housekeep()
+    assert (cfg.spool.path / "cam0" / old.name).exists() and not old.path.exists()
+    assert young.path.exists(), "younger than spill_after: stays in RAM"
+    assert shipper.state["spilled"] == 1
+
+
+def test_full_spool_evicts_oldest_first_and_counts_each(setup):
+    cfg, plugins, _ = setup
+    segs = [put(cfg.buffer.path, i, age=10 - i) for i in range(1, 5)]  # 4 x 100K, spool 250K
+    shipper = Shipper(cfg, plugins)
+    shipper.housekeep()
+    spooled = sorted(p.name for p in (cfg.spool.path / "cam0").glob("*.mp4"))
+    assert spooled == [segs[2].name, segs[3].name]
+    status = (cfg.spool.path / ".livecam" / "evictions.json").read_text()
+    assert '"count": 2' in status and segs[1].name in status
+
+
+def test_an_eviction_plugin_chooses_and_the_rest_is_oldest_first(setup):
+    cfg, plugins, _ = setup
+
+    class KeepOldest:
+        @staticmethod
+        @hookimpl
+        def livecam_choose_evictions(tier, segments, bytes_needed):
+            return [segments[-1]]  # this site would rather lose the newest
+
+    plugins.pm.register(KeepOldest, name="keep-oldest")
+    try:
+        segs = [put(cfg.spool.path, i) for i in range(1, 4)]  # 300K in a 250K spool
+        shipper = Shipper(cfg, plugins)
+        assert shipper.evict(shipper.spool, 150_000, "max_bytes") is True
+    finally:
+        plugins.pm.unregister(name="keep-oldest")
+    assert [s.path.exists() for s in segs] == [False, True, False]
+
+
+def test_a_bad_remote_path_from_a_plugin_keeps_the_segment(setup):
+    cfg, plugins, _ = setup
+
+    class Escape:
+        @staticmethod
+        @hookimpl
+        def livecam_remote_path(segment, node):
+            return f"../{segment.name}"
+
+    plugins.pm.register(Escape, name="escape")
+    try:
+        seg = put(cfg.buffer.path, 1)
+        with pytest.raises(PermanentError, match="not a clean relative path"):
+            Shipper(cfg, plugins).publish_next()
+    finally:
+        plugins.pm.unregister(name="escape")
+    assert seg.path.exists()
+
+
+def test_backoff_is_jittered_exponential_and_permanent_errors_wait_long(setup):
+    cfg, plugins, _ = setup
+    shipper = Shipper(cfg, plugins)
+
+    class State:
+        def __init__(self, n, exc):
+            self.attempt_number = n
+            self.outcome = type("O", (), {"exception": lambda _s: exc})()
+
+    waits = [shipper._wait(State(n, TransientError("x"))) for n in range(1, 12) for _ in range(20)]
+    assert 0 <= min(waits) and max(waits) <= 8
+    assert len({round(w, 3) for w in waits}) > 50, "full jitter, not a fixed ladder"
+    assert shipper._wait(State(3, PermanentError("auth"))) == 300
