@@ -15,6 +15,7 @@ paramiko is imported only when used, so this module loads without it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import posixpath
@@ -157,15 +158,26 @@ class SftpTransport(Transport):
             )
         tmp = posixpath.join(directory, f".{name}.part")
         deadline = time.monotonic() + self.timeout
-        with open(local, "rb") as src, sftp.open(tmp, "wb") as dst:
-            dst.set_pipelined(True)
-            while block := src.read(BLOCK):
-                dst.write(block)
-                if time.monotonic() > deadline:
-                    raise TransientError(f"sftp {target}: timed out after {self.timeout:g}s")
+        try:
+            with open(local, "rb") as src, sftp.open(tmp, "wb") as dst:
+                dst.set_pipelined(True)
+                while block := src.read(BLOCK):
+                    dst.write(block)
+                    if time.monotonic() > deadline:
+                        raise TransientError(f"sftp {target}: timed out after {self.timeout:g}s")
+        except (OSError, PublishError):
+            # A partial temp would hold space on a full disk; the session may still work.
+            with contextlib.suppress(Exception):
+                sftp.remove(tmp)
+            raise
         written = sftp.stat(tmp).st_size
         if written != size:
-            raise TransientError(f"sftp {target}: size check failed: {written} of {size} bytes")
+            # Pipelined writes that the server refused (ENOSPC) come back as a short file.
+            with contextlib.suppress(Exception):
+                sftp.remove(tmp)
+            raise PermanentError(
+                f"sftp {target}: the NAS stored {written} of {size} bytes (no space left?)"
+            )
         if "posix-rename@openssh.com" in getattr(sftp, "_extensions", {}):
             sftp.posix_rename(tmp, target)
         else:

@@ -147,8 +147,14 @@ class SmbTransport(Transport):
                 return False
             raise PermanentError(f"{where} already exists with other content; not overwritten")
         tmp = ntpath.join(directory, f".{name}.part")
-        with open(local, "rb") as src, smbclient.open_file(tmp, "wb", **kw) as dst:
-            shutil.copyfileobj(src, dst, BLOCK)
+        try:
+            with open(local, "rb") as src, smbclient.open_file(tmp, "wb", **kw) as dst:
+                shutil.copyfileobj(src, dst, BLOCK)
+        except OSError:
+            # A partial temp would hold space on a full disk; the session may still work.
+            with contextlib.suppress(Exception):
+                smbclient.remove(tmp, **kw)
+            raise
         written = smbclient.stat(tmp, **kw).st_size
         if written != size:
             raise TransientError(f"{where}: size check failed: {written} of {size} bytes")
