@@ -1,0 +1,657 @@
+"""The ``picamera2`` camera backend: a Raspberry Pi CSI camera cut into gapless segments.
+
+The camera's YUV420 main stream goes straight into picamera2's software H.264
+encoder (``LibavH264Encoder``: x264 through PyAV). It is chosen by class, not by
+the ``H264Encoder`` alias, because that alias means the V4L2 hardware encoder on
+older Pis and on any machine where chip detection finds nothing, and a Pi 5 has
+no hardware encoder. The encoder feeds a ``SplittableOutput`` that holds one
+``PyavOutput`` per segment file. A timer (the thread running ``record``, never
+the camera's thread) asks for a keyframe and calls ``split_output``, which moves
+to the next file at that keyframe without losing or repeating a frame.
+
+Each file starts at t=0: picamera2 stamps packets with camera time since the
+first frame, so every file after the first would otherwise start late. Dropped
+frames show as gaps in those timestamps and are reported to the sink; a camera
+that delivers nothing for ``frame_timeout`` fails with CameraError, after the
+frames it did deliver are closed into a last segment.
+
+picamera2 and libcamera come from apt on Raspberry Pi OS, so they are imported
+only when a camera records; elsewhere the camera fails with "picamera2 not
+available". ``camera: synthetic`` records a moving test picture through the same
+encoder and outputs, for demos, tests and benchmarks on machines without a camera.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import mmap
+import os
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, ClassVar
+
+from livecam import hookimpl
+from livecam import options as o
+from livecam.camera import CameraBackend, CameraError, SegmentSink
+from livecam.options import ConfigError, Option
+
+log = logging.getLogger("livecam.picamera2")
+
+SYNTHETIC = "synthetic"
+PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium")
+EXPOSURE_MODES = {"normal": "Normal", "short": "Short", "long": "Long"}
+AWB_MODES = {
+    "auto": "Auto",
+    "incandescent": "Incandescent",
+    "tungsten": "Tungsten",
+    "fluorescent": "Fluorescent",
+    "indoor": "Indoor",
+    "daylight": "Daylight",
+    "cloudy": "Cloudy",
+}
+NOISE_REDUCTION = {
+    "off": "Off",
+    "fast": "Fast",
+    "high_quality": "HighQuality",
+    "minimal": "Minimal",
+}
+INSTALL_HINT = (
+    "on Raspberry Pi OS: sudo apt install python3-picamera2, and create livecam's venv "
+    "with --system-site-packages"
+)
+
+
+def _camera(value: Any, key: str) -> int | str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ConfigError(f"{key}: a camera number is 0 or more, got {value}")
+        return value
+    text = o.string(value, key).strip()
+    if not text:
+        raise ConfigError(f"{key}: expected a camera Id, a number, or 'synthetic'")
+    return int(text) if text.isdigit() else text
+
+
+def _transform(value: Any, key: str) -> dict[str, Any]:
+    raw = o.check_options(
+        key,
+        value,
+        {
+            "hflip": Option(o.boolean, False),
+            "vflip": Option(o.boolean, False),
+            "rotation": Option(o.integer(0, 180), 0, "0 or 180"),
+        },
+    )
+    if raw["rotation"] not in (0, 180):
+        # The ISP flips but cannot transpose: 90 and 270 are not offered by libcamera here.
+        raise ConfigError(f"{key}.rotation: must be 0 or 180, got {raw['rotation']}")
+    return raw
+
+
+class Picamera2Camera(CameraBackend):
+    """A Raspberry Pi camera recorded through picamera2 and encoded with x264 (PyAV)."""
+
+    description = "Raspberry Pi CSI camera via picamera2, H.264 via x264 (PyAV), gapless splits"
+    options: ClassVar = {
+        "camera": Option(_camera, 0, "camera Id or number (rpicam-hello --list-cameras)"),
+        "size": Option(o.frame_size, [1280, 720]),
+        "fps": Option(o.integer(1, 120), 30),
+        "bitrate": Option(o.bitrate, "5M"),
+        "keyframe_seconds": Option(o.positive_duration, "1s"),
+        "preset": Option(o.choice(*PRESETS), "ultrafast", "x264 preset; slower costs CPU"),
+        "transform": Option(_transform, {}, "hflip, vflip (booleans), rotation (0 or 180)"),
+        "exposure_mode": Option(o.choice(*EXPOSURE_MODES), None, "default: the tuning's"),
+        "awb_mode": Option(o.choice(*AWB_MODES), None, "default: the tuning's"),
+        "noise_reduction": Option(o.choice(*NOISE_REDUCTION), None, "default: picamera2's"),
+        "frame_timeout": Option(o.positive_duration, "5s", "no frame this long: camera failed"),
+    }
+
+    def __init__(self, camera: str, options: Any, *, segment_seconds: float):
+        super().__init__(camera, options, segment_seconds=segment_seconds)
+        self._stopping = threading.Event()
+        self._killed = False
+        self._failure: str | None = None
+        self._seq = 0
+
+    @classmethod
+    def check(cls, opts: Any, key: str) -> None:
+        if opts["keyframe_seconds"] * opts["fps"] < 1:
+            raise ConfigError(
+                f"{key}.keyframe_seconds: shorter than one frame at {opts['fps']} fps"
+            )
+
+    # --- the camera ------------------------------------------------------------------
+
+    def open_camera(self, pc: SimpleNamespace) -> Any:
+        """Open and configure the camera; returns an object with Picamera2's recording API."""
+        opts = self.opts
+        if opts["camera"] == SYNTHETIC:
+            return SyntheticCamera(pc, opts["size"], opts["fps"])
+        number, ident = self._find_camera(pc)
+        try:
+            cam = pc.Picamera2(number)
+        except (RuntimeError, OSError) as exc:
+            raise CameraError(
+                f"camera {ident}: cannot open it: {_causes(exc)} "
+                "(is another process, such as rpicam-* or a second livecam, using it?)"
+            ) from None
+        try:
+            config = cam.create_video_configuration(
+                main={"size": tuple(opts["size"]), "format": "YUV420"},
+                controls=self._controls(pc),
+                transform=self._libcamera_transform(pc),
+            )
+            cam.configure(config)
+        except Exception as exc:
+            cam.close()
+            raise CameraError(f"camera {ident}: cannot configure it: {_causes(exc)}") from None
+        return cam
+
+    def _find_camera(self, pc: SimpleNamespace) -> tuple[int, str]:
+        wanted = self.opts["camera"]
+        cameras = pc.Picamera2.global_camera_info()
+        ids = [c["Id"] for c in cameras]
+        listing = ", ".join(
+            f"{i}: {c['Id']} ({c.get('Model', '?')})" for i, c in enumerate(cameras)
+        )
+        listing = listing or "none; check the ribbon cable and `rpicam-hello --list-cameras`"
+        if isinstance(wanted, int):
+            if wanted >= len(cameras):
+                raise CameraError(f"camera {wanted}: no such camera (cameras found: {listing})")
+            return wanted, f"{wanted} ({ids[wanted]})"
+        if wanted not in ids:
+            raise CameraError(f"camera {wanted}: no such camera (cameras found: {listing})")
+        # Picamera2(n) takes n as a position in global_camera_info(), not libcamera's order.
+        return ids.index(wanted), wanted
+
+    def _controls(self, pc: SimpleNamespace) -> dict[str, Any]:
+        opts = self.opts
+        frame_us = round(1_000_000 / opts["fps"])
+        controls: dict[str, Any] = {"FrameDurationLimits": (frame_us, frame_us)}
+        ctl = pc.libcamera.controls
+        if opts["exposure_mode"]:
+            mode = EXPOSURE_MODES[opts["exposure_mode"]]
+            controls["AeExposureMode"] = getattr(ctl.AeExposureModeEnum, mode)
+        if opts["awb_mode"]:
+            controls["AwbMode"] = getattr(ctl.AwbModeEnum, AWB_MODES[opts["awb_mode"]])
+        if opts["noise_reduction"]:
+            mode = NOISE_REDUCTION[opts["noise_reduction"]]
+            controls["NoiseReductionMode"] = getattr(ctl.draft.NoiseReductionModeEnum, mode)
+        return controls
+
+    def _libcamera_transform(self, pc: SimpleNamespace) -> Any:
+        t = self.opts["transform"]
+        flip = t["rotation"] == 180
+        return pc.libcamera.Transform(hflip=int(t["hflip"] != flip), vflip=int(t["vflip"] != flip))
+
+    # --- recording -------------------------------------------------------------------
+
+    def record(self, sink: SegmentSink) -> None:
+        pc = _picamera2()
+        if self._stopping.is_set():
+            return
+        cam = self.open_camera(pc)
+        opts = self.opts
+        fps = opts["fps"]
+        clock = FrameClock(fps, sink.dropped_frames, self.camera)
+        encoder = pc.LibavH264Encoder(
+            bitrate=opts["bitrate"],
+            repeat=True,  # SPS/PPS before every keyframe: each segment decodes on its own
+            iperiod=max(1, round(fps * opts["keyframe_seconds"])),
+            framerate=fps,
+        )
+        encoder.preset = opts["preset"]
+        current = self._new_file(pc, sink, clock)
+        splitter = pc.SplittableOutput(current)
+        started = False
+        try:
+            cam.start_encoder(encoder, splitter, name="main")
+            started = True
+            cam.start()
+            boundary = time.monotonic() + self.segment_seconds
+            while True:
+                self._wait(boundary, clock)
+                if self._stopping.is_set():
+                    break
+                boundary += self.segment_seconds
+                nxt = self._new_file(pc, sink, clock)
+                if not self._split(pc, splitter, encoder, nxt, clock):
+                    break
+                sink.close(current.path, duration=current.duration())
+                current = nxt
+        finally:
+            if started:
+                # Flushes x264's queued frames into the current file and closes it.
+                _quietly(cam.stop_encoder, encoder)
+            _quietly(cam.stop)
+            _quietly(cam.close)
+        if current.frames and not self._killed:
+            sink.close(current.path, duration=current.duration())
+        else:
+            current.path.unlink(missing_ok=True)
+        if self._failure:
+            raise CameraError(self._failure)
+
+    def _new_file(self, pc: SimpleNamespace, sink: SegmentSink, clock: FrameClock) -> Any:
+        self._seq += 1
+        path = Path(sink.open_dir) / f"{os.getpid()}-{self._seq:09d}.mp4"
+        out = pc.SegmentFile(path, clock)
+        out.error_callback = self._output_failed
+        return out
+
+    def _output_failed(self, exc: Exception) -> None:
+        self._failure = f"cannot write a segment: {type(exc).__name__}: {exc}"
+        self._stopping.set()
+
+    def _wait(self, until: float, clock: FrameClock) -> None:
+        """Sleep until ``until``, stop or failure; a silent camera becomes a failure."""
+        while not self._stopping.wait(max(0.0, min(0.2, until - time.monotonic()))):
+            self._check_frames(clock)
+            if time.monotonic() >= until:
+                return
+
+    def _check_frames(self, clock: FrameClock) -> None:
+        silent = clock.silent_for()
+        if silent > self.opts["frame_timeout"]:
+            self._failure = f"camera {self.camera}: no frame for {silent:.1f}s; the camera stalled"
+            log.error("%s", self._failure)
+            self._stopping.set()
+
+    def _split(
+        self, pc: SimpleNamespace, splitter: Any, encoder: Any, new: Any, clock: FrameClock
+    ) -> bool:
+        """Move to ``new`` at the next keyframe and close the old file; False on failure."""
+        done = threading.Event()
+
+        def run() -> None:
+            # A keyframe now rather than at the next GOP boundary, so the segment
+            # closes on time; split_output then waits for it in this thread.
+            if pc.can_force_keyframes:
+                encoder.force_key_frame()
+            splitter.split_output(new)
+            done.set()
+
+        threading.Thread(target=run, daemon=True, name=f"split-{self.camera}").start()
+        while not done.wait(0.2):
+            self._check_frames(clock)
+            if self._failure or self._killed:
+                # No keyframe will come: release the waiting split (picamera2 offers no
+                # cancel), and drop the file it had opened but never wrote.
+                getattr(splitter, "_split_done", threading.Event()).set()
+                _quietly(new.stop)
+                new.path.unlink(missing_ok=True)
+                return False
+        clock.splits += 1
+        return True
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def kill(self) -> None:
+        self._killed = True
+        self._failure = self._failure or f"camera {self.camera}: killed"
+        self._stopping.set()
+
+
+class FrameClock:
+    """Counts frames by their camera timestamps: gaps are dropped frames, silence a stall."""
+
+    def __init__(self, fps: int, on_drop: Any, camera: str):
+        self.interval_us = 1_000_000 / fps
+        self.on_drop = on_drop
+        self.camera = camera
+        self.frames = 0
+        self.dropped = 0
+        self.splits = 0
+        self.last_ts: int | None = None
+        self.last_at = time.monotonic()
+
+    def frame(self, timestamp_us: int) -> None:
+        """Called from the encoder's thread for every video packet, in order."""
+        self.last_at = time.monotonic()
+        if self.last_ts is not None:
+            missing = round((timestamp_us - self.last_ts) / self.interval_us) - 1
+            if missing > 0:
+                self.dropped += missing
+                log.warning(
+                    "camera %s: %d frames lost before t=%dus", self.camera, missing, timestamp_us
+                )
+                self.on_drop(missing)
+        self.last_ts = timestamp_us
+        self.frames += 1
+
+    def silent_for(self) -> float:
+        return time.monotonic() - self.last_at
+
+
+@functools.cache
+def _picamera2() -> SimpleNamespace:
+    """Import picamera2 (lazily: only Raspberry Pi OS has it) and build the file output."""
+    try:
+        import libcamera
+        from picamera2 import Picamera2
+        from picamera2.allocators import Allocator
+        from picamera2.encoders import LibavH264Encoder
+        from picamera2.outputs import PyavOutput, SplittableOutput
+        from picamera2.request import CompletedRequest, Helpers
+    except ImportError as exc:
+        raise CameraError(f"picamera2 not available ({exc}); {INSTALL_HINT}") from None
+
+    class SegmentFile(PyavOutput):
+        """One segment file; rebases camera timestamps so the file starts at t=0."""
+
+        def __init__(self, path: Path, clock: FrameClock):
+            super().__init__(str(path), format="mp4")
+            self.path = path
+            self.clock = clock
+            self.origin: int | None = None
+            self.last: int | None = None
+            self.frames = 0
+
+        def outputframe(self, frame, keyframe=True, timestamp=None, packet=None, audio=False):
+            if not audio and timestamp is not None:
+                if self.origin is None:
+                    if not keyframe:
+                        return  # PyavOutput drops these too: a file starts at a keyframe
+                    self.origin = timestamp
+                self.clock.frame(timestamp)
+                self.frames += 1
+                self.last = timestamp
+                timestamp -= self.origin
+            super().outputframe(frame, keyframe, timestamp, packet, audio)
+
+        def duration(self) -> float | None:
+            if self.origin is None or self.last is None:
+                return None
+            return (self.last - self.origin + self.clock.interval_us) / 1_000_000
+
+    return SimpleNamespace(
+        can_force_keyframes=_can_force_keyframes(),
+        libcamera=libcamera,
+        Picamera2=Picamera2,
+        Allocator=Allocator,
+        LibavH264Encoder=LibavH264Encoder,
+        SplittableOutput=SplittableOutput,
+        SegmentFile=SegmentFile,
+        CompletedRequest=CompletedRequest,
+        Helpers=Helpers,
+    )
+
+
+def _can_force_keyframes() -> bool:
+    """Whether LibavH264Encoder.force_key_frame works with this PyAV.
+
+    picamera2 marks the frame with ``pict_type = "I"``; PyAV 14 made pict_type an
+    enum and refuses the string, which would kill the encoder thread. Without it a
+    split waits for the next regular keyframe (at most ``keyframe_seconds``).
+    """
+    import av
+
+    try:
+        av.VideoFrame(16, 16, "yuv420p").pict_type = "I"
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+class SyntheticCamera:
+    """A camera without a sensor: a moving YUV420 picture with sensor-like timestamps.
+
+    It offers the part of Picamera2's API the backend uses and hands the encoder
+    picamera2's own ``CompletedRequest`` over shared-memory buffers, as Picamera2's
+    request loop does with DMA buffers. The top 16 rows carry the frame number in
+    16-pixel black/white blocks (bit 0 leftmost), so tests can check every frame.
+    ``drop`` (frame numbers never delivered) and ``stall_after`` (frames before the
+    camera goes silent) simulate a failing sensor; ``realtime=False`` delivers
+    frames as fast as the encoder takes them (for benchmarks).
+    """
+
+    BUFFERS = 6  # as Picamera2's video configuration
+
+    def __init__(
+        self,
+        pc: SimpleNamespace,
+        size: Iterable[int],
+        fps: int,
+        *,
+        drop: Iterable[int] = (),
+        stall_after: int | None = None,
+        realtime: bool = True,
+        frames: int | None = None,
+    ):
+        self.pc = pc
+        self.width, self.height = size
+        self.fps = fps
+        self.drop = set(drop)
+        self.stall_after = stall_after
+        self.realtime = realtime
+        self.limit = frames
+        self.delivered = 0
+        self.camera = None  # CompletedRequest.release requeues to a libcamera camera: none here
+        self.started = False
+        self.stop_count = self.configure_count = 0
+        self.request_lock = threading.Lock()
+        self.controls = SimpleNamespace()
+        self.helpers = pc.Helpers(self)
+        self.stream = _Stream()
+        self.stream_map = {"main": self.stream}
+        self.camera_config = {
+            "main": {"format": "YUV420", "size": (self.width, self.height), "stride": self.width}
+        }
+        self.allocator = _MemfdAllocator(pc, self.width * self.height * 3 // 2, self.BUFFERS)
+        self.encoders: list[Any] = []
+        self.finished = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pictures = SyntheticPictures(self.width, self.height)
+
+    def start_encoder(self, encoder: Any, output: Any, name: str = "main") -> None:
+        encoder.output = output
+        encoder.name = name
+        encoder.width, encoder.height = self.width, self.height
+        encoder.format = "YUV420"
+        encoder.stride = self.width
+        encoder.start()
+        self.encoders.append(encoder)
+
+    def start(self) -> None:
+        self.started = True
+        self._thread = threading.Thread(target=self._run, daemon=True, name="synthetic-camera")
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.started = False
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def stop_encoder(self, encoder: Any) -> None:
+        self.stop()  # no frame may reach an encoder that is flushing
+        encoder.stop()
+        self.encoders.remove(encoder)
+
+    def close(self) -> None:
+        self.stop()
+        self.allocator.close()
+
+    def frame(self, n: int) -> bytes:
+        """Frame ``n`` as raw YUV420 bytes (what the buffers receive)."""
+        return bytes(self._pictures.frame(n))
+
+    def _run(self) -> None:
+        interval = 1 / self.fps
+        t0 = time.monotonic()
+        ts0 = time.monotonic_ns()
+        n = 0
+        while self.started and (self.limit is None or n < self.limit):
+            if self.stall_after is not None and n >= self.stall_after:
+                time.sleep(0.05)  # the sensor has gone silent
+                continue
+            if self.realtime:
+                delay = t0 + n * interval - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            if n in self.drop:
+                n += 1
+                continue
+            fb = self.allocator.take()
+            if fb is None:
+                n += 1  # every buffer still held by the encoder: the frame is lost, as on a Pi
+                continue
+            self.allocator.mapped_buffers[fb][:] = self._pictures.frame(n)
+            raw = SimpleNamespace(
+                buffers={self.stream: fb},
+                metadata={
+                    self.pc.libcamera.controls.SensorTimestamp: ts0 + round(n * interval * 1e9)
+                },
+            )
+            request = self.pc.CompletedRequest(raw, self)
+            self.allocator.release(raw.buffers)  # the request holds it until released
+            for encoder in self.encoders:
+                encoder.encode(encoder.name, request)
+            request.release()
+            self.delivered += 1
+            n += 1
+        self.finished.set()
+
+
+class _MemfdAllocator:
+    """Frame buffers in memfd shared memory, mapped once like picamera2's DmaAllocator."""
+
+    def __init__(self, pc: SimpleNamespace, length: int, count: int):
+        self.length = length
+        self.mapped_buffers: dict[Any, mmap.mmap] = {}
+        self.free: list[Any] = []
+        self.held: dict[_FrameBuffer, int] = {}
+        self.lock = threading.Lock()
+        self.fds: list[int] = []
+        for i in range(count):
+            fd = os.memfd_create(f"livecam-synthetic-{i}")
+            os.ftruncate(fd, length)
+            self.fds.append(fd)
+            fb = _FrameBuffer(fd, length)
+            self.mapped_buffers[fb] = mmap.mmap(fd, length)
+            self.free.append(fb)
+
+    def sync(self, allocator: Any, fb: Any, write: bool) -> _MappedSync:
+        return _MappedSync(self, fb)
+
+    def take(self) -> Any:
+        with self.lock:
+            if not self.free:
+                return None
+            fb = self.free.pop()
+            self.held[fb] = 1
+            return fb
+
+    def acquire(self, buffers: dict) -> None:
+        with self.lock:
+            for fb in buffers.values():
+                self.held[fb] = self.held.get(fb, 0) + 1
+
+    def release(self, buffers: dict) -> None:
+        with self.lock:
+            for fb in buffers.values():
+                self.held[fb] -= 1
+                if self.held[fb] == 0:
+                    del self.held[fb]
+                    self.free.append(fb)
+
+    def close(self) -> None:
+        for mm in self.mapped_buffers.values():
+            _quietly(mm.close)
+        for fd in self.fds:
+            _quietly(os.close, fd)
+        self.fds = []
+
+
+class _Stream:
+    """A libcamera stream handle: only its identity matters to picamera2."""
+
+
+class _FrameBuffer:
+    """What picamera2 reads of a libcamera FrameBuffer: its planes and their use."""
+
+    def __init__(self, fd: int, length: int):
+        self.planes = [SimpleNamespace(fd=fd, offset=0, length=length)]
+        self.metadata = SimpleNamespace(planes=[SimpleNamespace(bytes_used=length)])
+
+
+class _MappedSync:
+    """picamera2's buffer sync protocol for already-mapped memory (nothing to flush)."""
+
+    def __init__(self, allocator: _MemfdAllocator, fb: Any):
+        self.allocator = allocator
+        self.fb = fb
+
+    def __enter__(self) -> mmap.mmap:
+        return self.allocator.mapped_buffers[self.fb]
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+class SyntheticPictures:
+    """A few seconds of moving picture with mild noise, cycled; frame numbers on top."""
+
+    CYCLE = 30
+
+    def __init__(self, width: int, height: int):
+        import numpy as np
+
+        self.np = np
+        self.width, self.height = width, height
+        rng = np.random.default_rng(7)
+        y, x = np.mgrid[0:height, 0:width]
+        base = (x * 160 // max(1, width) + y * 60 // max(1, height) + 16).astype(np.int16)
+        noise = rng.integers(-6, 7, size=(height, width), dtype=np.int16)
+        chroma = np.full(width * height // 2, 128, dtype=np.uint8)
+        self.frames = []
+        box = max(8, height // 4)
+        for i in range(self.CYCLE):
+            luma = base + noise
+            bx = (i * width // self.CYCLE) % max(1, width - box)
+            luma[height // 3 : height // 3 + box, bx : bx + box] = 220
+            frame = np.concatenate([np.clip(luma, 0, 255).astype(np.uint8).ravel(), chroma])
+            self.frames.append(frame)
+        self.bits = min(32, width // 16)
+
+    def frame(self, n: int) -> Any:
+        frame = self.frames[n % self.CYCLE].copy()
+        luma = frame[: self.width * self.height].reshape(self.height, self.width)
+        for bit in range(self.bits):
+            luma[0:16, bit * 16 : bit * 16 + 16] = 235 if (n >> bit) & 1 else 16
+        return frame
+
+
+def read_frame_number(luma_top_rows: bytes, width: int) -> int:
+    """The frame number in a decoded frame's top 16 rows of luma (see SyntheticCamera)."""
+    n = 0
+    for bit in range(min(32, width // 16)):
+        if luma_top_rows[8 * width + bit * 16 + 8] > 128:
+            n |= 1 << bit
+    return n
+
+
+def _causes(exc: BaseException) -> str:
+    """An exception and its causes on one line: picamera2 wraps libcamera's reason."""
+    parts = []
+    seen: BaseException | None = exc
+    while seen is not None and len(parts) < 4:
+        parts.append(str(seen) or type(seen).__name__)
+        seen = seen.__cause__ or seen.__context__
+    return ": ".join(dict.fromkeys(parts))
+
+
+def _quietly(fn: Any, *args: Any) -> None:
+    try:
+        fn(*args)
+    except Exception as exc:
+        log.debug("ignored during shutdown: %s: %s", type(exc).__name__, exc)
+
+
+@hookimpl
+def livecam_register_cameras(register):
+    register("picamera2", Picamera2Camera)
