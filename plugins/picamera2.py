@@ -116,6 +116,7 @@ class Picamera2Camera(CameraBackend):
         self._killed = False
         self._failure: str | None = None
         self._seq = 0
+        self._pending: Any = None  # the file of a split that never happened
 
     @classmethod
     def check(cls, opts: Any, key: str) -> None:
@@ -229,10 +230,21 @@ class Picamera2Camera(CameraBackend):
                 _quietly(cam.stop_encoder, encoder)
             _quietly(cam.stop)
             _quietly(cam.close)
-        if current.frames and not self._killed:
-            sink.close(current.path, duration=current.duration())
-        else:
-            current.path.unlink(missing_ok=True)
+            pending = self._pending
+            if pending is not None:
+                # A split was waiting for a keyframe that never came. Release its thread
+                # only now (picamera2 offers no cancel): earlier, it would close the file
+                # that the encoder's flush was still writing to.
+                getattr(splitter, "_split_done", threading.Event()).set()
+                _quietly(pending.stop)
+        # The flush may have reached the pending file if it began with a keyframe.
+        for out in (current, pending):
+            if out is None:
+                continue
+            if out.frames and not self._killed:
+                sink.close(out.path, duration=out.duration())
+            else:
+                out.path.unlink(missing_ok=True)
         if self._failure:
             raise CameraError(self._failure)
 
@@ -279,11 +291,7 @@ class Picamera2Camera(CameraBackend):
         while not done.wait(0.2):
             self._check_frames(clock)
             if self._failure or self._killed:
-                # No keyframe will come: release the waiting split (picamera2 offers no
-                # cancel), and drop the file it had opened but never wrote.
-                getattr(splitter, "_split_done", threading.Event()).set()
-                _quietly(new.stop)
-                new.path.unlink(missing_ok=True)
+                self._pending = new  # record() settles it after the encoder has stopped
                 return False
         clock.splits += 1
         return True

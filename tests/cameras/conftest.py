@@ -72,7 +72,9 @@ class Recording:
 def frame_numbers(path: Path, width: int = WIDTH, height: int = HEIGHT) -> list[int]:
     """Decode a segment for real and read the frame number out of every frame."""
     raw = subprocess.run(
-        ["ffmpeg", "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "gray", "-"],
+        # passthrough: one picture per stored frame (no duplicates filling timestamp gaps)
+        ["ffmpeg", "-v", "error", "-i", str(path), "-fps_mode", "passthrough",
+         "-f", "rawvideo", "-pix_fmt", "gray", "-"],
         capture_output=True, check=True, timeout=60,
     ).stdout  # fmt: skip
     size = width * height
