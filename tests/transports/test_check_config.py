@@ -1,0 +1,69 @@
+"""`livecam check-config` catches a transport's mistakes with one line naming the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import write_config
+from tests.transports.servers import SMB_PASSWORD
+
+
+def config(tmp_path, transport: dict) -> str:
+    path = write_config(tmp_path / "livecam.yaml", {
+        "cameras": {"cam0": {}},
+        "buffer": {"path": str(tmp_path / "buffer")},
+        "spool": {"path": str(tmp_path / "spool")},
+        "transport": transport,
+        "plugin_dirs": [],
+    })  # fmt: skip
+    return str(path)
+
+
+def ssh_transport(tmp_path, plugin: str, **changes) -> dict:
+    key = tmp_path / "id"
+    key.write_text("not really a key\n")
+    known = tmp_path / "known_hosts"
+    known.write_text("[nas.lan]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE\n")
+    t = {"plugin": plugin, "host": "nas.lan", "port": 2222, "user": "node01", "path": "x",
+         "identity_file": str(key), "known_hosts_file": str(known)}  # fmt: skip
+    t.update(changes)
+    return {k: v for k, v in t.items() if v is not None}
+
+
+@pytest.mark.parametrize("plugin", ["rsync", "sftp"])
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"host": None}, "transport.host: required key is missing"),
+        ({"identity_file": "/nonexistent/id"}, "transport.identity_file: /nonexistent/id does not"),
+        ({"port": 22}, "transport.known_hosts_file: "),  # the pin is for port 2222 only
+        ({"host": "other.lan"}, "has no key for [other.lan]:2222"),
+        ({"porte": 22}, "transport.porte: unknown key"),
+    ],
+)
+def test_ssh_transport_mistakes(tmp_path, run_livecam, plugin, changes, message):
+    cfg = config(tmp_path, ssh_transport(tmp_path, plugin, **changes))
+    result = run_livecam("-c", cfg, "check-config")
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_ssh_transport_ok(tmp_path, run_livecam):
+    result = run_livecam("-c", config(tmp_path, ssh_transport(tmp_path, "rsync")), "check-config")
+    assert result.returncode == 0, result.stderr
+    assert "rsync to node01@nas.lan:2222 x" in result.stdout
+
+
+def test_smb_password_file_checked_and_never_shown(tmp_path, run_livecam):
+    t = {"plugin": "smb", "server": "nas.lan", "share": "cams", "username": "node01",
+         "password_file": str(tmp_path / "missing")}  # fmt: skip
+    result = run_livecam("-c", config(tmp_path, t), "check-config")
+    assert result.returncode == 2
+    assert "transport.password_file:" in result.stderr
+    (tmp_path / "pw").write_text(SMB_PASSWORD + "\n")
+    t["password_file"] = str(tmp_path / "pw")
+    result = run_livecam("-c", config(tmp_path, t), "check-config")
+    assert result.returncode == 0, result.stderr
+    assert "(encrypted)" in result.stdout
+    assert SMB_PASSWORD not in result.stdout + result.stderr

@@ -1,0 +1,76 @@
+"""rsync through a real cut: sshd in a network namespace, the veth set down mid-file.
+
+The link is shaped (tbf) so a file takes seconds to cross, then cut while it is
+in flight. The attempt must fail as transient within the keepalive bound, no
+partial file may ever be visible under the final name, and once the link is
+back the same segment arrives intact.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+from livecam.segment import file_digest
+from livecam.transport import TransientError
+from tests.conftest import sha256
+from tests.core.node import Watcher
+from tests.transports import servers
+from tests.transports.conftest import Nas
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ns_sshd(base):
+    netns = servers.NetNs("lc-cut", subnet="10.77.1")
+    (base / "ns").mkdir()
+    s = servers.Sshd(base / "ns", host=netns.ns_ip, port=2222, netns=netns.name)
+    s.start()
+    s.netns_obj = netns
+    yield s
+    s.stop()
+    netns.remove()
+
+
+def test_link_cut_mid_file_is_transient_and_heals(ns_sshd, tmp_path):
+    netns = ns_sshd.netns_obj
+    netns.shape(8)  # 8 Mbit/s: 6 MB take about 6 s
+    nas = Nas("rsync", ns_sshd)
+    t = nas.transport(timeout=60)
+    seg = tmp_path / "cam0-20261126T121530Z-000001.mp4"
+    seg.write_bytes(os.urandom(6_000_000))
+    remote = f"lab/node01/cam0/{seg.name}"
+    outcome: dict = {}
+
+    def attempt():
+        t0 = time.monotonic()
+        try:
+            outcome["result"] = t.publish(seg, remote, size=seg.stat().st_size,
+                                          digest=file_digest(seg))  # fmt: skip
+        except Exception as exc:
+            outcome["error"] = exc
+        outcome["seconds"] = time.monotonic() - t0
+
+    try:
+        with Watcher(nas) as watcher:
+            worker = threading.Thread(target=attempt)
+            worker.start()
+            time.sleep(2.5)  # mid-file
+            netns.link(up=False)
+            worker.join(timeout=60)
+            assert not worker.is_alive(), "publish hung on a dead link"
+            assert isinstance(outcome.get("error"), TransientError), outcome
+            # Noticed by keepalives/--timeout in seconds, not by TCP's minutes.
+            assert outcome["seconds"] < 35
+            assert not nas.segments(), "a partial file is visible under the final name"
+            netns.link(up=True)
+            assert t.publish(seg, remote, size=seg.stat().st_size, digest=file_digest(seg))
+        assert sha256(nas.segments()[seg.name]) == sha256(seg)
+        # Whenever the final name was visible, it held the whole file.
+        assert watcher.seen.get(seg.name, set()) <= {seg.stat().st_size}
+    finally:
+        netns.link(up=True)
