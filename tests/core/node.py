@@ -42,7 +42,21 @@ def sh(*argv: str) -> None:
     subprocess.run(argv, check=True, capture_output=True, timeout=30)
 
 
-class Share:
+class Target:
+    """Where segments land, seen from the NAS side: ``store``."""
+
+    def __init__(self, store: Path):
+        self.store = store
+
+    def segments(self) -> dict[str, Path]:
+        """Final-named segment files, by name."""
+        return {p.name: p for p in self.store.rglob("*.mp4") if not p.name.startswith(".")}
+
+    def hidden(self) -> list[Path]:
+        return [p for p in self.store.rglob(".*") if p.is_file()]
+
+
+class Share(Target):
     """A 'NAS share': a tmpfs at ``store`` bind-mounted on ``mnt``.
 
     ``unmount()`` is an outage that leaves ``mnt`` a bare local directory, exactly
@@ -50,7 +64,7 @@ class Share:
     """
 
     def __init__(self, root: Path, size: str = "1G"):
-        self.store = root / "store"
+        super().__init__(root / "store")
         self.mnt = root / "mnt"
         self.store.mkdir(parents=True)
         self.mnt.mkdir(parents=True)
@@ -66,13 +80,6 @@ class Share:
     def close(self) -> None:
         for path in (self.mnt, self.mnt, self.store):
             subprocess.run(["umount", "-l", str(path)], capture_output=True)
-
-    def segments(self) -> dict[str, Path]:
-        """Final-named segment files on the share, by name."""
-        return {p.name: p for p in self.store.rglob("*.mp4") if not p.name.startswith(".")}
-
-    def hidden(self) -> list[Path]:
-        return [p for p in self.store.rglob(".*") if p.is_file()]
 
 
 class Node:
@@ -249,7 +256,7 @@ class Watcher:
                     self.seen.setdefault(name, set()).add(size)
 
 
-def assert_all_arrived(node: Node, share: Share, *, lost_ok: set[str] = frozenset()) -> list[dict]:
+def assert_all_arrived(node: Node, share: Target, *, lost_ok: set[str] = frozenset()) -> list[dict]:
     """Every closed segment (but ``lost_ok``) is on the share once, byte-identical."""
     closed = node.closed()
     assert closed, "no segment was closed"
