@@ -1,0 +1,103 @@
+"""A fleet of two camera nodes and a NAS, as Debian trees provisioned by site.yml."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import fleet
+import pytest
+import yaml
+
+NODES = ("node1", "node2")
+NAS_ADDRESS = "10.77.0.1"
+
+
+@dataclass
+class Fleet:
+    """The provisioned trees and the inventory that made them."""
+
+    work: Path
+    inventory: Path
+    trees: dict[str, Path]
+    runs: dict[str, tuple[float, dict]] = field(default_factory=dict)
+    cleanup: fleet.Cleanup = field(default_factory=fleet.Cleanup)
+
+
+def _inventory(trees: dict[str, Path]) -> dict:
+    cameras = {
+        # Small test-pattern cameras: real ffmpeg and x264, little CPU.
+        "node1": {"cam0": {"backend": "ffmpeg", "size": [160, 120], "fps": 10, "bitrate": "100k"},
+                  "cam1": {"backend": "ffmpeg", "size": [160, 120], "fps": 10, "bitrate": "100k",
+                           "pattern": "smptebars"}},
+        "node2": {"cam0": {"backend": "ffmpeg", "size": [160, 120], "fps": 10,
+                           "bitrate": "100k"}},
+    }  # fmt: skip
+    return {
+        "all": {
+            "vars": {
+                "ansible_connection": "community.general.chroot",
+                "ansible_python_interpreter": "/usr/bin/python3",
+                # No systemd runs in a chroot: enable units, start nothing.
+                "livecam_node_services_start": False,
+                "livecam_nas_services_start": False,
+                "livecam_node_site": "test",
+                "livecam_node_segment_seconds": 2,
+                "livecam_node_buffer_max_bytes": "20M",
+                "livecam_node_buffer_tmpfs_size": "32M",
+                "livecam_node_spool_max_bytes": "200M",
+                "livecam_node_spool_min_free_bytes": "10M",
+                "livecam_node_transport": {"plugin": "rsync", "host": NAS_ADDRESS,
+                                           "user": "livecam", "path": ".", "bwlimit": 0},
+                "livecam_node_config_extra": {"retry": {"initial": "1s", "max": "2s"}},
+                # Dependency wheels are fetched once per machine, not per run.
+                "livecam_node_wheelhouse": str(fleet.CACHE / "wheelhouse"),
+            },
+            "children": {
+                "livecam_nas": {"hosts": {"nas": {"ansible_host": str(trees["nas"])}}},
+                "livecam_nodes": {"hosts": {
+                    n: {"ansible_host": str(trees[n]), "livecam_node_cameras": cameras[n]}
+                    for n in NODES
+                }},
+            },
+        }
+    }  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def provisioned(tmp_path_factory) -> Fleet:
+    """Two node trees and a NAS tree, converged once by site.yml."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: mounts overlays and chroots into Debian trees")
+    for tool in ("debootstrap", "chroot", "ip"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"needs {tool}")
+    t0 = time.monotonic()
+    base = fleet.base_tree()
+    print(f"\nbase tree {base} ready in {time.monotonic() - t0:.0f}s")
+    work = tmp_path_factory.mktemp("fleet")
+    f = Fleet(work=work, inventory=work / "inventory.yml", trees={})
+    try:
+        for name in (*NODES, "nas"):
+            f.trees[name] = fleet.overlay_tree(base, work, name, f.cleanup)
+        # site.yml builds the wheel from a snapshot of the checkout, so edits made
+        # to the working tree while the tests run cannot change the second run.
+        source = work / "src"
+        shutil.copytree(fleet.REPO, source, ignore=shutil.ignore_patterns(
+            ".*", "tests", "ansible", "bench", "docs", "build", "dist", "*.egg-info",
+            "__pycache__", "livecam-demo"))  # fmt: skip
+        inventory = _inventory(f.trees)
+        inventory["all"]["vars"]["livecam_source"] = str(source)
+        f.inventory.write_text(yaml.safe_dump(inventory, sort_keys=False))
+        t0 = time.monotonic()
+        out, recap = fleet.ansible_playbook(f.inventory)
+        (work / "first-run.log").write_text(out)
+        f.runs["first"] = (time.monotonic() - t0, recap)
+        print(f"first converge: {f.runs['first'][0]:.0f}s {f.runs['first'][1]}")
+        yield f
+    finally:
+        errors = f.cleanup.run()
+        assert not errors, errors

@@ -1,0 +1,100 @@
+"""site.yml converges real Debian trees, and a second run changes nothing."""
+
+from __future__ import annotations
+
+import re
+
+import fleet
+import pytest
+from conftest import NODES
+
+pytestmark = pytest.mark.slow
+
+
+def chroot(tree, *argv, **kw):
+    return fleet.sh("chroot", str(tree), *argv, **kw)
+
+
+def test_first_run_converges(provisioned):
+    seconds, recap = provisioned.runs["first"]
+    print(f"first run {seconds:.0f}s: {recap}")
+    assert set(recap) >= {*NODES, "nas", "localhost"}
+    for host, (_ok, changed, unreachable, failed) in recap.items():
+        assert (unreachable, failed) == (0, 0), host
+        if host != "localhost":
+            assert changed > 0, host
+
+
+def test_second_run_changes_nothing(provisioned):
+    out, recap = fleet.ansible_playbook(provisioned.inventory)
+    changed = {h: r[1] for h, r in recap.items()}
+    assert changed and not any(changed.values()), out[-6000:]
+
+
+def test_check_diff_reports_no_change(provisioned):
+    out, recap = fleet.ansible_playbook(provisioned.inventory, "--check", "--diff")
+    changed = {h: r[1] for h, r in recap.items()}
+    assert changed and not any(changed.values()), out[-6000:]
+    assert "--- before" not in out, out[-6000:]
+
+
+@pytest.mark.parametrize("node", NODES)
+def test_node_tree(provisioned, node):
+    tree = provisioned.trees[node]
+    fstab = [line.split() for line in (tree / "etc/fstab").read_text().splitlines()
+             if "/run/livecam/buffer" in line]  # fmt: skip
+    assert len(fstab) == 1 and fstab[0][0] == "tmpfs" and fstab[0][2] == "tmpfs", fstab
+    assert "size=32M" in fstab[0][3] and "noexec" in fstab[0][3]
+
+    cameras = {"node1": ["cam0", "cam1"], "node2": ["cam0"]}[node]
+    wants = tree / "etc/systemd/system/multi-user.target.wants"
+    enabled = sorted(p.name for p in wants.glob("livecam-*"))
+    assert enabled == sorted(["livecam-ship.service",
+                              *(f"livecam-record@{c}.service" for c in cameras)])  # fmt: skip
+
+    check = chroot(tree, "/opt/livecam/venv/bin/livecam", "-c", "/etc/livecam/livecam.yaml",
+                   "check-config", check=False)  # fmt: skip
+    print(check.stdout)
+    assert check.returncode == 0, check.stderr
+    assert f"node {node}, site test" in check.stdout
+
+    known = (tree / "etc/livecam/ssh/known_hosts").read_text().split()
+    nas_key = (provisioned.trees["nas"] / "etc/ssh/ssh_host_ed25519_key.pub").read_text().split()
+    assert known == ["10.77.0.1", *nas_key[:2]]
+    key = tree / "etc/livecam/ssh/id_ed25519"
+    assert oct(key.stat().st_mode & 0o777) == "0o600"
+
+
+def test_nas_tree(provisioned):
+    nas = provisioned.trees["nas"]
+    lines = [ln for ln in (nas / "var/lib/livecam-nas/.ssh/authorized_keys").read_text()
+             .splitlines() if ln and not ln.startswith("#")]  # fmt: skip
+    assert len(lines) == len(NODES)
+    for node in NODES:
+        pub = (provisioned.trees[node] / "etc/livecam/ssh/id_ed25519.pub").read_text().split()
+        line = next(ln for ln in lines if pub[1] in ln)
+        assert line.startswith(f'command="rrsync -wo /srv/livecam/test/{node}",restrict '), line
+        d = nas / f"srv/livecam/test/{node}"
+        assert d.is_dir() and oct(d.stat().st_mode & 0o777) == "0o750"
+    # Links are absolute inside the tree: check the link, not its target.
+    assert (nas / "etc/systemd/system/timers.target.wants/livecam-retention.timer").is_symlink()
+
+
+def test_units_are_hardened(provisioned):
+    """systemd-analyze rates every livecam unit at exposure 2.0 or lower."""
+    scores = {}
+    units = {
+        provisioned.trees["node1"]: ["livecam-record@cam0.service", "livecam-ship.service"],
+        provisioned.trees["nas"]: ["livecam-retention.service"],
+    }
+    for tree, names in units.items():
+        for unit in names:
+            out = fleet.sh("systemd-analyze", "security", "--offline=true", f"--root={tree}",
+                           "--no-pager", unit, check=False)  # fmt: skip
+            m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out.stdout)
+            assert m, out.stdout + out.stderr
+            scores[unit] = float(m.group(1))
+    print("\nsystemd-analyze security exposure:")
+    for unit, score in scores.items():
+        print(f"  {unit}: {score}")
+    assert all(score <= 2.0 for score in scores.values()), scores
