@@ -74,7 +74,10 @@ def test_healthy_link_ships_everything_and_never_writes_the_spool(node, share):
         status = n.status()
         assert status["shipper"]["spilled"] == 0
         assert status["cameras"]["cam0"]["state"] == "recording"
+        t0 = time.monotonic()
         assert n.stop(proc) == 0
+        assert time.monotonic() - t0 < 10, "SIGTERM stops the node within seconds"
+        assert not n.pids("ffmpeg") and not n.pids("livecam"), "no process outlives the stop"
         # After a clean stop whatever is left was moved to disk (a reboot may follow).
         wait_for(lambda: not n.local_segments("buffer"), 5, "buffer emptied on stop")
         n.drain()
@@ -235,3 +238,31 @@ def test_spool_quota_evicts_oldest_first_and_counts_it(node, share):
         kept = [c["seq"] for c in closed if c["camera"] == cam and c["closed"] > outage_at + 1
                 and c["name"] not in evicted]  # fmt: skip
         assert ev and kept and max(ev) < min(kept), (cam, ev, kept)
+
+
+def test_a_stalled_camera_is_restarted_and_the_log_says_so(node, share):
+    n = node()
+    proc = n.start()
+    wait_for(published(share, 4), 30, "publishing")
+    [ffmpeg0] = n.pids("ffmpeg", "cam0/.open")
+    os.kill(ffmpeg0, signal.SIGSTOP)  # alive but delivering nothing: a stalled camera
+    stalled_at = time.time()
+    wait_for(lambda: "camera cam0 stalled" in n.log_text(), 20, "the stall is noticed")
+    wait_for(lambda: [c for c in n.closed() if c["camera"] == "cam0" and c["closed"] > stalled_at],
+             20, "cam0 records again")  # fmt: skip
+    assert ffmpeg0 not in n.pids("ffmpeg", "cam0/.open")
+    # Meanwhile cam1 never stopped: it closed a segment every second.
+    cam1 = sorted(c["closed"] for c in n.closed() if c["camera"] == "cam1")
+    assert max(b - a for a, b in zip(cam1, cam1[1:], strict=False)) < 2.5
+    n.stop(proc)
+    n.drain()
+    assert_all_arrived(n, share)
+
+
+def test_killing_the_supervisor_takes_every_child_with_it(node, share):
+    n = node()
+    proc = n.start()
+    wait_for(lambda: len(n.pids("ffmpeg")) == 2, 20, "both cameras running")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    wait_for(lambda: not n.pids("ffmpeg") and not n.pids("livecam"), 15, "no orphan left")
