@@ -189,6 +189,10 @@ def test_power_cut_loses_at_most_the_stated_window(node, share):
     wait_for(lambda: len(n.closed()) >= mark + 12, 30, "recording during the outage")
     cut = time.time()
     n.kill_all()  # every livecam process and ffmpeg at once
+    status = n.status()  # answers after the daemons died, and says so
+    assert status["shipper"]["state"] == "dead"
+    assert {c["state"] for c in status["cameras"].values()} == {"dead"}
+    assert status["tiers"]["spool"]["segments"] >= 8
     shutil.rmtree(n.buffer)  # a reboot empties the tmpfs
     assert proc.poll() is not None
     share.mount()
