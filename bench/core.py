@@ -126,7 +126,7 @@ class Node:
         self.proc.wait(timeout=60)
 
     def close(self) -> None:
-        subprocess.run(["umount", "-l", str(self.nas)], check=False)
+        subprocess.run(["umount", "-l", str(self.nas)], check=False, capture_output=True)
         shutil.rmtree(f"/dev/shm/livecam-bench-{os.getpid()}", ignore_errors=True)
 
     def recorded_bytes(self) -> int:
