@@ -102,7 +102,9 @@ class Node:
         self.root = root
         self.nas = root / "nas"
         self.nas.mkdir(parents=True)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4G", "tmpfs", str(self.nas)], check=True)
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=4G", "tmpfs", str(self.nas)], check=True
+        )
         self.config = root / "livecam.yaml"
         self.config.write_text(yaml.safe_dump({
             "node": "bench", "site": "bench", "segment_seconds": segment_seconds,
@@ -115,10 +117,10 @@ class Node:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [*LIVECAM, "-c", str(self.config), "run"],
-            stdout=subprocess.DEVNULL, stderr=open(self.root / "log", "wb"),
-        )  # fmt: skip
+        with open(self.root / "log", "wb") as log:
+            self.proc = subprocess.Popen(
+                [*LIVECAM, "-c", str(self.config), "run"], stdout=subprocess.DEVNULL, stderr=log
+            )
 
     def stop(self) -> None:
         assert self.proc is not None
@@ -158,8 +160,10 @@ class LoopDisk:
         self.mnt.mkdir()
         subprocess.run(["truncate", "-s", size, str(self.image)], check=True)
         subprocess.run(["mkfs.ext4", "-q", str(self.image)], check=True)
-        self.dev = subprocess.run(["losetup", "--find", "--show", str(self.image)],
-                                  capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+        losetup = ["losetup", "--find", "--show", str(self.image)]
+        self.dev = subprocess.run(
+            losetup, capture_output=True, text=True, check=True
+        ).stdout.strip()
         subprocess.run(["mount", self.dev, str(self.mnt)], check=True)
 
     def written(self) -> int:

@@ -20,7 +20,8 @@ def ffprobe(path: Path) -> dict[str, Any]:
     """Frames, duration and first timestamp of the video stream, decoded for real."""
     out = subprocess.run(
         ["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0",
-         "-show_entries", "stream=nb_read_frames,codec_name,width,height:format=duration,start_time",
+         "-show_entries",
+         "stream=nb_read_frames,codec_name,width,height:format=duration,start_time",
          "-of", "json", str(path)],
         capture_output=True, text=True, check=True, timeout=60,
     ).stdout  # fmt: skip

@@ -8,6 +8,7 @@ intact after the node deleted its local copy.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -151,10 +152,8 @@ class Node:
         """SIGKILL every process of this node at once (livecam and ffmpeg): a power cut."""
         for _ in range(2):  # twice: a supervisor could have forked between list and kill
             for pid in [p.pid for p in self.procs] + self.pids("livecam") + self.pids("ffmpeg"):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
         for proc in self.procs:
             proc.wait(timeout=10)
 
@@ -179,10 +178,8 @@ class Node:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
         for pid in self.pids("ffmpeg"):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
     # --- what happened ---------------------------------------------------------------------
 

@@ -13,10 +13,10 @@ import subprocess
 import time
 
 import pytest
+from livecam_plugins.nfs import NfsTransport
 
 from livecam.segment import file_digest
 from livecam.transport import TransientError
-from livecam_plugins.nfs import NfsTransport
 from tests.core.node import Node, Target, assert_all_arrived, wait_for
 from tests.transports.servers import (
     SFTP_USER,

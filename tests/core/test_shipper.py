@@ -57,7 +57,7 @@ def test_a_segment_left_in_both_tiers_by_a_crashed_spill_ships_once(setup):
 
 
 def test_publish_after_a_lost_local_delete_is_already_there(setup):
-    cfg, plugins, tmp = setup
+    cfg, plugins, _tmp = setup
     seg = put(cfg.buffer.path, 1)
     data = seg.path.read_bytes()
     shipper = Shipper(cfg, plugins)
@@ -138,6 +138,6 @@ def test_backoff_is_jittered_exponential_and_permanent_errors_wait_long(setup):
             self.outcome = type("O", (), {"exception": lambda _s: exc})()
 
     waits = [shipper._wait(State(n, TransientError("x"))) for n in range(1, 12) for _ in range(20)]
-    assert 0 <= min(waits) and max(waits) <= 8
+    assert min(waits) >= 0 and max(waits) <= 8
     assert len({round(w, 3) for w in waits}) > 50, "full jitter, not a fixed ladder"
     assert shipper._wait(State(3, PermanentError("auth"))) == 300
