@@ -141,3 +141,17 @@ def test_backoff_is_jittered_exponential_and_permanent_errors_wait_long(setup):
     assert min(waits) >= 0 and max(waits) <= 8
     assert len({round(w, 3) for w in waits}) > 50, "full jitter, not a fixed ladder"
     assert shipper._wait(State(3, PermanentError("auth"))) == 300
+
+
+def test_when_the_spool_cannot_take_more_the_buffer_evicts_oldest_first(setup):
+    cfg, plugins, _ = setup
+    # A spool whose floor can never be met (a full SD card): nothing can spill.
+    spool = cfg.spool.__class__(**{**cfg.spool.__dict__, "min_free_bytes": 1 << 60})
+    cfg = cfg.__class__(**{**cfg.__dict__, "spool": spool})
+    segs = [put(cfg.buffer.path, i, size=300_000, age=10 - i) for i in range(1, 6)]  # 1.5M > 1M
+    shipper = Shipper(cfg, plugins)
+    shipper.housekeep()
+    assert [s.path.exists() for s in segs] == [False, False, True, True, True]
+    assert not list(cfg.spool.path.rglob("*.mp4"))
+    record = (cfg.spool.path / ".livecam" / "evictions.json").read_text()
+    assert '"count": 2' in record and '"tier": "buffer"' in record
