@@ -1,0 +1,269 @@
+"""Benchmark the network transports against their plain tools over a shaped link.
+
+    .venv/bin/python bench/transports.py [--quick] [--report FILE]
+
+Real sshd (rrsync -wo account, chrooted SFTP account) and smbd run in a network
+namespace behind a veth pair shaped with tc tbf. For each link, each transport
+drains a backlog of segment-sized random files one ``publish`` at a time, and its
+plain tool sends the same files in one go over the same link: ``rsync -a``,
+OpenSSH ``sftp`` with ``put``, ``smbclient`` with ``mput`` (SMB3 encrypted, as
+livecam). The figure is the drain-rate ratio. It also reports publish latency
+(p50/p95) on a healthy link and the per-file cost with and without connection
+reuse. A link with latency goes through a small delaying TCP relay (no netem).
+Needs root. Full run: 200 files of 2 MB and of 19 MB at 100 and 20 Mbit/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from livecam_plugins.rsync import RsyncTransport  # noqa: E402
+from livecam_plugins.sftp import SftpTransport  # noqa: E402
+from livecam_plugins.smb import SmbTransport  # noqa: E402
+
+from livecam.options import check_options  # noqa: E402
+from livecam.segment import file_digest  # noqa: E402
+from tests.transports import servers  # noqa: E402
+
+MB = 1_000_000
+
+
+class Relay:
+    """A TCP relay on 127.0.0.1 that delays every chunk by ``delay`` seconds each way."""
+
+    def __init__(self, target: tuple[str, int], delay: float):
+        self.target, self.delay = target, delay
+        self.port = servers.free_port()
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        asyncio.run_coroutine_threadsafe(self._serve(), self.loop).result()
+
+    async def _serve(self) -> None:
+        self.server = await asyncio.start_server(self._client, "127.0.0.1", self.port)
+
+    async def _client(self, r1, w1) -> None:
+        r2, w2 = await asyncio.open_connection(*self.target)
+        await asyncio.gather(self._pipe(r1, w2), self._pipe(r2, w1))
+
+    async def _pipe(self, reader, writer) -> None:
+        queue: asyncio.Queue = asyncio.Queue()
+
+        async def send() -> None:
+            while (item := await queue.get()) is not None:
+                due, data = item
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+                writer.write(data)
+                await writer.drain()
+            writer.close()
+
+        sender = asyncio.create_task(send())
+        try:
+            while data := await reader.read(1 << 16):
+                await queue.put((time.monotonic() + self.delay, data))
+        except ConnectionError:
+            pass
+        await queue.put(None)
+        await sender
+
+
+class Bench:
+    def __init__(self, quick: bool):
+        self.quick = quick
+        self.base = servers.make_base()
+        self.netns = servers.NetNs("lc-bench", subnet="10.77.2")
+        self.sshd = servers.Sshd(self.base, host=self.netns.ns_ip, port=22,
+                                 netns=self.netns.name)  # fmt: skip
+        self.smbd = servers.Smbd(self.base, host=self.netns.ns_ip, port=445,
+                                 netns=self.netns.name)  # fmt: skip
+        self.sshd.start()
+        self.smbd.start()
+        self.src = Path(tempfile.mkdtemp(prefix="livecam-bench-", dir="/dev/shm"))
+        self.auth = self.base / "smb-auth"
+        self.auth.write_text(f"username={servers.SMB_USER}\npassword={servers.SMB_PASSWORD}\n")
+        self.auth.chmod(0o600)
+        self.lines: list[str] = []
+
+    def close(self) -> None:
+        self.sshd.stop()
+        self.smbd.stop()
+        self.netns.remove()
+        shutil.rmtree(self.src, ignore_errors=True)
+        servers.cleanup(self.base)
+
+    def say(self, line: str) -> None:
+        print(line, flush=True)
+        self.lines.append(line)
+
+    # --- files and targets ------------------------------------------------------------------
+
+    def files(self, count: int, size: int) -> list[Path]:
+        shutil.rmtree(self.src, ignore_errors=True)
+        self.src.mkdir()
+        block = os.urandom(size)
+        out = []
+        for i in range(count):
+            p = (
+                self.src
+                / f"cam0-20261126T{i // 3600:02d}{i // 60 % 60:02d}{i % 60:02d}Z-{i:06d}.mp4"
+            )
+            p.write_bytes(block[:8] + os.urandom(64) + block[72:])  # unique, no rsync matches
+            out.append(p)
+        return out
+
+    def wipe(self) -> None:
+        for root in (self.sshd.rsync_root, self.sshd.sftp_root, self.smbd.share_root):
+            for child in root.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+
+    def transport(self, kind: str, host: str, port: int):
+        if kind == "rsync":
+            raw, cls = self.sshd.rsync_options("run"), RsyncTransport
+        elif kind == "sftp":
+            raw, cls = self.sshd.sftp_options("/upload/run"), SftpTransport
+        else:
+            raw, cls = self.smbd.smb_options("run"), SmbTransport
+        raw = {k: v for k, v in raw.items() if k != "plugin"}
+        raw["server" if kind == "smb" else "host"], raw["port"] = host, port
+        opts = check_options("transport", raw, cls.options)
+        return cls(opts, timeout=600)
+
+    def ssh_e(self, port: int) -> list[str]:
+        return ["ssh", "-F", "none", "-p", str(port), "-i", str(self.sshd.client_key),
+                "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+                "-o", f"UserKnownHostsFile={self.sshd.known_hosts}"]  # fmt: skip
+
+    def plain(self, kind: str, host: str, port: int) -> None:
+        """Send every file in self.src with the protocol's own tool, in one go."""
+        if kind == "rsync":
+            argv = ["rsync", "-a", "-e", " ".join(self.ssh_e(port)), f"{self.src}/",
+                    f"{servers.RSYNC_USER}@{host}:plain/"]  # fmt: skip
+            subprocess.run(argv, check=True, capture_output=True)
+        elif kind == "sftp":
+            batch = self.base / "batch"
+            batch.write_text(f"-mkdir /upload/plain\nput {self.src}/* /upload/plain/\n")
+            argv = ["sftp", "-q", "-b", str(batch), *self.ssh_e(port)[5:], "-P", str(port),
+                    f"{servers.SFTP_USER}@{host}"]  # fmt: skip
+            subprocess.run(argv, check=True, capture_output=True)
+        else:
+            argv = ["smbclient", f"//{host}/nas", "-p", str(port), "-A", str(self.auth),
+                    "--client-protection=encrypt", "-c",
+                    f"mkdir plain; cd plain; lcd {self.src}; prompt; mput *"]  # fmt: skip
+            subprocess.run(argv, check=True, capture_output=True)
+
+    def pin_relay(self, port: int) -> None:
+        """Pin the relay's address too: the node talks to 127.0.0.1:port."""
+        first = self.sshd.known_hosts.read_text().split("\n")[0].split(" ", 1)[1]
+        self.sshd.pin_host_key()
+        with open(self.sshd.known_hosts, "a") as f:
+            f.write(f"[127.0.0.1]:{port} {first}\n")
+
+    # --- measurements ------------------------------------------------------------------------
+
+    def drain(self, kind: str, host: str, port: int, files: list[Path]) -> tuple[float, list]:
+        t = self.transport(kind, host, port)
+        each = []
+        t0 = time.monotonic()
+        for f in files:
+            t1 = time.monotonic()
+            t.publish(f, f"lab/node01/cam0/{f.name}", size=f.stat().st_size,
+                      digest=file_digest(f))  # fmt: skip
+            each.append(time.monotonic() - t1)
+        total = time.monotonic() - t0
+        t.close()
+        return total, each
+
+    def compare(self, label: str, files: list[Path], host: str, ports: dict[str, int]) -> None:
+        nbytes = sum(f.stat().st_size for f in files)
+        for kind in ("rsync", "sftp", "smb"):
+            self.wipe()
+            t_plain = timed(lambda kind=kind: self.plain(kind, host, ports[kind]))
+            self.wipe()
+            t_ours, each = self.drain(kind, host, ports[kind], files)
+            rate = nbytes * 8 / t_ours / 1e6
+            plain_rate = nbytes * 8 / t_plain / 1e6
+            p50, p95 = pct(each, 50), pct(each, 95)
+            self.say(f"| {label} | {kind} | {len(files)} x {files[0].stat().st_size / MB:g} MB "
+                     f"| {rate:.1f} | {plain_rate:.1f} | **{rate / plain_rate:.2f}** "
+                     f"| {p50 * 1000:.0f} / {p95 * 1000:.0f} |")  # fmt: skip
+
+    def overhead(self, count: int) -> None:
+        files = self.files(count, 64_000)
+        host = self.netns.ns_ip
+        for kind in ("rsync", "sftp", "smb"):
+            port = 22 if kind != "smb" else 445
+            self.wipe()
+            reuse, _ = self.drain(kind, host, port, files)
+            self.wipe()
+            t0 = time.monotonic()
+            for f in files:  # a new connection per file: what reuse saves
+                t = self.transport(kind, host, port)
+                t.publish(f, f"x/{f.name}", size=f.stat().st_size, digest=file_digest(f))
+                t.close()
+            fresh = time.monotonic() - t0
+            self.say(f"| {kind} | {reuse / count * 1000:.0f} | {fresh / count * 1000:.0f} |")
+
+
+def timed(fn) -> float:
+    t0 = time.monotonic()
+    fn()
+    return time.monotonic() - t0
+
+
+def pct(values: list[float], p: int) -> float:
+    return (
+        statistics.quantiles(values, n=100, method="inclusive")[p - 1]
+        if len(values) > 1
+        else values[0]
+    )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer, smaller files (minutes)")
+    ap.add_argument("--report", type=Path, help="write the tables as markdown here")
+    args = ap.parse_args()
+    b = Bench(args.quick)
+    try:
+        b.say("| link | transport | files | livecam Mbit/s | plain tool Mbit/s | ratio "
+              "| publish p50 / p95 ms |")  # fmt: skip
+        b.say("|---|---|---|---|---|---|---|")
+        host, ports = b.netns.ns_ip, {"rsync": 22, "sftp": 22, "smb": 445}
+        plans = ([(100, 50, 2), (20, 20, 2)] if args.quick
+                 else [(100, 200, 2), (100, 200, 19), (20, 200, 2), (20, 200, 19)])  # fmt: skip
+        for mbit, count, size in plans:
+            b.netns.shape(mbit, burst="256kb")
+            b.compare(f"{mbit} Mbit/s", b.files(count, size * MB), host, ports)
+        b.netns.shape(100, burst="256kb")
+        relays = {k: Relay((host, p), delay=0.02) for k, p in (("ssh", 22), ("smb", 445))}
+        b.pin_relay(relays["ssh"].port)
+        rports = {"rsync": relays["ssh"].port, "sftp": relays["ssh"].port,
+                  "smb": relays["smb"].port}  # fmt: skip
+        count = 50 if args.quick else 200
+        b.compare("100 Mbit/s + 40 ms RTT", b.files(count, 2 * MB), "127.0.0.1", rports)
+        b.say("")
+        b.say("| transport | per file, connection reused (ms) | per file, new connection (ms) |")
+        b.say("|---|---|---|")
+        b.netns.shape(1000, burst="1mb")
+        b.overhead(50 if args.quick else 200)
+    finally:
+        b.close()
+    if args.report:
+        args.report.write_text("\n".join(b.lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
