@@ -8,9 +8,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import fleet
 import pytest
 import yaml
+
+from tests.ansible import fleet
 
 NODES = ("node1", "node2")
 NAS_ADDRESS = "10.77.0.1"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 
-import fleet
 import pytest
-from conftest import NODES
+
+from tests.ansible import fleet
+from tests.ansible.conftest import NODES
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from fleet import REPO, VENV_BIN
+from tests.ansible.fleet import REPO, VENV_BIN
 
 
 def _run(*argv: str) -> subprocess.CompletedProcess[str]:

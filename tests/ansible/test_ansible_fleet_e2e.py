@@ -1,0 +1,209 @@
+"""The provisioned fleet records and ships for real, through an outage of one node.
+
+Each node's livecam runs inside its own tree (chroot, as the livecam user, with the
+config, key and known_hosts the playbook wrote) in its own network namespace; the
+NAS tree's sshd listens in a third. Nothing here was written by hand except the
+runtime mounts a booted system would have: /proc, /dev and the buffer tmpfs, mounted
+from the tree's own fstab line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.ansible import fleet
+from tests.ansible.conftest import NAS_ADDRESS, NODES
+from tests.conftest import sha256
+
+pytestmark = pytest.mark.slow
+
+CAMERAS = {"node1": ("cam0", "cam1"), "node2": ("cam0",)}
+SEQ_RE = re.compile(r"^(?P<cam>[A-Za-z0-9_-]+)-\d{8}T\d{6}Z-(?P<seq>\d+)\.mp4$")
+KEY = "/etc/livecam/ssh/id_ed25519"
+SSH = (f"ssh -F none -i {KEY} -o IdentitiesOnly=yes -o BatchMode=yes "
+       "-o StrictHostKeyChecking=yes -o UserKnownHostsFile=/etc/livecam/ssh/known_hosts "
+       "-o ConnectTimeout=5")  # fmt: skip
+
+
+class Running:
+    """The fleet's processes, namespaces and mounts while the test runs."""
+
+    def __init__(self, provisioned, cleanup: fleet.Cleanup, prefix: str):
+        self.trees = provisioned.trees
+        self.work: Path = provisioned.work
+        self.cleanup = cleanup
+        self.prefix = prefix
+        self.spaces = fleet.netns_fleet(list(NODES), cleanup, prefix)
+        self.recorders: dict[str, list[subprocess.Popen]] = {}
+        self.shippers: dict[str, subprocess.Popen] = {}
+
+    def spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
+        log = open(self.work / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                start_new_session=True)  # fmt: skip
+        log.close()
+        self.cleanup.push(f"stop {name}", lambda: _stop(proc, signal.SIGKILL))
+        return proc
+
+    def in_node(self, node: str, *argv: str, user: bool = True) -> list[str]:
+        spec = ["--userspec=livecam:livecam"] if user else []
+        return ["ip", "netns", "exec", self.spaces[node], "chroot", *spec, str(self.trees[node]),
+                "/usr/bin/env", "-i", "HOME=/var/lib/livecam", "PATH=/usr/bin:/bin",
+                "LANG=C.UTF-8", *argv]  # fmt: skip
+
+    def start_nas(self) -> None:
+        nas = self.trees["nas"]
+        fleet.mount_runtime(nas, self.cleanup)
+        (nas / "run/sshd").mkdir(mode=0o755, exist_ok=True)
+        # The tree's own sshd_config and the provisioned authorized_keys; PAM off
+        # because a chroot has no login sessions to open.
+        sshd = ["/usr/sbin/sshd", "-D", "-e", "-o", "UsePAM=no",
+                "-o", f"ListenAddress={NAS_ADDRESS}", "-o", "PidFile=none"]  # fmt: skip
+        self.spawn("sshd", ["ip", "netns", "exec", self.spaces["nas"], "chroot", str(nas), *sshd])
+        fleet.wait_for(lambda: "Server listening" in (self.work / "sshd.log").read_text(),
+                       15, "sshd to listen")  # fmt: skip
+
+    def start_node(self, node: str) -> None:
+        tree = self.trees[node]
+        fleet.mount_runtime(tree, self.cleanup)
+        opts = fleet.fstab_mount(tree, "/run/livecam/buffer", self.cleanup)
+        assert "size=32M" in opts
+        livecam = ["/opt/livecam/venv/bin/livecam", "-c", "/etc/livecam/livecam.yaml"]
+        # As the units run them: one recorder per camera, one shipper.
+        self.recorders[node] = [
+            self.spawn(f"{node}-{cam}", self.in_node(node, *livecam, "record", cam))
+            for cam in CAMERAS[node]
+        ]
+        self.shippers[node] = self.spawn(f"{node}-ship", self.in_node(node, *livecam, "ship"))
+
+    def link(self, node: str, up: bool) -> None:
+        i = NODES.index(node) + 1
+        fleet.sh("ip", "-n", self.spaces["nas"], "link", "set", f"{self.prefix}v{i}",
+                 "up" if up else "down")  # fmt: skip
+
+    def on_nas(self, node: str) -> dict[str, list[Path]]:
+        """Published segments of ``node`` per camera (final names only)."""
+        found: dict[str, list[Path]] = {cam: [] for cam in CAMERAS[node]}
+        for p in (self.trees["nas"] / "srv/livecam/test" / node).rglob("*.mp4"):
+            m = SEQ_RE.match(p.name)
+            if m:
+                found.setdefault(m["cam"], []).append(p)
+        return found
+
+    def local(self, node: str) -> list[Path]:
+        """Ready segments still on the node, in its buffer or spool."""
+        tree = self.trees[node]
+        return [p for tier in ("run/livecam/buffer", "var/lib/livecam/spool")
+                for p in (tree / tier).glob("*/*.mp4")]  # fmt: skip
+
+    def count(self, node: str) -> int:
+        return sum(len(v) for v in self.on_nas(node).values())
+
+    def logs(self) -> str:
+        logs = [p for p in sorted(self.work.glob("*.log")) if p.name != "first-run.log"]
+        return "\n".join(f"== {p.name}\n{p.read_text()[-3000:]}" for p in logs)
+
+
+def _stop(proc: subprocess.Popen, sig: int, timeout: float = 30) -> int | None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+@pytest.fixture(scope="module")
+def running(provisioned):
+    cleanup = fleet.Cleanup()
+    try:
+        r = Running(provisioned, cleanup, prefix=f"lc{os.getpid() % 100000}")
+        r.start_nas()
+        for node in NODES:
+            r.start_node(node)
+        yield r
+    finally:
+        errors = cleanup.run()
+        assert not errors, errors
+
+
+def test_fleet_ships_through_one_nodes_outage(running):
+    r = running
+    try:
+        fleet.wait_for(lambda: all(r.count(n) >= 2 * len(CAMERAS[n]) for n in NODES), 90,
+                       "both nodes to publish")  # fmt: skip
+
+        r.link("node1", up=False)
+        time.sleep(1)
+        cut_at = r.count("node1")
+        node2_at = r.count("node2")
+        # node2 goes on shipping while node1 is cut off...
+        fleet.wait_for(lambda: r.count("node2") >= node2_at + 4, 60, "node2 to keep shipping")
+        # ...and node1 goes on recording, keeping its segments locally.
+        fleet.wait_for(lambda: len(r.local("node1")) >= 4, 60, "node1 to keep recording")
+        assert r.count("node1") == cut_at
+
+        r.link("node1", up=True)
+        fleet.wait_for(lambda: r.count("node1") > cut_at, 90, "node1 to ship again")
+
+        # Stop the cameras (they finish the open segment) and let the shippers drain.
+        for node in NODES:
+            for proc in r.recorders[node]:
+                assert _stop(proc, signal.SIGTERM) == 0, r.logs()
+        fleet.wait_for(lambda: not any(r.local(n) for n in NODES), 120, "the backlog to drain")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{r.logs()}") from None
+
+    for node in NODES:
+        for cam, files in r.on_nas(node).items():
+            seqs = sorted(int(SEQ_RE.match(p.name)["seq"]) for p in files)
+            # Every segment the camera closed arrived: the sequence has no gap.
+            assert seqs == list(range(seqs[0], seqs[-1] + 1)), (node, cam, seqs)
+            assert len(seqs) >= 4, (node, cam, seqs)
+            assert all(p.stat().st_size > 0 for p in files)
+            print(f"{node}/{cam}: {len(seqs)} segments on the NAS, seq {seqs[0]}..{seqs[-1]}")
+    for node in NODES:
+        assert _stop(r.shippers[node], signal.SIGTERM) == 0, r.logs()
+
+
+def test_a_node_key_cannot_touch_another_nodes_recordings(running):
+    r = running
+    node2_dir = r.trees["nas"] / "srv/livecam/test/node2"
+    victim = next(p for files in r.on_nas("node2").values() for p in files)
+    before = {p: sha256(p) for p in node2_dir.rglob("*") if p.is_file()}
+    rel = victim.relative_to(node2_dir)
+    evil = r.trees["node1"] / "tmp/evil.mp4"
+    evil.write_bytes(b"not a recording")
+    os.chmod(evil, 0o644)
+
+    def as_node1(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run(r.in_node("node1", *argv), capture_output=True, text=True,
+                              timeout=60)  # fmt: skip
+
+    remote = f"livecam@{NAS_ADDRESS}"
+    attempts = {
+        "read another node's segment": ["rsync", "-e", SSH, f"{remote}:../node2/{rel}", "/tmp/"],
+        "read its own directory": ["rsync", "-e", SSH, f"{remote}:.", "/tmp/"],
+        "overwrite through ..": ["rsync", "-e", SSH, "/tmp/evil.mp4",
+                                 f"{remote}:../node2/{rel}"],
+        "overwrite by absolute path": ["rsync", "-e", SSH, "/tmp/evil.mp4",
+                                       f"{remote}:/srv/livecam/test/node2/{rel}"],
+        "run a shell command": ["ssh", *SSH.split()[1:], remote, "cat", f"{node2_dir}/{rel}"],
+    }  # fmt: skip
+    for what, argv in attempts.items():
+        out = as_node1(*argv)
+        print(f"{what}: exit {out.returncode}: {out.stderr.strip()[:200]}")
+        if what.startswith(("read", "run")):
+            assert out.returncode != 0, (what, out.stdout, out.stderr)
+            assert not (r.trees["node1"] / "tmp" / victim.name).exists(), what
+    after = {p: sha256(p) for p in node2_dir.rglob("*") if p.is_file()}
+    assert after == before, "node1's key changed node2's recordings"
