@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -65,6 +66,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A stop that comes while we are still starting is a clean stop: nothing runs yet.
+    # Each role installs its own handler once it has something to finish.
+    signal.signal(signal.SIGTERM, _stop_before_start)
     args = parser().parse_args(argv)
     config_file = getattr(args, "config", None)
     demo = getattr(args, "demo", False)
@@ -90,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "verbose", False):
         config_args.append("-v")
     return COMMANDS[args.command](args, cfg, plugins, config_args)
+
+
+def _stop_before_start(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def cmd_check_config(args, cfg, plugins, config_args) -> int:

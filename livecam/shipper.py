@@ -23,7 +23,8 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import Any
 
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_random_exponential
@@ -33,7 +34,7 @@ from livecam.plugins import Plugins
 from livecam.segment import Segment, file_digest
 from livecam.state import read_json, write_json
 from livecam.tiers import Tier
-from livecam.transport import PermanentError, PublishError, TransientError, Transport
+from livecam.transport import Item, PermanentError, PublishError, TransientError, Transport
 
 log = logging.getLogger("livecam.shipper")
 
@@ -143,36 +144,55 @@ class Shipper:
         return sorted(by_name.values(), key=lambda s: s.sort_key)
 
     def publish_next(self) -> bool:
-        """Publish the oldest ready segment. False when there is none (or stopping)."""
-        for segment in self.ready():
-            if self.stopping.is_set():
-                return False
-            with self.claim(segment.name) as mine:
-                if not mine:
-                    continue
-                if not segment.path.exists():
-                    return True  # spilled or evicted meanwhile: rescan
-                self._publish(segment)
-                return True
-        return False
+        """Publish the oldest ready segments. False when there is none (or stopping).
 
-    def _publish(self, segment: Segment) -> None:
+        One segment, or up to the transport's ``batch_size`` from the spool: a
+        batch never holds a RAM segment beyond its first, so a slow batch cannot
+        keep segments from spilling (the power-cut window stays as documented).
+        """
+        with ExitStack() as claims:
+            batch: list[Segment] = []
+            for segment in self.ready():
+                if self.stopping.is_set():
+                    return False
+                if batch and (
+                    len(batch) >= self.transport.batch_size or self.buffer.holds(segment)
+                ):
+                    break
+                if claims.enter_context(self.claim(segment.name)) and segment.path.exists():
+                    batch.append(segment)
+            if not batch:
+                return False
+            self._publish(batch)
+            return True
+
+    def _publish(self, batch: list[Segment]) -> None:
+        items: dict[Path, tuple[Segment, Item]] = {}
+        for segment in batch:
+            try:
+                remote = remote_path(self.config, self.plugins, segment)
+                item = Item(segment.path, remote, segment.size, file_digest(segment.path))
+            except FileNotFoundError:
+                continue  # evicted while we read it
+            except PublishError as exc:
+                self._failed(segment, exc)
+                raise
+            items[segment.path] = (segment, item)
+        t0 = time.monotonic()
         try:
-            size = segment.size
-            digest = file_digest(segment.path)
-            remote = remote_path(self.config, self.plugins, segment)
-            t0 = time.monotonic()
-            sent = self.transport.publish(segment.path, remote, size=size, digest=digest)
+            for item, sent in self.transport.publish_batch([i for _, i in items.values()]):
+                segment, _ = items.pop(item.local)
+                self._published(segment, item, sent, time.monotonic() - t0)
         except PublishError as exc:
-            self._failed(segment, exc)
+            self._failed(next(iter(items.values()))[0] if items else batch[0], exc)
             raise
-        except FileNotFoundError:
-            return  # evicted while we read it
         except Exception as exc:  # a bug in a transport plugin must not stop shipping
             log.exception("transport %s raised unexpectedly", self.config.transport_plugin)
             error = TransientError(f"{type(exc).__name__}: {exc}")
-            self._failed(segment, error)
+            self._failed(next(iter(items.values()))[0] if items else batch[0], error)
             raise error from exc
+
+    def _published(self, segment: Segment, item: Item, sent: bool, seconds: float) -> None:
         # Verified on the NAS: only now may the local copies go.
         for tier in (self.buffer, self.spool):
             (tier.path / segment.camera / segment.name).unlink(missing_ok=True)
@@ -180,13 +200,13 @@ class Shipper:
         self.state.update(
             state="shipping",
             published=self.state["published"] + 1,
-            published_bytes=self.state["published_bytes"] + size,
+            published_bytes=self.state["published_bytes"] + item.size,
             already_there=self.state["already_there"] + (0 if sent else 1),
             last_success={
                 "time": time.time(),
                 "segment": segment.name,
-                "remote": remote,
-                "seconds": round(time.monotonic() - t0, 3),
+                "remote": item.remote,
+                "seconds": round(seconds, 3),
                 "lag": round(lag, 1),
             },
         )
@@ -194,11 +214,11 @@ class Shipper:
         log.info(
             "published %s to %s (%d bytes%s)",
             segment.name,
-            remote,
-            size,
+            item.remote,
+            item.size,
             "" if sent else ", already there",
         )
-        self.plugins.segment_published(segment=segment, remote=remote, already_there=not sent)
+        self.plugins.segment_published(segment=segment, remote=item.remote, already_there=not sent)
 
     def _failed(self, segment: Segment, error: PublishError) -> None:
         self.state.update(

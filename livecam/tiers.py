@@ -56,6 +56,10 @@ class Tier:
         d.mkdir(parents=True, exist_ok=True)
         return d
 
+    def holds(self, segment: Segment) -> bool:
+        """True if ``segment`` lies in this tier."""
+        return segment.path.parent.parent == self.path
+
     def segments(self) -> list[Segment]:
         """Ready segments of every camera, oldest first."""
         found = []

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -45,6 +46,16 @@ class PermanentError(PublishError):
     permanent = True
 
 
+@dataclass(frozen=True)
+class Item:
+    """One file to publish: where it is, where it goes, what it must be."""
+
+    local: Path
+    remote: str
+    size: int
+    digest: str
+
+
 class Transport:
     """Base class of transports. Subclasses set ``options`` and implement ``publish``."""
 
@@ -52,6 +63,9 @@ class Transport:
     options: ClassVar[Mapping[str, Option]] = {}
     #: One line for ``livecam plugins``.
     description: ClassVar[str] = ""
+    #: How many segments the shipper hands ``publish_batch`` at once (when it has
+    #: that many waiting). A transport that pays a fixed cost per call raises it.
+    batch_size: ClassVar[int] = 1
 
     def __init__(self, options: Mapping[str, Any], *, timeout: float):
         self.opts = dict(options)
@@ -72,6 +86,17 @@ class Transport:
     def publish(self, local: Path, remote: str, *, size: int, digest: str) -> bool:
         """Publish ``local`` to ``remote`` (relative POSIX path). See the module doc."""
         raise NotImplementedError
+
+    def publish_batch(self, items: Sequence[Item]) -> Iterator[tuple[Item, bool]]:
+        """Publish several files, each under the contract of ``publish``.
+
+        Yields ``(item, sent)`` for each item as soon as it is verified on the NAS
+        (in any order), and raises PublishError for the rest: an item not yielded
+        is not published, and the shipper keeps it. The default publishes one by
+        one; a transport with a per-call cost overrides it.
+        """
+        for item in items:
+            yield item, self.publish(item.local, item.remote, size=item.size, digest=item.digest)
 
     def close(self) -> None:
         """Release connections. Called when the shipper stops."""

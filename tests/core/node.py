@@ -146,6 +146,8 @@ class Node:
         proc = self.start("ship")
         wait_for(lambda: not self.local_segments("buffer") and not self.local_segments("spool"),
                  timeout, "the node drained")  # fmt: skip
+        state = self.buffer / ".livecam" / "shipper.json"
+        wait_for(lambda: f'"pid": {proc.pid},' in state.read_text(), 10, "the shipper is up")
         assert self.stop(proc) == 0
 
     def kill_all(self) -> None:

@@ -6,8 +6,10 @@ import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
+from livecam_plugins.nfs import DirectoryTransport
 
 from livecam import config as configmod
 from livecam import hookimpl
@@ -155,3 +157,39 @@ def test_when_the_spool_cannot_take_more_the_buffer_evicts_oldest_first(setup):
     assert not list(cfg.spool.path.rglob("*.mp4"))
     record = (cfg.spool.path / ".livecam" / "evictions.json").read_text()
     assert '"count": 2' in record and '"tier": "buffer"' in record
+
+
+class Batching(DirectoryTransport):
+    """The local copy, in batches, failing on demand after ``fail_after`` items."""
+
+    batch_size = 4
+    calls: ClassVar[list[list[str]]] = []
+    fail_after: int | None = None
+
+    def publish_batch(self, items):
+        Batching.calls.append([Path(i.remote).name for i in items])
+        for n, item in enumerate(items):
+            if self.fail_after is not None and n == self.fail_after:
+                raise TransientError("link dropped mid-batch")
+            yield item, self.publish(item.local, item.remote, size=item.size, digest=item.digest)
+
+
+def test_batches_come_from_the_spool_and_a_failed_batch_keeps_the_rest(setup):
+    cfg, plugins, tmp = setup
+    Batching.calls = []
+    transport = Batching({"path": tmp / "nas"}, timeout=10)
+    spooled = [put(cfg.spool.path, i, size=10_000) for i in range(1, 7)]
+    in_ram = [put(cfg.buffer.path, i, size=10_000) for i in range(7, 9)]
+    shipper = Shipper(cfg, plugins, transport)
+    Batching.fail_after = 2
+    with pytest.raises(TransientError):
+        shipper.publish_next()
+    assert [s.path.exists() for s in spooled[:4]] == [False, False, True, True]
+    assert shipper.state["last_error"]["segment"] == spooled[2].name
+    Batching.fail_after = None
+    while shipper.publish_next():
+        pass
+    sizes = [len(c) for c in Batching.calls]
+    assert sizes == [4, 4, 1, 1], "spool segments in batches, RAM segments one at a time"
+    assert not any(s.path.exists() for s in spooled + in_ram)
+    assert len(list((tmp / "nas").rglob("*.mp4"))) == 8
