@@ -5,20 +5,23 @@ The NAS side is meant to restrict the node's key to
 and nothing else, it can neither read nor list. Everything here works within
 that:
 
-- a missing directory is made by rsync itself (``--mkpath``);
-- rsync writes a dot-named temp file beside the target, checks the whole-file
+- a batch of segments is one rsync call: each segment is a symlink in a private
+  staging tree that mirrors the remote paths, sent with ``-r --copy-links``, so
+  segments of different ``{site}/{node}/{camera}/{date}`` directories go together
+  and rsync itself makes missing directories (``-r``, ``--mkpath`` for ``path``);
+- rsync writes a dot-named temp file beside each target, checks the whole-file
   checksum as it goes, fsyncs (``--fsync``) and renames: nothing half-written is
   ever visible under a final name;
-- ``--ignore-existing`` never overwrites a file on the NAS. When rsync skipped the
-  file because one is there, a second, dry run with ``--checksum`` asks the NAS
-  to compare contents (the receiver hashes its own file; nothing is read back),
-  so "already there" means same size and same content.
+- ``--ignore-existing`` never overwrites a file on the NAS. For files rsync
+  skipped because one is there, a second, dry run with ``--checksum`` asks the
+  NAS to compare contents (the receiver hashes its own file; nothing is read
+  back), so "already there" means same size and same content.
 
 One SSH master connection (``ControlMaster``, socket in a private directory of
-this process) carries every rsync, so a backlog of hundreds of segments pays one
-handshake, not one per file. ``ConnectTimeout``, ``ServerAliveInterval`` and
-rsync's ``--timeout`` notice a dead peer in seconds; ``run_command`` bounds each
-attempt as a whole.
+this process) carries every rsync, so a backlog pays one handshake, and with
+batching one rsync start-up per batch instead of one per segment.
+``ConnectTimeout``, ``ServerAliveInterval`` and rsync's ``--timeout`` notice a
+dead peer in seconds; ``run_command`` bounds each call as a whole.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -41,10 +45,26 @@ from livecam_plugins._ssh import SSH_OPTIONS, check_ssh_options
 from livecam import hookimpl
 from livecam import options as o
 from livecam.options import ConfigError, Option
-from livecam.transport import PermanentError, PublishError, TransientError, Transport, run_command
+from livecam.transport import (
+    Item,
+    PermanentError,
+    PublishError,
+    TransientError,
+    Transport,
+    run_command,
+)
 
 KEEPALIVE = 5  # seconds between SSH keepalives; 3 unanswered = the link is dead
 CONNECT_TIMEOUT = 10
+# One rsync call carries at most this many bytes (whole segments; a bigger one
+# goes alone): its segments are deleted locally only when the call ends, so this
+# bounds how long a slow link keeps a verified backlog on the node (about 50 s
+# at 20 Mbit/s), while the ~0.2 s start-up of a call stays a few percent.
+CALL_BYTES = 128 * 1024 * 1024
+PARTIAL = (23, 24)  # rsync: some files were not transferred / vanished; the rest may be there
+CONTROL_PREFIX = "livecam-ssh-"
+# An itemized line: 11 flag characters, a space, the path ('<f+++++++++ a/b.mp4').
+ITEMIZED = re.compile(r"^([<>ch.*][fdLDS][ .+?a-zA-Z]{9}) (.+)$")
 
 # stderr text -> why a person must act. Anything else is transient (network, restarts).
 PERMANENT = [
@@ -83,6 +103,10 @@ class RsyncTransport(Transport):
     """rsync over one persistent, multiplexed OpenSSH connection (see the module doc)."""
 
     description = "rsync over OpenSSH, one multiplexed connection (rrsync -wo on the NAS)"
+    #: Segments per batch from the shipper; publish_batch splits it into rsync
+    #: calls of at most CALL_BYTES. 64 x 2 MB fills one call; 19 MB segments make
+    #: ~7 per call.
+    batch_size = 64
     options: ClassVar = {
         **SSH_OPTIONS,
         "bwlimit": Option(kib_per_second, 0, "KiB/s (or '5M' bytes/s); 0: unlimited"),
@@ -99,7 +123,12 @@ class RsyncTransport(Transport):
     @property
     def _control_path(self) -> Path:
         if self._control_dir is None:
-            self._control_dir = Path(tempfile.mkdtemp(prefix="livecam-ssh-"))
+            parent = Path(os.environ.get("RUNTIME_DIRECTORY") or tempfile.gettempdir())
+            _remove_stale_control_dirs(parent)
+            # The pid in the name lets the next shipper clean up after a SIGKILLed one.
+            self._control_dir = Path(
+                tempfile.mkdtemp(prefix=f"{CONTROL_PREFIX}{os.getpid()}-", dir=parent)
+            )
         return self._control_dir / "master"
 
     @classmethod
@@ -134,14 +163,11 @@ class RsyncTransport(Transport):
     def _master_alive(self) -> bool:
         if not self._control_path.exists():
             return False
-        with socket.socket(socket.AF_UNIX) as s:
-            try:
-                s.connect(str(self._control_path))
-                return True
-            except OSError:
-                # A master killed hard leaves its socket behind; make room for a new one.
-                self._control_path.unlink(missing_ok=True)
-                return False
+        if _socket_alive(self._control_path):
+            return True
+        # A master killed hard leaves its socket behind; make room for a new one.
+        self._control_path.unlink(missing_ok=True)
+        return False
 
     def _start_master(self) -> None:
         """Open the master connection (``ssh -M -N -f``); raises PublishError."""
@@ -170,47 +196,173 @@ class RsyncTransport(Transport):
 
     # --- rsync -----------------------------------------------------------------------------
 
-    def _rsync(self, *args: str, local: Path, dest: str) -> str:
-        """Run one rsync over the master connection; return its stdout. Raises PublishError."""
+    def _rsync(self, *args: str, source: Path, timeout: float) -> tuple[int, str, str]:
+        """Run one rsync of the tree ``source`` into ``path`` over the master connection.
+
+        Returns (exit code, stdout, stderr); raises only TransientError when
+        ``timeout`` ran out and PermanentError when rsync cannot be started.
+        """
         ssh = [*self._ssh_argv(), "-o", "ControlMaster=no"]
+        dest = posixpath.normpath(self.opts["path"]) + "/"
         argv = [
-            "rsync", "--timeout", str(KEEPALIVE * 4), "--itemize-changes", *args,
-            "-e", shlex.join(ssh), "--", str(local), f"{self.opts['host']}:{dest}",
+            # -8: names are printed as they are (UTF-8), so itemized paths match ours.
+            "rsync", "-8", "--timeout", str(KEEPALIVE * 4), "--itemize-changes", *args,
+            "-e", shlex.join(ssh), "--", f"{source}/", f"{self.opts['host']}:{dest}",
         ]  # fmt: skip
         if self.opts["bwlimit"]:
             argv.insert(1, f"--bwlimit={self.opts['bwlimit']}")
         if self.opts["compress"]:
             argv.insert(1, "--compress")
-        proc = run_command(argv, timeout=self.timeout)
-        if proc.returncode != 0:
-            raise classify(proc.stderr.decode(errors="replace"), f"rsync {dest}")
-        return proc.stdout.decode(errors="replace")
+        proc = run_command(argv, timeout=timeout)
+        return (proc.returncode, proc.stdout.decode(errors="replace"),
+                proc.stderr.decode(errors="replace"))  # fmt: skip
 
     def publish(self, local: Path, remote: str, *, size: int, digest: str) -> bool:
-        """Publish via rsync; False if the NAS holds the same content already.
+        """Publish one file (a batch of one); False if the NAS holds the same content.
 
         Raises PermanentError (host key, auth, permission, no space, other content
         under the name) or TransientError (network, timeout, server restart).
         """
+        item = Item(local, remote, size, digest)
+        for _, sent in self.publish_batch([item]):
+            return sent
+        raise TransientError(f"rsync {remote}: not verified on the NAS")  # unreachable
+
+    def publish_batch(self, items: Sequence[Item]) -> Iterator[tuple[Item, bool]]:
+        """Publish ``items`` in rsync calls of up to CALL_BYTES each (see the module doc).
+
+        Yields ``(item, sent)`` for each item verified on the NAS when its call
+        ends (sent=False: the same content was there already). Raises
+        TransientError (network, timeout, server restart, a source that vanished)
+        or PermanentError (host key, auth, permission, no space, a remote path
+        that leaves ``path``, other content under the name) for the items not
+        yielded; a per-item PermanentError does not stop the other items.
+        """
+        refused: list[PermanentError] = []
+        for call in _calls(items, CALL_BYTES):
+            refused += yield from self._publish_call(call)
+        if refused:
+            more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
+            raise PermanentError(f"{refused[0]}{more}")
+
+    def _publish_call(
+        self, items: Sequence[Item]
+    ) -> Generator[tuple[Item, bool], None, list[PermanentError]]:
+        """One rsync call (plus a dry run for files already there); see publish_batch.
+
+        Returns the per-item PermanentErrors (refused paths, other content).
+        """
         if not self._master_alive():
             self._start_master()
-        target = posixpath.normpath(posixpath.join(self.opts["path"], remote))
-        # The destination is the directory, never the file: rrsync hands rsync an
-        # existing file as /proc/self/fd/N, where rsync can neither compare nor
-        # replace it, while a directory is pinned and worked in normally.
-        dest, name = posixpath.dirname(target) + "/", posixpath.basename(target)
-        with _named(local, name) as source:
-            out = self._rsync("--mkpath", "--ignore-existing", "--fsync", local=source, dest=dest)
-            if _item(out, name):
-                return True
-            # Skipped: a file is there. Same content? The NAS hashes its copy (dry run).
-            item = _item(self._rsync("--dry-run", "--checksum", "-ii", local=source, dest=dest),
-                         name)  # fmt: skip
-        if item.startswith(".f") and not item[2:11].strip():
-            return False
-        raise PermanentError(
-            f"{target} already exists on the NAS with other content; not overwritten ({item})"
-        )
+        # The whole-call bound: n segments get n times the per-segment timeout, so a
+        # link slow enough for single segments is never too slow for a batch.
+        # A stall is caught long before by rsync's --timeout and the keepalives.
+        timeout = self.timeout * max(1, len(items))
+        what = f"rsync to {self.opts['host']}:{self.opts['path']}"
+        with self._staging(items) as (root, staged, refused):
+            if not staged:
+                return refused
+            code, out, err = self._rsync("-r", "--copy-links", "--mkpath", "--ignore-existing",
+                                         "--fsync", source=root, timeout=timeout)  # fmt: skip
+            sent = {path for flags, path in _itemized(out)
+                    if flags.startswith("<f") and path in staged}  # fmt: skip
+            failure: PublishError | None = None
+            if code == 0:
+                # rsync exits 0 only after every file was verified and renamed.
+                for path in sorted(sent):
+                    yield staged[path], True
+                check = {p: i for p, i in staged.items() if p not in sent}
+            elif code in PARTIAL:
+                # Some files failed (no space, a vanished source): the others may
+                # well be there, and only the NAS's own checksum can prove which.
+                failure = classify(err, what)
+                check = dict(staged)
+            else:
+                raise classify(err, what)
+            if check:
+                for path in staged.keys() - check.keys():
+                    (root / path).unlink()  # verified already; the dry run need not hash it
+                try:
+                    same, conflicts, unverified = self._compare(root, check, timeout)
+                except PublishError:
+                    if failure is not None:
+                        raise failure from None
+                    raise
+                for path in same:
+                    yield check[path], path in sent
+                refused += conflicts
+                if failure is None and unverified:
+                    failure = TransientError(f"{what}: not on the NAS after all: "
+                                             + ", ".join(unverified[:3]))  # fmt: skip
+            if failure is not None:
+                raise failure
+        return refused
+
+    def _compare(
+        self, root: Path, check: dict[str, Item], timeout: float
+    ) -> tuple[list[str], list[PermanentError], list[str]]:
+        """Ask the NAS to checksum its copies of ``check`` (a dry run; nothing is sent).
+
+        Returns (identical paths, conflicts, paths missing or not itemized).
+        Raises PublishError when the dry run itself fails.
+        """
+        code, out, err = self._rsync("-r", "--copy-links", "--dry-run", "--checksum", "-ii",
+                                     source=root, timeout=timeout)  # fmt: skip
+        if code not in (0, *PARTIAL):
+            raise classify(err, f"rsync --checksum to {self.opts['host']}:{self.opts['path']}")
+        same, conflicts = [], []
+        left = dict(check)
+        for flags, path in _itemized(out):
+            if left.pop(path, None) is None:
+                continue
+            if flags.startswith(".f") and not flags[2:].strip():
+                same.append(path)
+            elif flags.startswith("<f+"):
+                left[path] = check[path]  # not there (after a failure: simply not sent)
+            else:
+                target = posixpath.join(self.opts["path"], path)
+                conflicts.append(PermanentError(
+                    f"{target} already exists on the NAS with other content; "
+                    f"not overwritten ({flags})"))  # fmt: skip
+        return same, conflicts, sorted(left)
+
+    @contextlib.contextmanager
+    def _staging(self, items: Sequence[Item]) -> Iterator[tuple[Path, dict[str, Item], list]]:
+        """A private tree of symlinks named like the remote paths below ``path``.
+
+        Yields (root, {relative path: item}, [PermanentError for refused items]).
+        rsync follows the links (``--copy-links``, a sender-side option rrsync
+        never sees) and recreates the tree, directories included, on the NAS.
+        """
+        self._control_path  # noqa: B018 - makes the private directory
+        assert self._control_dir is not None
+        root = Path(tempfile.mkdtemp(prefix="stage-", dir=self._control_dir))
+        # Directories as rsync should make them: 0777 less the NAS's umask, as --mkpath.
+        # Private all the same: the 0700 control directory holds them.
+        root.chmod(0o777)
+        staged: dict[str, Item] = {}
+        refused: list[PermanentError] = []
+        try:
+            for item in items:
+                path = posixpath.normpath(item.remote)
+                if (path.startswith(("/", "../")) or path in (".", "..")
+                        or any(c < " " or c in "\\\x7f" for c in path)):  # fmt: skip
+                    refused.append(PermanentError(f"unsafe remote path {item.remote!r}"))
+                    continue
+                link = root / path
+                try:
+                    for d in reversed(link.relative_to(root).parents[:-1]):
+                        if not (root / d).is_dir():
+                            (root / d).mkdir()
+                            (root / d).chmod(0o777)
+                    link.symlink_to(item.local.absolute())
+                except OSError as exc:  # the same remote path twice, a file where a dir goes
+                    refused.append(PermanentError(f"remote path {item.remote!r}: {exc}"))
+                    continue
+                staged[path] = item
+            yield root, staged, refused
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
 
     def close(self) -> None:
         if self._control_dir is None:
@@ -222,27 +374,74 @@ class RsyncTransport(Transport):
         self._control_dir = None
 
 
-def _item(out: str, name: str) -> str:
-    """rsync's itemized line for ``name`` ('<f+++++++++ name'), or ''."""
-    return next((ln for ln in out.splitlines() if ln.endswith(" " + name)), "")
+def _calls(items: Sequence[Item], limit: int) -> Iterator[list[Item]]:
+    """``items`` in order, cut into runs of at most ``limit`` bytes (at least one item)."""
+    call: list[Item] = []
+    size = 0
+    for item in items:
+        if call and size + item.size > limit:
+            yield call
+            call, size = [], 0
+        call.append(item)
+        size += item.size
+    if call:
+        yield call
 
 
-@contextlib.contextmanager
-def _named(local: Path, name: str) -> Iterator[Path]:
-    """``local`` under the file name ``name`` (a hard link in a dot-directory if needed).
+def _itemized(out: str) -> Iterator[tuple[str, str]]:
+    """(flags, path) of each itemized line of rsync's output."""
+    for line in out.splitlines():
+        if m := ITEMIZED.match(line):
+            yield m.group(1), m.group(2)
 
-    rsync names the remote file after the source when the destination is a
-    directory; a site's remote_path may rename segments.
-    """
-    if local.name == name:
-        yield local
-        return
-    tmpdir = Path(tempfile.mkdtemp(prefix=".rsync-", dir=local.parent))
+
+def _socket_alive(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX) as s:
+        try:
+            s.connect(str(path))
+            return True
+        except OSError:
+            return False
+
+
+def _pid_alive(pid: int) -> bool:
     try:
-        os.link(local, tmpdir / name)
-        yield tmpdir / name
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def _remove_stale_control_dirs(parent: Path) -> None:
+    """Remove control directories that a killed shipper left in ``parent``.
+
+    A directory is stale when it is ours, the pid in its name is gone and no
+    master listens on its socket (a master outliving its shipper ends after
+    ``control_persist``; its directory goes at the next start after that).
+    Directories of the old, pid-less naming count once they are a day old.
+    """
+    uid = os.getuid()
+    with contextlib.suppress(OSError):
+        for d in parent.iterdir():
+            if not d.name.startswith(CONTROL_PREFIX):
+                continue
+            try:
+                st = d.lstat()
+                pid = d.name[len(CONTROL_PREFIX) :].split("-", 1)[0]
+                if not d.is_dir() or d.is_symlink() or st.st_uid != uid:
+                    continue
+                if pid.isdigit():
+                    if _pid_alive(int(pid)):
+                        continue
+                elif time.time() - st.st_mtime < 86400:
+                    continue
+                if _socket_alive(d / "master"):
+                    continue
+            except OSError:
+                continue
+            shutil.rmtree(d, ignore_errors=True)
 
 
 @hookimpl

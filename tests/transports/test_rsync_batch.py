@@ -1,0 +1,188 @@
+"""rsync batches against the real rrsync -wo account: one rsync call per batch.
+
+A backlog goes out in batches across many remote directories; a batch mixing
+new files, files already there and one with other content under its name
+publishes what it can and refuses only the conflict; a server killed mid-batch
+leaves no partial file visible and the retry proves what had arrived. Also the
+control directory of a killed shipper is cleaned up by the next one.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from livecam_plugins import rsync
+
+from livecam.segment import file_digest
+from livecam.transport import Item, PermanentError, TransientError
+from tests.conftest import sha256
+from tests.core.node import Watcher
+
+RSYNC = pytest.mark.parametrize("nas", ["rsync"], indirect=True)
+
+
+def backlog(tmp_path: Path, count: int, size: int = 50_000) -> list[Item]:
+    """``count`` segments of two cameras over three days: six remote directories."""
+    items = []
+    for i in range(count):
+        cam, day = f"cam{i % 2}", f"2026-11-{24 + i % 3}"
+        path = tmp_path / f"{cam}-20261126T1215{i:02d}Z-{i:06d}.mp4"
+        path.write_bytes(os.urandom(size))
+        items.append(Item(path, f"lab/node01/{cam}/{day}/{path.name}", size, file_digest(path)))
+    return items
+
+
+def count_calls(t, monkeypatch) -> list[tuple[str, ...]]:
+    calls: list[tuple[str, ...]] = []
+    real = t._rsync
+
+    def spy(*args, **kw):
+        calls.append(args)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(t, "_rsync", spy)
+    return calls
+
+
+@RSYNC
+def test_backlog_goes_in_one_call_per_batch(nas, tmp_path, monkeypatch):
+    t = nas.transport()
+    items = backlog(tmp_path, 30)
+    calls = count_calls(t, monkeypatch)
+    t0 = time.monotonic()
+    done = list(t.publish_batch(items))
+    seconds = time.monotonic() - t0
+    assert sorted(i.local for i, _ in done) == sorted(i.local for i in items)
+    assert all(sent for _, sent in done)
+    assert len(calls) == 1, calls  # no dry run: nothing was there
+    got = nas.segments()
+    for item in items:
+        assert sha256(got[item.local.name]) == sha256(item.local)
+        assert got[item.local.name] == nas.store / item.remote
+    assert len({p.parent for p in got.values()}) == 6
+    assert not nas.hidden()
+    # One rsync start-up for 30 files, not 30 (~0.15 s each on their own).
+    assert seconds < 2, f"{seconds:.2f}s"
+    # Published again (a shipper that died before deleting): all already there.
+    assert sorted((i.local, sent) for i, sent in t.publish_batch(items)) == sorted(
+        (i.local, False) for i in items
+    )
+
+
+@RSYNC
+def test_a_batch_is_split_into_calls_by_bytes(nas, tmp_path, monkeypatch):
+    t = nas.transport()
+    items = backlog(tmp_path, 10, size=40_000)
+    monkeypatch.setattr(rsync, "CALL_BYTES", 100_000)  # two and a half segments
+    calls = count_calls(t, monkeypatch)
+    seen = []
+    for item, sent in t.publish_batch(items):
+        seen.append((item, sent, len(calls)))
+    assert [s[0] for s in seen] != [] and all(s[1] for s in seen)
+    assert len(calls) == 5  # 2 segments per call
+    # Each call's items are handed back as soon as that call ended.
+    assert [n for *_, n in sorted(seen, key=lambda s: items.index(s[0]))] == [
+        1, 1, 2, 2, 3, 3, 4, 4, 5, 5,
+    ]  # fmt: skip
+    assert len(nas.segments()) == 10
+
+
+@RSYNC
+def test_batch_with_files_already_there_and_one_conflict(nas, tmp_path):
+    t = nas.transport()
+    items = backlog(tmp_path, 10)
+    first = list(t.publish_batch(items[:4]))  # a batch that arrived, then the node died
+    assert len(first) == 4
+    conflict = items[3]
+    on_nas = sha256(nas.segments()[conflict.local.name])
+    conflict.local.write_bytes(os.urandom(conflict.size))  # other content, same name
+    done: dict[Path, bool] = {}
+    with pytest.raises(PermanentError, match="other content") as err:
+        for item, sent in t.publish_batch(items):
+            done[item.local] = sent
+    assert conflict.remote in str(err.value)
+    assert done == {
+        **{i.local: False for i in items[:3]},
+        **{i.local: True for i in items[4:]},
+    }
+    assert sha256(nas.segments()[conflict.local.name]) == on_nas  # not overwritten
+    for item in items[:3] + items[4:]:
+        assert sha256(nas.segments()[item.local.name]) == sha256(item.local)
+    assert not nas.hidden()
+
+
+@RSYNC
+def test_unsafe_remote_path_is_refused_and_the_rest_goes(nas, tmp_path):
+    t = nas.transport()
+    good, bad = backlog(tmp_path, 2)
+    bad = Item(bad.local, "../escape/" + bad.local.name, bad.size, bad.digest)
+    done = []
+    with pytest.raises(PermanentError, match="unsafe remote path"):
+        for item, sent in t.publish_batch([good, bad]):
+            done.append((item, sent))
+    assert done == [(good, True)]
+    assert list(nas.segments()) == [good.local.name]
+
+
+@RSYNC
+def test_server_killed_mid_batch_leaves_nothing_partial_and_heals(nas, tmp_path):
+    nas.raw["bwlimit"] = 4000  # KiB/s: 12 x 1 MB take about 3 s
+    t = nas.transport(timeout=30)
+    items = backlog(tmp_path, 12, size=1_000_000)
+    done: list[tuple[Item, bool]] = []
+    outcome: dict = {}
+
+    def attempt():
+        try:
+            for pair in t.publish_batch(items):
+                done.append(pair)
+        except Exception as exc:
+            outcome["error"] = exc
+
+    with Watcher(nas) as watcher:
+        worker = threading.Thread(target=attempt)
+        worker.start()
+        time.sleep(1.5)  # some files renamed into place, one in flight
+        nas.server.stop()
+        worker.join(timeout=30)
+        assert not worker.is_alive(), "publish_batch hung on a dead server"
+        assert isinstance(outcome.get("error"), TransientError), outcome
+        assert not done, "an item was handed back before its call succeeded"
+        arrived = set(nas.segments())
+        assert 0 < len(arrived) < len(items), arrived
+        nas.server.start()
+        again = dict(t.publish_batch(items))
+    assert len(again) == len(items)
+    # What had arrived before the kill is proven by the NAS's checksum, not resent.
+    assert {i.local.name for i, sent in again.items() if not sent} == arrived
+    for item in items:
+        assert sha256(nas.segments()[item.local.name]) == sha256(item.local)
+        assert watcher.seen[item.local.name] == {item.size}
+    # A receiver killed hard may leave its dot-named temp; never a final name.
+    assert all(p.name.startswith(".") for p in nas.hidden())
+
+
+def test_stale_control_dirs_of_dead_shippers_are_removed(tmp_path, monkeypatch):
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path))
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = tmp_path / f"livecam-ssh-{dead.pid}-abc123"
+    live = tmp_path / f"livecam-ssh-{os.getppid()}-def456"
+    other = tmp_path / "livecam-ssh-oldname"  # pid-less and fresh: could be in use
+    for d in (stale, live, other):
+        d.mkdir()
+        (d / "master.err").write_text("")
+    opts = {"host": "h", "port": 22, "user": "u", "path": ".", "identity_file": "k",
+            "known_hosts_file": "kh", "bwlimit": 0, "compress": False,
+            "control_persist": 300}  # fmt: skip
+    t = rsync.RsyncTransport(opts, timeout=5)
+    mine = t._control_path.parent
+    assert mine.parent == tmp_path and mine.name.startswith(f"livecam-ssh-{os.getpid()}-")
+    assert not stale.exists() and live.exists() and other.exists()
+    t.close()
+    assert not mine.exists()
