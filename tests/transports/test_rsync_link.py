@@ -15,7 +15,7 @@ import time
 import pytest
 
 from livecam.segment import file_digest
-from livecam.transport import TransientError
+from livecam.transport import Item, TransientError
 from tests.conftest import sha256
 from tests.core.node import Watcher
 from tests.transports import servers
@@ -72,5 +72,53 @@ def test_link_cut_mid_file_is_transient_and_heals(ns_sshd, tmp_path):
         assert sha256(nas.segments()[seg.name]) == sha256(seg)
         # Whenever the final name was visible, it held the whole file.
         assert watcher.seen.get(seg.name, set()) <= {seg.stat().st_size}
+    finally:
+        netns.link(up=True)
+
+
+def test_link_cut_mid_batch_keeps_what_is_unproven_and_heals(ns_sshd, tmp_path):
+    netns = ns_sshd.netns_obj
+    netns.shape(8)  # 8 x 750 KB take about 6 s
+    nas = Nas("rsync", ns_sshd)
+    t = nas.transport(timeout=60)
+    items = []
+    for i in range(8):
+        seg = tmp_path / f"cam{i % 2}-20261126T1215{i:02d}Z-{i:06d}.mp4"
+        seg.write_bytes(os.urandom(750_000))
+        remote = f"lab/node01/cam{i % 2}/2026-11-26/{seg.name}"
+        items.append(Item(seg, remote, seg.stat().st_size, file_digest(seg)))
+    done: list = []
+    outcome: dict = {}
+
+    def attempt():
+        t0 = time.monotonic()
+        try:
+            done.extend(t.publish_batch(items))
+        except Exception as exc:
+            outcome["error"] = exc
+        outcome["seconds"] = time.monotonic() - t0
+
+    try:
+        with Watcher(nas) as watcher:
+            worker = threading.Thread(target=attempt)
+            worker.start()
+            time.sleep(3)  # mid-batch: some files renamed into place, one in flight
+            netns.link(up=False)
+            worker.join(timeout=60)
+            assert not worker.is_alive(), "publish_batch hung on a dead link"
+            assert isinstance(outcome.get("error"), TransientError), outcome
+            assert outcome["seconds"] < 35
+            # Nothing is handed back (so nothing deleted locally) without proof.
+            assert not done
+            arrived = set(nas.segments())
+            assert len(arrived) < len(items)
+            netns.link(up=True)
+            again = dict(t.publish_batch(items))
+        assert len(again) == len(items)
+        # What had arrived before the cut is proven by the NAS's checksum, not resent.
+        assert {i.local.name for i, sent in again.items() if not sent} == arrived
+        for item in items:
+            assert sha256(nas.segments()[item.local.name]) == sha256(item.local)
+            assert watcher.seen[item.local.name] == {item.size}
     finally:
         netns.link(up=True)
