@@ -13,7 +13,9 @@ import yaml
 
 from tests.ansible import fleet
 
-NODES = ("node1", "node2")
+NODES = ("node1", "node2")  # ship over rsync (the e2e cuts node1's link)
+SFTP_NODE = "node3"  # ships over sftp into a chrooted account
+ALL_NODES = (*NODES, SFTP_NODE)
 NAS_ADDRESS = "10.77.0.1"
 
 
@@ -36,7 +38,16 @@ def _inventory(trees: dict[str, Path]) -> dict:
                            "pattern": "smptebars"}},
         "node2": {"cam0": {"backend": "ffmpeg", "size": [160, 120], "fps": 10,
                            "bitrate": "100k"}},
+        "node3": {"cam0": {"backend": "ffmpeg", "size": [160, 120], "fps": 10,
+                           "bitrate": "100k"}},
     }  # fmt: skip
+    hosts = {n: {"ansible_host": str(trees[n]), "livecam_node_cameras": cameras[n]}
+             for n in ALL_NODES}  # fmt: skip
+    hosts[SFTP_NODE]["livecam_node_transport"] = {
+        "plugin": "sftp", "host": NAS_ADDRESS, "user": f"livecam-{SFTP_NODE}",
+        "path": f"/{SFTP_NODE}",
+    }  # fmt: skip
+    hosts[SFTP_NODE]["livecam_node_remote_path"] = "{camera}/{date}/{name}"
     return {
         "all": {
             "vars": {
@@ -59,10 +70,7 @@ def _inventory(trees: dict[str, Path]) -> dict:
             },
             "children": {
                 "livecam_nas": {"hosts": {"nas": {"ansible_host": str(trees["nas"])}}},
-                "livecam_nodes": {"hosts": {
-                    n: {"ansible_host": str(trees[n]), "livecam_node_cameras": cameras[n]}
-                    for n in NODES
-                }},
+                "livecam_nodes": {"hosts": hosts},
             },
         }
     }  # fmt: skip
@@ -82,7 +90,7 @@ def provisioned(tmp_path_factory) -> Fleet:
     work = tmp_path_factory.mktemp("fleet")
     f = Fleet(work=work, inventory=work / "inventory.yml", trees={})
     try:
-        for name in (*NODES, "nas"):
+        for name in (*ALL_NODES, "nas"):
             f.trees[name] = fleet.overlay_tree(base, work, name, f.cleanup)
         # site.yml builds the wheel from a snapshot of the checkout, so edits made
         # to the working tree while the tests run cannot change the second run.

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from tests.ansible import fleet
-from tests.ansible.conftest import NODES
+from tests.ansible.conftest import ALL_NODES, NODES, SFTP_NODE
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +19,7 @@ def chroot(tree, *argv, **kw):
 def test_first_run_converges(provisioned):
     seconds, recap = provisioned.runs["first"]
     print(f"first run {seconds:.0f}s: {recap}")
-    assert set(recap) >= {*NODES, "nas", "localhost"}
+    assert set(recap) >= {*ALL_NODES, "nas", "localhost"}
     for host, (_ok, changed, unreachable, failed) in recap.items():
         assert (unreachable, failed) == (0, 0), host
         if host != "localhost":
@@ -39,7 +39,7 @@ def test_check_diff_reports_no_change(provisioned):
     assert "--- before" not in out, out[-6000:]
 
 
-@pytest.mark.parametrize("node", NODES)
+@pytest.mark.parametrize("node", ALL_NODES)
 def test_node_tree(provisioned, node):
     tree = provisioned.trees[node]
     fstab = [line.split() for line in (tree / "etc/fstab").read_text().splitlines()
@@ -47,7 +47,7 @@ def test_node_tree(provisioned, node):
     assert len(fstab) == 1 and fstab[0][0] == "tmpfs" and fstab[0][2] == "tmpfs", fstab
     assert "size=32M" in fstab[0][3] and "noexec" in fstab[0][3]
 
-    cameras = {"node1": ["cam0", "cam1"], "node2": ["cam0"]}[node]
+    cameras = {"node1": ["cam0", "cam1"]}.get(node, ["cam0"])
     wants = tree / "etc/systemd/system/multi-user.target.wants"
     enabled = sorted(p.name for p in wants.glob("livecam-*"))
     assert enabled == sorted(["livecam-ship.service",
@@ -62,6 +62,8 @@ def test_node_tree(provisioned, node):
     known = (tree / "etc/livecam/ssh/known_hosts").read_text().split()
     nas_key = (provisioned.trees["nas"] / "etc/ssh/ssh_host_ed25519_key.pub").read_text().split()
     assert known == ["10.77.0.1", *nas_key[:2]]
+    transport = "sftp" if node == SFTP_NODE else "rsync"
+    assert f"transport: {transport} to livecam" in check.stdout
     key = tree / "etc/livecam/ssh/id_ed25519"
     assert oct(key.stat().st_mode & 0o777) == "0o600"
 
@@ -79,6 +81,23 @@ def test_nas_tree(provisioned):
         assert d.is_dir() and oct(d.stat().st_mode & 0o777) == "0o750"
     # Links are absolute inside the tree: check the link, not its target.
     assert (nas / "etc/systemd/system/timers.target.wants/livecam-retention.timer").is_symlink()
+
+    # The sftp node: its own account, chrooted to the site, owning only its directory.
+    account = f"livecam-{SFTP_NODE}"
+    pub = (provisioned.trees[SFTP_NODE] / "etc/livecam/ssh/id_ed25519.pub").read_text().split()
+    keys = (nas / f"etc/ssh/livecam_authorized_keys/{account}.keys").read_text().split()
+    assert keys[:2] == pub[:2]
+    dropin = (nas / "etc/ssh/sshd_config.d/livecam.conf").read_text()
+    assert f"Match User {account}" in dropin and "ChrootDirectory /srv/livecam/test" in dropin
+    assert "ForceCommand internal-sftp" in dropin
+    d = nas / f"srv/livecam/test/{SFTP_NODE}"
+    owner = fleet.sh("chroot", str(nas), "stat", "-c", "%U %a", f"/srv/livecam/test/{SFTP_NODE}")
+    assert d.is_dir() and owner.stdout.split() == [account, "750"]
+    # sshd accepts the whole configuration, drop-in included. (/run/sshd is what
+    # ssh.service's RuntimeDirectory makes on a booted system.)
+    (nas / "run/sshd").mkdir(mode=0o755, exist_ok=True)
+    check = fleet.sh("chroot", str(nas), "/usr/sbin/sshd", "-t", check=False)
+    assert check.returncode == 0, check.stderr
 
 
 def test_units_are_hardened(provisioned):

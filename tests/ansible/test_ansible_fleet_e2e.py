@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 
 from tests.ansible import fleet
-from tests.ansible.conftest import NAS_ADDRESS, NODES
+from tests.ansible.conftest import ALL_NODES, NAS_ADDRESS, SFTP_NODE
 from tests.conftest import sha256
 
 pytestmark = pytest.mark.slow
 
-CAMERAS = {"node1": ("cam0", "cam1"), "node2": ("cam0",)}
+CAMERAS = {"node1": ("cam0", "cam1"), "node2": ("cam0",), SFTP_NODE: ("cam0",)}
 SEQ_RE = re.compile(r"^(?P<cam>[A-Za-z0-9_-]+)-\d{8}T\d{6}Z-(?P<seq>\d+)\.mp4$")
 KEY = "/etc/livecam/ssh/id_ed25519"
 SSH = (f"ssh -F none -i {KEY} -o IdentitiesOnly=yes -o BatchMode=yes "
@@ -40,7 +40,7 @@ class Running:
         self.work: Path = provisioned.work
         self.cleanup = cleanup
         self.prefix = prefix
-        self.spaces = fleet.netns_fleet(list(NODES), cleanup, prefix)
+        self.spaces = fleet.netns_fleet(list(ALL_NODES), cleanup, prefix)
         self.recorders: dict[str, list[subprocess.Popen]] = {}
         self.shippers: dict[str, subprocess.Popen] = {}
 
@@ -84,7 +84,7 @@ class Running:
         self.shippers[node] = self.spawn(f"{node}-ship", self.in_node(node, *livecam, "ship"))
 
     def link(self, node: str, up: bool) -> None:
-        i = NODES.index(node) + 1
+        i = ALL_NODES.index(node) + 1
         fleet.sh("ip", "-n", self.spaces["nas"], "link", "set", f"{self.prefix}v{i}",
                  "up" if up else "down")  # fmt: skip
 
@@ -128,7 +128,7 @@ def running(provisioned):
     try:
         r = Running(provisioned, cleanup, prefix=f"lc{os.getpid() % 100000}")
         r.start_nas()
-        for node in NODES:
+        for node in ALL_NODES:
             r.start_node(node)
         yield r
     finally:
@@ -139,8 +139,8 @@ def running(provisioned):
 def test_fleet_ships_through_one_nodes_outage(running):
     r = running
     try:
-        fleet.wait_for(lambda: all(r.count(n) >= 2 * len(CAMERAS[n]) for n in NODES), 90,
-                       "both nodes to publish")  # fmt: skip
+        fleet.wait_for(lambda: all(r.count(n) >= 2 * len(CAMERAS[n]) for n in ALL_NODES), 90,
+                       "every node to publish (rsync and sftp)")  # fmt: skip
 
         r.link("node1", up=False)
         time.sleep(1)
@@ -156,14 +156,15 @@ def test_fleet_ships_through_one_nodes_outage(running):
         fleet.wait_for(lambda: r.count("node1") > cut_at, 90, "node1 to ship again")
 
         # Stop the cameras (they finish the open segment) and let the shippers drain.
-        for node in NODES:
+        for node in ALL_NODES:
             for proc in r.recorders[node]:
                 assert _stop(proc, signal.SIGTERM) == 0, r.logs()
-        fleet.wait_for(lambda: not any(r.local(n) for n in NODES), 120, "the backlog to drain")
+        fleet.wait_for(lambda: not any(r.local(n) for n in ALL_NODES), 120,
+                       "the backlog to drain")  # fmt: skip
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{r.logs()}") from None
 
-    for node in NODES:
+    for node in ALL_NODES:
         for cam, files in r.on_nas(node).items():
             seqs = sorted(int(SEQ_RE.match(p.name)["seq"]) for p in files)
             # Every segment the camera closed arrived: the sequence has no gap.
@@ -171,7 +172,7 @@ def test_fleet_ships_through_one_nodes_outage(running):
             assert len(seqs) >= 4, (node, cam, seqs)
             assert all(p.stat().st_size > 0 for p in files)
             print(f"{node}/{cam}: {len(seqs)} segments on the NAS, seq {seqs[0]}..{seqs[-1]}")
-    for node in NODES:
+    for node in ALL_NODES:
         assert _stop(r.shippers[node], signal.SIGTERM) == 0, r.logs()
 
 
