@@ -53,6 +53,12 @@ def test_node_tree(provisioned, node):
     assert enabled == sorted(["livecam-ship.service",
                               *(f"livecam-record@{c}.service" for c in cameras)])  # fmt: skip
 
+    recorder = (tree / "etc/systemd/system/livecam-record@.service").read_text()
+    # SIGTERM to livecam alone (it stops ffmpeg gracefully); recorders stop before the shipper.
+    assert "KillMode=mixed" in recorder
+    assert re.search(r"^After=.*livecam-ship\.service", recorder, re.M)
+    assert "DeviceAllow=char-video4linux rw" in recorder
+
     check = chroot(tree, "/opt/livecam/venv/bin/livecam", "-c", "/etc/livecam/livecam.yaml",
                    "check-config", check=False)  # fmt: skip
     print(check.stdout)
@@ -109,8 +115,9 @@ def test_units_are_hardened(provisioned):
     }
     for tree, names in units.items():
         for unit in names:
-            out = fleet.sh("systemd-analyze", "security", "--offline=true", f"--root={tree}",
-                           "--no-pager", unit, check=False)  # fmt: skip
+            # The tree's own systemd-analyze, reading the tree's units.
+            out = chroot(tree, "systemd-analyze", "security", "--offline=true", "--no-pager",
+                         unit, check=False)  # fmt: skip
             m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out.stdout)
             assert m, out.stdout + out.stderr
             scores[unit] = float(m.group(1))
