@@ -25,6 +25,8 @@ from pathlib import Path
 
 import yaml
 
+from livecam.process import command_lines
+
 REPO = Path(__file__).resolve().parent.parent
 LIVECAM = [sys.executable, "-m", "livecam"]
 
@@ -137,17 +139,11 @@ class Node:
     def processes(self) -> dict[int, str]:
         """pid -> 'livecam' or 'ffmpeg' for every process of this node."""
         found = {}
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
+        for pid, cmd in command_lines():
             if str(self.config) in cmd:
-                found[int(entry)] = "livecam"
+                found[pid] = "livecam"
             elif f"livecam-bench-{os.getpid()}" in cmd and cmd.startswith("ffmpeg"):
-                found[int(entry)] = "ffmpeg"
+                found[pid] = "ffmpeg"
         return found
 
 

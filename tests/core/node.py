@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from livecam.process import command_lines
 from tests.conftest import livecam_cmd, sha256, write_config
 
 WITNESS = '''
@@ -161,18 +162,13 @@ class Node:
 
     def pids(self, what: str, extra: str = "") -> list[int]:
         """PIDs whose command line mentions this node (its config or buffer) and ``what``."""
-        found = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            mine = str(self.config_file) in cmd or str(self.buffer) in cmd
-            if mine and what in cmd and extra in cmd:
-                found.append(int(entry))
-        return found
+        return [
+            pid
+            for pid, cmd in command_lines()
+            if (str(self.config_file) in cmd or str(self.buffer) in cmd)
+            and what in cmd
+            and extra in cmd
+        ]
 
     def cleanup(self) -> None:
         for proc in self.procs:
