@@ -17,19 +17,16 @@ frames it did deliver are closed into a last segment.
 
 picamera2 and libcamera come from apt on Raspberry Pi OS, so they are imported
 only when a camera records; elsewhere the camera fails with "picamera2 not
-available". ``camera: synthetic`` records a moving test picture through the same
-encoder and outputs, for demos, tests and benchmarks on machines without a camera.
+available".
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import mmap
 import os
 import threading
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, ClassVar
@@ -41,7 +38,6 @@ from livecam.options import ConfigError, Option
 
 log = logging.getLogger("livecam.picamera2")
 
-SYNTHETIC = "synthetic"
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium")
 EXPOSURE_MODES = {"normal": "Normal", "short": "Short", "long": "Long"}
 AWB_MODES = {
@@ -72,7 +68,7 @@ def _camera(value: Any, key: str) -> int | str:
         return value
     text = o.string(value, key).strip()
     if not text:
-        raise ConfigError(f"{key}: expected a camera Id, a number, or 'synthetic'")
+        raise ConfigError(f"{key}: expected a camera Id or a number")
     return int(text) if text.isdigit() else text
 
 
@@ -109,6 +105,10 @@ class Picamera2Camera(CameraBackend):
         "noise_reduction": Option(o.choice(*NOISE_REDUCTION), None, "default: picamera2's"),
         "frame_timeout": Option(o.positive_duration, "5s", "no frame this long: camera failed"),
     }
+    # Makes Picamera2's frame buffer allocator; None: picamera2's default DmaAllocator,
+    # on the Pi kernel's DMA heap. Only a machine without that heap (the tests' fake
+    # camera stack) sets another.
+    allocator_factory: ClassVar[Any] = None
 
     def __init__(self, camera: str, options: Any, *, segment_seconds: float):
         super().__init__(camera, options, segment_seconds=segment_seconds)
@@ -128,13 +128,12 @@ class Picamera2Camera(CameraBackend):
     # --- the camera ------------------------------------------------------------------
 
     def open_camera(self, pc: SimpleNamespace) -> Any:
-        """Open and configure the camera; returns an object with Picamera2's recording API."""
+        """Open and configure the camera: a ``Picamera2`` ready for ``start_encoder``."""
         opts = self.opts
-        if opts["camera"] == SYNTHETIC:
-            return SyntheticCamera(pc, opts["size"], opts["fps"])
         number, ident = self._find_camera(pc)
+        factory = self.allocator_factory
         try:
-            cam = pc.Picamera2(number)
+            cam = pc.Picamera2(number, allocator=factory() if factory else None)
         except (RuntimeError, OSError) as exc:
             raise CameraError(
                 f"camera {ident}: cannot open it: {_causes(exc)} "
@@ -148,7 +147,7 @@ class Picamera2Camera(CameraBackend):
             )
             cam.configure(config)
         except Exception as exc:
-            cam.close()
+            _quietly(cam.close)
             raise CameraError(f"camera {ident}: cannot configure it: {_causes(exc)}") from None
         return cam
 
@@ -225,10 +224,12 @@ class Picamera2Camera(CameraBackend):
                 sink.close(current.path, duration=current.duration())
                 current = nxt
         finally:
+            # The camera first (as Picamera2.stop_recording): no frame may reach an
+            # encoder that is flushing.
+            _quietly(cam.stop)
             if started:
                 # Flushes x264's queued frames into the current file and closes it.
                 _quietly(cam.stop_encoder, encoder)
-            _quietly(cam.stop)
             _quietly(cam.close)
             pending = self._pending
             if pending is not None:
@@ -342,10 +343,8 @@ def _picamera2() -> SimpleNamespace:
     try:
         import libcamera
         from picamera2 import Picamera2
-        from picamera2.allocators import Allocator
         from picamera2.encoders import LibavH264Encoder
         from picamera2.outputs import PyavOutput, SplittableOutput
-        from picamera2.request import CompletedRequest, Helpers
     except ImportError as exc:
         raise CameraError(f"picamera2 not available ({exc}); {INSTALL_HINT}") from None
 
@@ -381,12 +380,9 @@ def _picamera2() -> SimpleNamespace:
         can_force_keyframes=_can_force_keyframes(),
         libcamera=libcamera,
         Picamera2=Picamera2,
-        Allocator=Allocator,
         LibavH264Encoder=LibavH264Encoder,
         SplittableOutput=SplittableOutput,
         SegmentFile=SegmentFile,
-        CompletedRequest=CompletedRequest,
-        Helpers=Helpers,
     )
 
 
@@ -404,243 +400,6 @@ def _can_force_keyframes() -> bool:
     except (TypeError, ValueError):
         return False
     return True
-
-
-class SyntheticCamera:
-    """A camera without a sensor: a moving YUV420 picture with sensor-like timestamps.
-
-    It offers the part of Picamera2's API the backend uses and hands the encoder
-    picamera2's own ``CompletedRequest`` over shared-memory buffers, as Picamera2's
-    request loop does with DMA buffers. The top 16 rows carry the frame number in
-    16-pixel black/white blocks (bit 0 leftmost), so tests can check every frame.
-    ``drop`` (frame numbers never delivered) and ``stall_after`` (frames before the
-    camera goes silent) simulate a failing sensor; ``realtime=False`` delivers
-    frames as fast as the encoder takes them (for benchmarks).
-    """
-
-    BUFFERS = 6  # as Picamera2's video configuration
-
-    def __init__(
-        self,
-        pc: SimpleNamespace,
-        size: Iterable[int],
-        fps: int,
-        *,
-        drop: Iterable[int] = (),
-        stall_after: int | None = None,
-        realtime: bool = True,
-        frames: int | None = None,
-    ):
-        self.pc = pc
-        self.width, self.height = size
-        self.fps = fps
-        self.drop = set(drop)
-        self.stall_after = stall_after
-        self.realtime = realtime
-        self.limit = frames
-        self.delivered = 0
-        self.camera = None  # CompletedRequest.release requeues to a libcamera camera: none here
-        self.started = False
-        self.stop_count = self.configure_count = 0
-        self.request_lock = threading.Lock()
-        self.controls = SimpleNamespace()
-        self.helpers = pc.Helpers(self)
-        self.stream = _Stream()
-        self.stream_map = {"main": self.stream}
-        self.camera_config = {
-            "main": {"format": "YUV420", "size": (self.width, self.height), "stride": self.width}
-        }
-        self.allocator = _MemfdAllocator(pc, self.width * self.height * 3 // 2, self.BUFFERS)
-        self.encoders: list[Any] = []
-        self.finished = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._pictures = SyntheticPictures(self.width, self.height)
-
-    def start_encoder(self, encoder: Any, output: Any, name: str = "main") -> None:
-        encoder.output = output
-        encoder.name = name
-        encoder.width, encoder.height = self.width, self.height
-        encoder.format = "YUV420"
-        encoder.stride = self.width
-        encoder.start()
-        self.encoders.append(encoder)
-
-    def start(self) -> None:
-        self.started = True
-        self._thread = threading.Thread(target=self._run, daemon=True, name="synthetic-camera")
-        self._thread.start()
-
-    def stop(self) -> None:
-        self.started = False
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join()
-
-    def stop_encoder(self, encoder: Any) -> None:
-        self.stop()  # no frame may reach an encoder that is flushing
-        encoder.stop()
-        self.encoders.remove(encoder)
-
-    def close(self) -> None:
-        self.stop()
-        self.allocator.close()
-
-    def frame(self, n: int) -> bytes:
-        """Frame ``n`` as raw YUV420 bytes (what the buffers receive)."""
-        return bytes(self._pictures.frame(n))
-
-    def _run(self) -> None:
-        interval = 1 / self.fps
-        t0 = time.monotonic()
-        ts0 = time.monotonic_ns()
-        n = 0
-        while self.started and (self.limit is None or n < self.limit):
-            if self.stall_after is not None and n >= self.stall_after:
-                time.sleep(0.05)  # the sensor has gone silent
-                continue
-            if self.realtime:
-                delay = t0 + n * interval - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-            if n in self.drop:
-                n += 1
-                continue
-            fb = self.allocator.take()
-            if fb is None:
-                n += 1  # every buffer still held by the encoder: the frame is lost, as on a Pi
-                continue
-            self.allocator.mapped_buffers[fb][:] = self._pictures.frame(n)
-            raw = SimpleNamespace(
-                buffers={self.stream: fb},
-                metadata={
-                    self.pc.libcamera.controls.SensorTimestamp: ts0 + round(n * interval * 1e9)
-                },
-            )
-            request = self.pc.CompletedRequest(raw, self)
-            self.allocator.release(raw.buffers)  # the request holds it until released
-            for encoder in self.encoders:
-                encoder.encode(encoder.name, request)
-            request.release()
-            self.delivered += 1
-            n += 1
-        self.finished.set()
-
-
-class _MemfdAllocator:
-    """Frame buffers in memfd shared memory, mapped once like picamera2's DmaAllocator."""
-
-    def __init__(self, pc: SimpleNamespace, length: int, count: int):
-        self.length = length
-        self.mapped_buffers: dict[Any, mmap.mmap] = {}
-        self.free: list[Any] = []
-        self.held: dict[_FrameBuffer, int] = {}
-        self.lock = threading.Lock()
-        self.fds: list[int] = []
-        for i in range(count):
-            fd = os.memfd_create(f"livecam-synthetic-{i}")
-            os.ftruncate(fd, length)
-            self.fds.append(fd)
-            fb = _FrameBuffer(fd, length)
-            self.mapped_buffers[fb] = mmap.mmap(fd, length)
-            self.free.append(fb)
-
-    def sync(self, allocator: Any, fb: Any, write: bool) -> _MappedSync:
-        return _MappedSync(self, fb)
-
-    def take(self) -> Any:
-        with self.lock:
-            if not self.free:
-                return None
-            fb = self.free.pop()
-            self.held[fb] = 1
-            return fb
-
-    def acquire(self, buffers: dict) -> None:
-        with self.lock:
-            for fb in buffers.values():
-                self.held[fb] = self.held.get(fb, 0) + 1
-
-    def release(self, buffers: dict) -> None:
-        with self.lock:
-            for fb in buffers.values():
-                self.held[fb] -= 1
-                if self.held[fb] == 0:
-                    del self.held[fb]
-                    self.free.append(fb)
-
-    def close(self) -> None:
-        for mm in self.mapped_buffers.values():
-            _quietly(mm.close)
-        for fd in self.fds:
-            _quietly(os.close, fd)
-        self.fds = []
-
-
-class _Stream:
-    """A libcamera stream handle: only its identity matters to picamera2."""
-
-
-class _FrameBuffer:
-    """What picamera2 reads of a libcamera FrameBuffer: its planes and their use."""
-
-    def __init__(self, fd: int, length: int):
-        self.planes = [SimpleNamespace(fd=fd, offset=0, length=length)]
-        self.metadata = SimpleNamespace(planes=[SimpleNamespace(bytes_used=length)])
-
-
-class _MappedSync:
-    """picamera2's buffer sync protocol for already-mapped memory (nothing to flush)."""
-
-    def __init__(self, allocator: _MemfdAllocator, fb: Any):
-        self.allocator = allocator
-        self.fb = fb
-
-    def __enter__(self) -> mmap.mmap:
-        return self.allocator.mapped_buffers[self.fb]
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-
-class SyntheticPictures:
-    """A few seconds of moving picture with mild noise, cycled; frame numbers on top."""
-
-    CYCLE = 30
-
-    def __init__(self, width: int, height: int):
-        import numpy as np
-
-        self.np = np
-        self.width, self.height = width, height
-        rng = np.random.default_rng(7)
-        y, x = np.mgrid[0:height, 0:width]
-        base = (x * 160 // max(1, width) + y * 60 // max(1, height) + 16).astype(np.int16)
-        noise = rng.integers(-6, 7, size=(height, width), dtype=np.int16)
-        chroma = np.full(width * height // 2, 128, dtype=np.uint8)
-        self.frames = []
-        box = max(8, height // 4)
-        for i in range(self.CYCLE):
-            luma = base + noise
-            bx = (i * width // self.CYCLE) % max(1, width - box)
-            luma[height // 3 : height // 3 + box, bx : bx + box] = 220
-            frame = np.concatenate([np.clip(luma, 0, 255).astype(np.uint8).ravel(), chroma])
-            self.frames.append(frame)
-        self.bits = min(32, width // 16)
-
-    def frame(self, n: int) -> Any:
-        frame = self.frames[n % self.CYCLE].copy()
-        luma = frame[: self.width * self.height].reshape(self.height, self.width)
-        for bit in range(self.bits):
-            luma[0:16, bit * 16 : bit * 16 + 16] = 235 if (n >> bit) & 1 else 16
-        return frame
-
-
-def read_frame_number(luma_top_rows: bytes, width: int) -> int:
-    """The frame number in a decoded frame's top 16 rows of luma (see SyntheticCamera)."""
-    n = 0
-    for bit in range(min(32, width // 16)):
-        if luma_top_rows[8 * width + bit * 16 + 8] > 128:
-            n |= 1 << bit
-    return n
 
 
 def _causes(exc: BaseException) -> str:

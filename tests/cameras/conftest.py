@@ -11,18 +11,29 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from livecam_plugins.picamera2 import read_frame_number
 
 from livecam.plugins import Plugins
 from tests.conftest import ffprobe, livecam_cmd, write_config
 
 FAKE_LIBCAMERA = Path(__file__).resolve().parent / "fake_libcamera"
+# The fake libcamera binding (and pykms, prctl) for picamera2 in this process too; its
+# _fake module also reads frame numbers back for every backend.
+sys.path.insert(0, str(FAKE_LIBCAMERA))
+from libcamera import _fake  # noqa: E402
+
+read_frame_number = _fake.read_frame_number
+# Raspberry Pi 5 camera Ids: a Camera Module 3 on the CAM1 port, a v2 on CAM0.
+CAM_IMX708 = "/base/axi/pcie@1000120000/rp1/i2c@88000/imx708@1a"
+CAM_IMX219 = "/base/axi/pcie@1000120000/rp1/i2c@80000/imx219@10"
+IMX219_MODES = [[640, 480, 103.33], [1640, 1232, 41.85], [1920, 1080, 47.57]]
 WIDTH, HEIGHT, FPS = 160, 120, 10
 SEGMENT_SECONDS = 1.0
 KEYFRAME_SECONDS = 1.0
@@ -32,21 +43,39 @@ RECORD_SECONDS = 5.5
 _NUMBER_LUMA = "if(lt(Y,16),if(mod(floor(N/pow(2,floor(X/16))),2),235,16),128)"
 
 
-def _ffmpeg() -> tuple[dict[str, Any], dict[str, str]]:
+Contract = tuple[dict[str, Any], dict[str, str], list[str]]  # camera, environment, command
+
+
+def _ffmpeg(tmp: Path) -> Contract:
     source = f"nullsrc=s={WIDTH}x{HEIGHT}:r={FPS},geq=lum='{_NUMBER_LUMA}':cb=128:cr=128"
-    return {
-        "backend": "ffmpeg",
-        "input": ["-f", "lavfi", "-i", source],  # a list: no shell-style unquoting
-        "preset": "ultrafast",
-    }, {}
+    return (
+        {
+            "backend": "ffmpeg",
+            "input": ["-f", "lavfi", "-i", source],  # a list: no shell-style unquoting
+            "preset": "ultrafast",
+        },
+        {},
+        livecam_cmd(),
+    )
 
 
-def _picamera2() -> tuple[dict[str, Any], dict[str, str]]:
-    # picamera2 from PyPI runs for real; only the libcamera binding is stood in for.
-    return {"backend": "picamera2", "camera": "synthetic"}, {"PYTHONPATH": str(FAKE_LIBCAMERA)}
+def _picamera2(tmp: Path) -> Contract:
+    # picamera2 from PyPI runs for real, Picamera2 class and all; only the libcamera
+    # binding (two cameras as on a Pi 5; the second one is used) and the kernel's DMA
+    # heap are stood in for: livecam_fake_pi runs the livecam command with the latter.
+    cameras = _fake.write_config(
+        tmp / "cameras.json", {"id": CAM_IMX708}, {"id": CAM_IMX219, "model": "imx219",
+        "modes": IMX219_MODES}
+    )  # fmt: skip
+    env = {"PYTHONPATH": str(FAKE_LIBCAMERA), _fake.CONFIG_ENV: str(cameras)}
+    command = [sys.executable, str(FAKE_LIBCAMERA / "livecam_fake_pi.py")]
+    return {"backend": "picamera2", "camera": CAM_IMX219}, env, command
 
 
-CONTRACT_CAMERAS = {"ffmpeg": _ffmpeg, "picamera2": _picamera2}
+CONTRACT_CAMERAS: dict[str, Callable[[Path], Contract]] = {
+    "ffmpeg": _ffmpeg,
+    "picamera2": _picamera2,
+}
 
 
 def camera_backends() -> list[str]:
@@ -85,7 +114,7 @@ def record(tmp: Path, backend: str, seconds: float = RECORD_SECONDS) -> Recordin
     """Run ``livecam record cam0`` for ``seconds``, watching the buffer as a shipper would."""
     if backend not in CONTRACT_CAMERAS:
         pytest.fail(f"camera backend {backend!r} has no contract config: add to CONTRACT_CAMERAS")
-    camera, env = CONTRACT_CAMERAS[backend]()
+    camera, env, command = CONTRACT_CAMERAS[backend](tmp)
     camera = {
         "size": [WIDTH, HEIGHT], "fps": FPS, "bitrate": "200k",
         "keyframe_seconds": f"{KEYFRAME_SECONDS}s", **camera,
@@ -104,7 +133,7 @@ def record(tmp: Path, backend: str, seconds: float = RECORD_SECONDS) -> Recordin
     ready = tmp / "buffer" / "cam0"
     rec = Recording(backend, ready, ready / ".open", exit_code=-1, log="")
     proc = subprocess.Popen(
-        livecam_cmd("-c", str(config), "record", "cam0"),
+        [*command, "-c", str(config), "record", "cam0"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, **env},
     )  # fmt: skip
