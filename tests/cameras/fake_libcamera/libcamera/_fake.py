@@ -205,6 +205,8 @@ class Sensor(threading.Thread):
                 if number in self.spec.drop:
                     continue
                 request = self.camera._next_request(None if self.spec.realtime else 0.5)
+                while request is None and not self.spec.realtime and not self.stopping.is_set():
+                    request = self.camera._next_request(0.5)  # free-running: wait for a buffer
                 if request is None:
                     continue
                 self.controls.update(request.controls)
