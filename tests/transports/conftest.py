@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,9 @@ from livecam_plugins.sftp import SftpTransport
 from livecam_plugins.smb import SmbTransport
 
 from livecam.options import check_options
-from livecam.transport import Transport
+from livecam.segment import file_digest
+from livecam.transport import Item, TransientError, Transport
+from tests.conftest import sha256
 from tests.transports import servers
 from tests.transports.servers import Smbd, Sshd
 
@@ -65,6 +70,54 @@ class Nas:
     def close(self) -> None:
         for t in self.transports:
             t.close()
+
+
+def backlog(tmp_path: Path, count: int, size: int = 50_000) -> list[Item]:
+    """``count`` segments of two cameras over three days: six remote directories."""
+    items = []
+    for i in range(count):
+        cam, day = f"cam{i % 2}", f"2026-11-{24 + i % 3}"
+        path = tmp_path / f"{cam}-20261126T1215{i:02d}Z-{i:06d}.mp4"
+        path.write_bytes(os.urandom(size))
+        items.append(Item(path, f"lab/node01/{cam}/{day}/{path.name}", size, file_digest(path)))
+    return items
+
+
+class Attempt:
+    """Runs ``fn`` in a thread, so a test can break the server while it is in flight."""
+
+    def __init__(self, fn: Callable[[], Any]):
+        self.result: Any = None
+        self.error: Exception | None = None
+        self.seconds = 0.0
+        self._thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Callable[[], Any]) -> None:
+        t0 = time.monotonic()
+        try:
+            self.result = fn()
+        except Exception as exc:
+            self.error = exc
+        self.seconds = time.monotonic() - t0
+
+    def failed_transient(self, timeout: float) -> None:
+        """Wait for the attempt; it must have failed as transient, not hung."""
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "publish hung on a dead server or link"
+        assert isinstance(self.error, TransientError), (self.result, self.error)
+
+
+def retry_proves_what_arrived(t: Transport, items: list[Item], nas: Nas, watcher) -> None:
+    """After a failed batch: the retry publishes all, and what had arrived before
+    the failure is proven by the NAS's checksum (sent=False), not sent again."""
+    arrived = set(nas.segments())
+    again = dict(t.publish_batch(items))
+    assert len(again) == len(items)
+    assert {i.local.name for i, sent in again.items() if not sent} == arrived
+    for item in items:
+        assert sha256(nas.segments()[item.local.name]) == sha256(item.local)
+        assert watcher.seen[item.local.name] == {item.size}  # never seen partial
 
 
 @pytest.fixture(scope="session", autouse=True)

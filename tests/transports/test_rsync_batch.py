@@ -11,30 +11,18 @@ from __future__ import annotations
 
 import os
 import subprocess
-import threading
 import time
 from pathlib import Path
 
 import pytest
 from livecam_plugins import rsync
 
-from livecam.segment import file_digest
-from livecam.transport import Item, PermanentError, TransientError
+from livecam.transport import Item, PermanentError
 from tests.conftest import sha256
 from tests.core.node import Watcher
+from tests.transports.conftest import Attempt, backlog, retry_proves_what_arrived
 
 RSYNC = pytest.mark.parametrize("nas", ["rsync"], indirect=True)
-
-
-def backlog(tmp_path: Path, count: int, size: int = 50_000) -> list[Item]:
-    """``count`` segments of two cameras over three days: six remote directories."""
-    items = []
-    for i in range(count):
-        cam, day = f"cam{i % 2}", f"2026-11-{24 + i % 3}"
-        path = tmp_path / f"{cam}-20261126T1215{i:02d}Z-{i:06d}.mp4"
-        path.write_bytes(os.urandom(size))
-        items.append(Item(path, f"lab/node01/{cam}/{day}/{path.name}", size, file_digest(path)))
-    return items
 
 
 def count_calls(t, monkeypatch) -> list[tuple[str, ...]]:
@@ -134,35 +122,16 @@ def test_server_killed_mid_batch_leaves_nothing_partial_and_heals(nas, tmp_path)
     nas.raw["bwlimit"] = 4000  # KiB/s: 12 x 1 MB take about 3 s
     t = nas.transport(timeout=30)
     items = backlog(tmp_path, 12, size=1_000_000)
-    done: list[tuple[Item, bool]] = []
-    outcome: dict = {}
-
-    def attempt():
-        try:
-            for pair in t.publish_batch(items):
-                done.append(pair)
-        except Exception as exc:
-            outcome["error"] = exc
-
+    done: list = []
     with Watcher(nas) as watcher:
-        worker = threading.Thread(target=attempt)
-        worker.start()
+        attempt = Attempt(lambda: done.extend(t.publish_batch(items)))
         time.sleep(1.5)  # some files renamed into place, one in flight
         nas.server.stop()
-        worker.join(timeout=30)
-        assert not worker.is_alive(), "publish_batch hung on a dead server"
-        assert isinstance(outcome.get("error"), TransientError), outcome
+        attempt.failed_transient(timeout=30)
         assert not done, "an item was handed back before its call succeeded"
-        arrived = set(nas.segments())
-        assert 0 < len(arrived) < len(items), arrived
+        assert 0 < len(nas.segments()) < len(items)
         nas.server.start()
-        again = dict(t.publish_batch(items))
-    assert len(again) == len(items)
-    # What had arrived before the kill is proven by the NAS's checksum, not resent.
-    assert {i.local.name for i, sent in again.items() if not sent} == arrived
-    for item in items:
-        assert sha256(nas.segments()[item.local.name]) == sha256(item.local)
-        assert watcher.seen[item.local.name] == {item.size}
+        retry_proves_what_arrived(t, items, nas, watcher)
     # A receiver killed hard may leave its dot-named temp; never a final name.
     assert all(p.name.startswith(".") for p in nas.hidden())
 

@@ -9,17 +9,15 @@ back the same segment arrives intact.
 from __future__ import annotations
 
 import os
-import threading
 import time
 
 import pytest
 
 from livecam.segment import file_digest
-from livecam.transport import Item, TransientError
 from tests.conftest import sha256
 from tests.core.node import Watcher
 from tests.transports import servers
-from tests.transports.conftest import Nas
+from tests.transports.conftest import Attempt, Nas, backlog, retry_proves_what_arrived
 
 pytestmark = pytest.mark.slow
 
@@ -44,28 +42,15 @@ def test_link_cut_mid_file_is_transient_and_heals(ns_sshd, tmp_path):
     seg = tmp_path / "cam0-20261126T121530Z-000001.mp4"
     seg.write_bytes(os.urandom(6_000_000))
     remote = f"lab/node01/cam0/{seg.name}"
-    outcome: dict = {}
-
-    def attempt():
-        t0 = time.monotonic()
-        try:
-            outcome["result"] = t.publish(seg, remote, size=seg.stat().st_size,
-                                          digest=file_digest(seg))  # fmt: skip
-        except Exception as exc:
-            outcome["error"] = exc
-        outcome["seconds"] = time.monotonic() - t0
-
     try:
         with Watcher(nas) as watcher:
-            worker = threading.Thread(target=attempt)
-            worker.start()
+            attempt = Attempt(lambda: t.publish(seg, remote, size=seg.stat().st_size,
+                                                digest=file_digest(seg)))  # fmt: skip
             time.sleep(2.5)  # mid-file
             netns.link(up=False)
-            worker.join(timeout=60)
-            assert not worker.is_alive(), "publish hung on a dead link"
-            assert isinstance(outcome.get("error"), TransientError), outcome
+            attempt.failed_transient(timeout=60)
             # Noticed by keepalives/--timeout in seconds, not by TCP's minutes.
-            assert outcome["seconds"] < 35
+            assert attempt.seconds < 35
             assert not nas.segments(), "a partial file is visible under the final name"
             netns.link(up=True)
             assert t.publish(seg, remote, size=seg.stat().st_size, digest=file_digest(seg))
@@ -81,44 +66,19 @@ def test_link_cut_mid_batch_keeps_what_is_unproven_and_heals(ns_sshd, tmp_path):
     netns.shape(8)  # 8 x 750 KB take about 6 s
     nas = Nas("rsync", ns_sshd)
     t = nas.transport(timeout=60)
-    items = []
-    for i in range(8):
-        seg = tmp_path / f"cam{i % 2}-20261126T1215{i:02d}Z-{i:06d}.mp4"
-        seg.write_bytes(os.urandom(750_000))
-        remote = f"lab/node01/cam{i % 2}/2026-11-26/{seg.name}"
-        items.append(Item(seg, remote, seg.stat().st_size, file_digest(seg)))
+    items = backlog(tmp_path, 8, size=750_000)
     done: list = []
-    outcome: dict = {}
-
-    def attempt():
-        t0 = time.monotonic()
-        try:
-            done.extend(t.publish_batch(items))
-        except Exception as exc:
-            outcome["error"] = exc
-        outcome["seconds"] = time.monotonic() - t0
-
     try:
         with Watcher(nas) as watcher:
-            worker = threading.Thread(target=attempt)
-            worker.start()
+            attempt = Attempt(lambda: done.extend(t.publish_batch(items)))
             time.sleep(3)  # mid-batch: some files renamed into place, one in flight
             netns.link(up=False)
-            worker.join(timeout=60)
-            assert not worker.is_alive(), "publish_batch hung on a dead link"
-            assert isinstance(outcome.get("error"), TransientError), outcome
-            assert outcome["seconds"] < 35
+            attempt.failed_transient(timeout=60)
+            assert attempt.seconds < 35
             # Nothing is handed back (so nothing deleted locally) without proof.
             assert not done
-            arrived = set(nas.segments())
-            assert len(arrived) < len(items)
+            assert len(nas.segments()) < len(items)
             netns.link(up=True)
-            again = dict(t.publish_batch(items))
-        assert len(again) == len(items)
-        # What had arrived before the cut is proven by the NAS's checksum, not resent.
-        assert {i.local.name for i, sent in again.items() if not sent} == arrived
-        for item in items:
-            assert sha256(nas.segments()[item.local.name]) == sha256(item.local)
-            assert watcher.seen[item.local.name] == {item.size}
+            retry_proves_what_arrived(t, items, nas, watcher)
     finally:
         netns.link(up=True)
