@@ -1,16 +1,21 @@
 """Benchmark the network transports against their plain tools over a shaped link.
 
-    .venv/bin/python bench/transports.py [--quick] [--report FILE]
+    .venv/bin/python bench/transports.py [--quick] [--plan MBIT:COUNT:MB ...]
+                                         [--latency-count N] [--overhead-count N]
+                                         [--report FILE]
 
 Real sshd (rrsync -wo account, chrooted SFTP account) and smbd run in a network
 namespace behind a veth pair shaped with tc tbf. For each link, each transport
-drains a backlog of segment-sized random files one ``publish`` at a time, and its
-plain tool sends the same files in one go over the same link: ``rsync -a``,
-OpenSSH ``sftp`` with ``put``, ``smbclient`` with ``mput`` (SMB3 encrypted, as
-livecam). The figure is the drain-rate ratio. It also reports publish latency
-(p50/p95) on a healthy link and the per-file cost with and without connection
-reuse. A link with latency goes through a small delaying TCP relay (no netem).
-Needs root. Full run: 200 files of 2 MB and of 19 MB at 100 and 20 Mbit/s.
+drains a backlog of segment-sized random files the way the shipper does (in
+batches of the transport's ``batch_size``, digests computed first, through
+``publish_batch``), and its plain tool sends the same files in one go over the
+same link: ``rsync -a``, OpenSSH ``sftp`` with ``put``, ``smbclient`` with
+``mput`` (SMB3 encrypted, as livecam). The figure is the drain-rate ratio. It
+also reports publish latency (p50/p95) of single 19 MB segments on a healthy
+link (a RAM segment is always published alone) and the per-file cost with and
+without connection reuse. A link with latency goes through a small delaying TCP
+relay (no netem). Needs root. Full run (the default): 200 files of 2 MB and of
+19 MB at 100 and 20 Mbit/s; ``--plan`` replaces those links/sizes/counts.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from livecam_plugins.smb import SmbTransport  # noqa: E402
 
 from livecam.options import check_options  # noqa: E402
 from livecam.segment import file_digest  # noqa: E402
+from livecam.transport import Item  # noqa: E402
 from tests.transports import servers  # noqa: E402
 
 MB = 1_000_000
@@ -172,18 +178,20 @@ class Bench:
 
     # --- measurements ------------------------------------------------------------------------
 
-    def drain(self, kind: str, host: str, port: int, files: list[Path]) -> tuple[float, list]:
+    def drain(self, kind: str, host: str, port: int, files: list[Path]) -> tuple[float, int]:
+        """Publish ``files`` as the shipper drains a spool; (seconds, publish_batch calls)."""
         t = self.transport(kind, host, port)
-        each = []
+        calls = 0
         t0 = time.monotonic()
-        for f in files:
-            t1 = time.monotonic()
-            t.publish(f, f"lab/node01/cam0/{f.name}", size=f.stat().st_size,
-                      digest=file_digest(f))  # fmt: skip
-            each.append(time.monotonic() - t1)
+        for i in range(0, len(files), t.batch_size):
+            batch = [Item(f, f"lab/node01/cam0/{f.name}", f.stat().st_size, file_digest(f))
+                     for f in files[i : i + t.batch_size]]  # fmt: skip
+            done = list(t.publish_batch(batch))
+            assert len(done) == len(batch), (kind, len(done), len(batch))
+            calls += 1
         total = time.monotonic() - t0
         t.close()
-        return total, each
+        return total, calls
 
     def compare(self, label: str, files: list[Path], host: str, ports: dict[str, int]) -> None:
         nbytes = sum(f.stat().st_size for f in files)
@@ -191,13 +199,28 @@ class Bench:
             self.wipe()
             t_plain = timed(lambda kind=kind: self.plain(kind, host, ports[kind]))
             self.wipe()
-            t_ours, each = self.drain(kind, host, ports[kind], files)
+            t_ours, calls = self.drain(kind, host, ports[kind], files)
             rate = nbytes * 8 / t_ours / 1e6
             plain_rate = nbytes * 8 / t_plain / 1e6
-            p50, p95 = pct(each, 50), pct(each, 95)
             self.say(f"| {label} | {kind} | {len(files)} x {files[0].stat().st_size / MB:g} MB "
-                     f"| {rate:.1f} | {plain_rate:.1f} | **{rate / plain_rate:.2f}** "
-                     f"| {p50 * 1000:.0f} / {p95 * 1000:.0f} |")  # fmt: skip
+                     f"| {calls} | {rate:.1f} | {plain_rate:.1f} "
+                     f"| **{rate / plain_rate:.2f}** |")  # fmt: skip
+
+    def latency(self, count: int, host: str, ports: dict[str, int]) -> None:
+        """One 19 MB segment per publish, as a RAM segment on a healthy link goes."""
+        files = self.files(count, 19 * MB)
+        for kind in ("rsync", "sftp", "smb"):
+            self.wipe()
+            t = self.transport(kind, host, ports[kind])
+            each = []
+            for f in files:
+                t0 = time.monotonic()
+                t.publish(f, f"lab/node01/cam0/{f.name}", size=f.stat().st_size,
+                          digest=file_digest(f))  # fmt: skip
+                each.append(time.monotonic() - t0)
+            t.close()
+            self.say(f"| {kind} | {count} x 19 MB | {pct(each, 50) * 1000:.0f} "
+                     f"| {pct(each, 95) * 1000:.0f} |")  # fmt: skip
 
     def overhead(self, count: int) -> None:
         files = self.files(count, 64_000)
@@ -205,7 +228,12 @@ class Bench:
         for kind in ("rsync", "sftp", "smb"):
             port = 22 if kind != "smb" else 445
             self.wipe()
-            reuse, _ = self.drain(kind, host, port, files)
+            t0 = time.monotonic()
+            t = self.transport(kind, host, port)
+            for f in files:  # one publish per file over one connection (no batching)
+                t.publish(f, f"x/{f.name}", size=f.stat().st_size, digest=file_digest(f))
+            t.close()
+            reuse = time.monotonic() - t0
             self.wipe()
             t0 = time.monotonic()
             for f in files:  # a new connection per file: what reuse saves
@@ -213,7 +241,10 @@ class Bench:
                 t.publish(f, f"x/{f.name}", size=f.stat().st_size, digest=file_digest(f))
                 t.close()
             fresh = time.monotonic() - t0
-            self.say(f"| {kind} | {reuse / count * 1000:.0f} | {fresh / count * 1000:.0f} |")
+            self.wipe()
+            batched, _ = self.drain(kind, host, port, files)
+            self.say(f"| {kind} | {batched / count * 1000:.0f} | {reuse / count * 1000:.0f} "
+                     f"| {fresh / count * 1000:.0f} |")  # fmt: skip
 
 
 def timed(fn) -> float:
@@ -230,34 +261,50 @@ def pct(values: list[float], p: int) -> float:
     )
 
 
+def plan(text: str) -> tuple[float, int, float]:
+    mbit, count, size = text.split(":")
+    return float(mbit), int(count), float(size)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer, smaller files (minutes)")
+    ap.add_argument("--plan", type=plan, action="append", metavar="MBIT:COUNT:MB",
+                    help="a shaped link, how many files, their size (repeatable)")  # fmt: skip
+    ap.add_argument("--latency-count", type=int, help="2 MB files through the 40 ms relay")
+    ap.add_argument("--single-count", type=int, help="single 19 MB publishes for p50/p95")
+    ap.add_argument("--overhead-count", type=int, help="64 KB files for the per-file cost")
     ap.add_argument("--report", type=Path, help="write the tables as markdown here")
     args = ap.parse_args()
     b = Bench(args.quick)
     try:
-        b.say("| link | transport | files | livecam Mbit/s | plain tool Mbit/s | ratio "
-              "| publish p50 / p95 ms |")  # fmt: skip
+        b.say("| link | transport | files | publish calls | livecam Mbit/s "
+              "| plain tool Mbit/s | ratio |")  # fmt: skip
         b.say("|---|---|---|---|---|---|---|")
         host, ports = b.netns.ns_ip, {"rsync": 22, "sftp": 22, "smb": 445}
-        plans = ([(100, 50, 2), (20, 20, 2)] if args.quick
-                 else [(100, 200, 2), (100, 200, 19), (20, 200, 2), (20, 200, 19)])  # fmt: skip
+        full = [(100, 200, 2), (100, 200, 19), (20, 200, 2), (20, 200, 19)]
+        plans = args.plan or ([(100, 50, 2), (20, 20, 2)] if args.quick else full)
         for mbit, count, size in plans:
             b.netns.shape(mbit, burst="256kb")
-            b.compare(f"{mbit} Mbit/s", b.files(count, size * MB), host, ports)
+            b.compare(f"{mbit:g} Mbit/s", b.files(count, int(size * MB)), host, ports)
         b.netns.shape(100, burst="256kb")
         relays = {k: Relay((host, p), delay=0.02) for k, p in (("ssh", 22), ("smb", 445))}
         b.pin_relay(relays["ssh"].port)
         rports = {"rsync": relays["ssh"].port, "sftp": relays["ssh"].port,
                   "smb": relays["smb"].port}  # fmt: skip
-        count = 50 if args.quick else 200
+        count = args.latency_count or (50 if args.quick else 200)
         b.compare("100 Mbit/s + 40 ms RTT", b.files(count, 2 * MB), "127.0.0.1", rports)
         b.say("")
-        b.say("| transport | per file, connection reused (ms) | per file, new connection (ms) |")
-        b.say("|---|---|---|")
+        b.say("| transport (100 Mbit/s, one segment per publish) | files "
+              "| publish p50 ms | publish p95 ms |")  # fmt: skip
+        b.say("|---|---|---|---|")
+        b.latency(args.single_count or (10 if args.quick else 30), host, ports)
+        b.say("")
+        b.say("| transport | per file, batched (ms) | per file, one per publish, connection "
+              "reused (ms) | per file, new connection (ms) |")  # fmt: skip
+        b.say("|---|---|---|---|")
         b.netns.shape(1000, burst="1mb")
-        b.overhead(50 if args.quick else 200)
+        b.overhead(args.overhead_count or (50 if args.quick else 200))
     finally:
         b.close()
     if args.report:
