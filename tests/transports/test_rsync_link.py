@@ -59,6 +59,7 @@ def test_link_cut_mid_file_is_transient_and_heals(ns_sshd, tmp_path):
         assert watcher.seen.get(seg.name, set()) <= {seg.stat().st_size}
     finally:
         netns.link(up=True)
+        nas.close()  # the master connection and its control directory
 
 
 def test_link_cut_mid_batch_keeps_what_is_unproven_and_heals(ns_sshd, tmp_path):
@@ -82,3 +83,4 @@ def test_link_cut_mid_batch_keeps_what_is_unproven_and_heals(ns_sshd, tmp_path):
             retry_proves_what_arrived(t, items, nas, watcher)
     finally:
         netns.link(up=True)
+        nas.close()  # the master connection and its control directory
