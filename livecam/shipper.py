@@ -31,7 +31,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_ran
 
 from livecam.config import Config
 from livecam.plugins import Plugins
-from livecam.segment import Segment, file_digest
+from livecam.segment import Segment
 from livecam.state import read_json, write_json
 from livecam.tiers import Tier
 from livecam.transport import Item, PermanentError, PublishError, TransientError, Transport
@@ -171,7 +171,7 @@ class Shipper:
         for segment in batch:
             try:
                 remote = remote_path(self.config, self.plugins, segment)
-                item = Item(segment.path, remote, segment.size, file_digest(segment.path))
+                item = Item(segment.path, remote, segment.size)
             except FileNotFoundError:
                 continue  # evicted while we read it
             except PublishError as exc:

@@ -21,6 +21,7 @@ No secret may appear in argv, logs or error messages.
 from __future__ import annotations
 
 import contextlib
+import functools
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from livecam.options import Option
+from livecam.segment import file_digest
 
 
 class PublishError(Exception):
@@ -48,12 +50,20 @@ class PermanentError(PublishError):
 
 @dataclass(frozen=True)
 class Item:
-    """One file to publish: where it is, where it goes, what it must be."""
+    """One file to publish: where it is, where it goes, what it must be.
+
+    ``digest`` (SHA-256, hex) is read from the file on first use only: a transport
+    that verifies by other means (rsync's own checksums) never pays for it.
+    """
 
     local: Path
     remote: str
     size: int
-    digest: str
+    known_digest: str | None = None
+
+    @functools.cached_property
+    def digest(self) -> str:
+        return self.known_digest or file_digest(self.local)
 
 
 class Transport:
