@@ -17,22 +17,28 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import posixpath
+import stat
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from livecam_plugins._ssh import SSH_OPTIONS, check_ssh_options
+from livecam_plugins._ssh import SSH_OPTIONS, Conflict, check_ssh_options, run_concurrently
 
 from livecam import hookimpl
 from livecam.options import ConfigError
-from livecam.transport import PermanentError, PublishError, TransientError, Transport
+from livecam.transport import Item, PermanentError, PublishError, TransientError, Transport
 
 KEEPALIVE = 5  # seconds between SSH keepalives
 CONNECT_TIMEOUT = 10
 IO_TIMEOUT = 20  # a silent peer fails a read after this long
 BLOCK = 1 << 20
+# Segments in flight at once in a batch: with 40 ms RTT one 2 MB segment spends
+# about as long on its five round trips as on its data; three keep the link busy.
+WORKERS = 3
 PERMANENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 
 
@@ -49,11 +55,16 @@ class SftpTransport(Transport):
 
     description = "SFTP (paramiko) to a chrooted SFTP-only account"
     options: ClassVar = dict(SSH_OPTIONS)
+    batch_size: ClassVar[int] = 32
 
     def __init__(self, options: Any, *, timeout: float):
         super().__init__(options, timeout=timeout)
         self._ssh: Any = None
         self._sftp: Any = None
+        self._extra: list[Any] = []  # more sessions for a batch's workers
+        # Directories made or seen on this connection; forgotten on reconnect, as
+        # a restarted NAS may have lost them.
+        self._dirs: set[str] = set()
 
     @classmethod
     def check(cls, opts: Any, key: str) -> None:
@@ -106,13 +117,33 @@ class SftpTransport(Transport):
         except (OSError, EOFError) as exc:
             ssh.close()
             raise TransientError(f"{where}: {exc}") from None
-        self._ssh, self._sftp = ssh, sftp
+        self._ssh, self._sftp, self._dirs = ssh, sftp, set()
         return sftp
 
     def close(self) -> None:
         if self._ssh is not None:
             self._ssh.close()
         self._ssh = self._sftp = None
+        self._extra = []
+
+    def _sessions(self, count: int) -> list[Any]:
+        """``count`` SFTP sessions (channels) on the one connection. Raises PublishError.
+
+        paramiko's SFTPClient answers one request at a time, so each worker of a
+        batch gets its own channel; opening one costs two round trips, once per
+        connection.
+        """
+        first = self._connect()
+        paramiko = _paramiko()
+        try:
+            while len(self._extra) < count - 1:
+                sftp = paramiko.SFTPClient.from_transport(self._ssh.get_transport())
+                sftp.get_channel().settimeout(IO_TIMEOUT)
+                self._extra.append(sftp)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            self.close()
+            raise TransientError(f"sftp {self.opts['host']}: {exc}") from None
+        return [first, *self._extra[: count - 1]]
 
     # --- publish -----------------------------------------------------------------------------
 
@@ -122,11 +153,26 @@ class SftpTransport(Transport):
         Raises PermanentError (host key, auth, permission, no space, read-only,
         other content under the name) or TransientError (network, timeout).
         """
+        return self._publish_item(self._connect(), Item(local, remote, size, digest), 1)
+
+    def publish_batch(self, items: Sequence[Item]) -> Iterator[tuple[Item, bool]]:
+        """Publish up to WORKERS segments at once, each on its own channel.
+
+        Yields ``(item, sent)`` once that item is renamed into place; raises
+        PermanentError or TransientError (as ``publish``) for the rest, after the
+        items in flight have ended. See ``run_concurrently``.
+        """
+        sessions = self._sessions(min(WORKERS, len(items)))
+        n = len(sessions)
+        workers = [functools.partial(self._publish_item, s, share=n) for s in sessions]
+        yield from run_concurrently(items, workers)
+
+    def _publish_item(self, sftp: Any, item: Item, share: int) -> bool:
+        """One item over one session; ``share`` segments share the link meanwhile."""
         paramiko = _paramiko()
-        target = posixpath.join(self.opts["path"], remote)
+        target = posixpath.join(self.opts["path"], item.remote)
         try:
-            sftp = self._connect()
-            return self._publish(sftp, local, target, size, digest)
+            return self._publish(sftp, item, target, self.timeout * share)
         except PublishError:
             raise
         except (OSError, EOFError, paramiko.SSHException) as exc:
@@ -143,7 +189,9 @@ class SftpTransport(Transport):
                 ) from None
             raise TransientError(msg) from None
 
-    def _publish(self, sftp: Any, local: Path, target: str, size: int, digest: str) -> bool:
+    def _publish(self, sftp: Any, item: Item, target: str, limit: float) -> bool:
+        """Round trips besides the data: stat target, open, fstat, close, rename
+        (plus one mkdir per directory new on this connection)."""
         directory, name = posixpath.split(target)
         self._makedirs(sftp, directory)
         try:
@@ -151,32 +199,33 @@ class SftpTransport(Transport):
         except FileNotFoundError:
             st = None
         if st is not None:
-            if st.st_size == size and self._remote_digest(sftp, target) == digest:
+            if st.st_size == item.size and self._remote_digest(sftp, target) == item.digest:
                 return False
-            raise PermanentError(
-                f"sftp {target} already exists with other content; not overwritten"
-            )
+            raise Conflict(f"sftp {target} already exists with other content; not overwritten")
         tmp = posixpath.join(directory, f".{name}.part")
-        deadline = time.monotonic() + self.timeout
+        deadline = time.monotonic() + limit
         try:
-            with open(local, "rb") as src, sftp.open(tmp, "wb") as dst:
+            with open(item.local, "rb") as src, self._create(sftp, tmp, directory) as dst:
                 dst.set_pipelined(True)
                 while block := src.read(BLOCK):
                     dst.write(block)
                     if time.monotonic() > deadline:
-                        raise TransientError(f"sftp {target}: timed out after {self.timeout:g}s")
+                        raise TransientError(f"sftp {target}: timed out after {limit:g}s")
+                dst.flush()
+                # FSTAT is answered after every write before it: the size the NAS
+                # holds, without a separate stat of the temp after the close.
+                written = dst.stat().st_size
         except (OSError, PublishError):
             # A partial temp would hold space on a full disk; the session may still work.
             with contextlib.suppress(Exception):
                 sftp.remove(tmp)
             raise
-        written = sftp.stat(tmp).st_size
-        if written != size:
+        if written != item.size:
             # Pipelined writes that the server refused (ENOSPC) come back as a short file.
             with contextlib.suppress(Exception):
                 sftp.remove(tmp)
             raise PermanentError(
-                f"sftp {target}: the NAS stored {written} of {size} bytes (no space left?)"
+                f"sftp {target}: the NAS stored {written} of {item.size} bytes (no space left?)"
             )
         if "posix-rename@openssh.com" in getattr(sftp, "_extensions", {}):
             sftp.posix_rename(tmp, target)
@@ -184,23 +233,53 @@ class SftpTransport(Transport):
             sftp.rename(tmp, target)
         return True
 
+    def _create(self, sftp: Any, tmp: str, directory: str) -> Any:
+        """Open ``tmp`` for writing; a directory removed on the NAS since it was
+        remembered is made again (once)."""
+        try:
+            return sftp.open(tmp, "wb")
+        except FileNotFoundError:
+            self._dirs.discard(directory)
+            self._makedirs(sftp, directory)
+            return sftp.open(tmp, "wb")
+
     def _makedirs(self, sftp: Any, directory: str) -> None:
-        """mkdir -p, from the top; an existing component is fine."""
-        path = "/" if directory.startswith("/") else ""
-        for part in directory.split("/"):
-            if not part or part == ".":
-                continue
-            path = posixpath.join(path, part)
-            try:
-                sftp.stat(path)
-            except FileNotFoundError:
-                try:
-                    sftp.mkdir(path)
-                except OSError as exc:
-                    try:
-                        sftp.stat(path)  # made meanwhile by someone else: fine
-                    except OSError:
-                        raise exc from None
+        """mkdir -p, from the leaf up, remembered for this connection.
+
+        A directory made or seen once costs nothing more until a reconnect. A
+        new one costs one mkdir (its parent is usually there); a missing parent
+        is made first. Raises OSError as paramiko does.
+        """
+        if directory in self._dirs or directory in ("", "/", "."):
+            return
+        try:
+            sftp.mkdir(directory)
+        except FileNotFoundError:
+            parent = posixpath.dirname(directory)
+            if parent == directory:
+                raise
+            self._makedirs(sftp, parent)
+            self._mkdir_or_exists(sftp, directory)
+        except OSError as exc:
+            # OpenSSH answers EEXIST (and EROFS) with a bare "Failure", a chroot's
+            # root-owned parent with EACCES: there already, or a real refusal.
+            if not self._is_dir(sftp, directory):
+                raise exc from None
+        self._dirs.add(directory)
+
+    def _mkdir_or_exists(self, sftp: Any, path: str) -> None:
+        try:
+            sftp.mkdir(path)
+        except OSError as exc:
+            if not self._is_dir(sftp, path):  # made meanwhile by another worker: fine
+                raise exc from None
+
+    @staticmethod
+    def _is_dir(sftp: Any, path: str) -> bool:
+        try:
+            return stat.S_ISDIR(sftp.stat(path).st_mode or 0)
+        except OSError:
+            return False
 
     def _remote_digest(self, sftp: Any, target: str) -> str:
         h = hashlib.sha256()
