@@ -7,9 +7,11 @@ with backoff when it fails or stalls (no segment closed for a few lengths).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
+import subprocess
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -70,6 +72,7 @@ class Recorder:
             "restarts": 0,
             "dropped_frames": 0,
             "bad_segments": 0,
+            "salvaged": 0,
             "last_segment": None,
             "last_closed_at": None,
             "last_error": None,
@@ -78,8 +81,12 @@ class Recorder:
 
     # --- the sink side ------------------------------------------------------------
 
-    def segment_done(self, path: Path, duration: float | None) -> Segment | None:
-        """Name a finished file and make it ready; None if it is not a usable MP4."""
+    def segment_done(
+        self, path: Path, duration: float | None, end: datetime | None = None
+    ) -> Segment | None:
+        """Name a finished file and make it ready; None if it is not a usable MP4.
+
+        ``end`` is when its last frame was written (default: now)."""
         try:
             _check_mp4(path)
         except BadSegment as exc:
@@ -90,8 +97,9 @@ class Recorder:
             self._save()
             return None
         assert self.seq is not None
-        now = datetime.now(UTC)
-        start = now - timedelta(seconds=duration or self.config.segment_seconds)
+        start = (end or datetime.now(UTC)) - timedelta(
+            seconds=duration or self.config.segment_seconds
+        )
         seq = self.seq.take()
         dest = self.ready_dir / segment_name(self.camera.name, start, seq)
         os.rename(path, dest)  # atomic: from here on the shipper sees it
@@ -147,6 +155,7 @@ class Recorder:
                 error: Exception = CameraError("backend returned without being stopped")
             except Exception as exc:
                 error = exc
+            self._salvage()
             if self.stopping.is_set():
                 break
             # A run that produced segments for a while was healthy: start backoff afresh.
@@ -181,16 +190,35 @@ class Recorder:
 
     def _prepare(self) -> None:
         self.open_dir.mkdir(parents=True, exist_ok=True)
-        for leftover in self.open_dir.iterdir():
-            # An open segment of a crashed run has no MP4 index and cannot play.
-            log.warning("camera %s: removing unfinished %s", self.camera.name, leftover.name)
-            leftover.unlink(missing_ok=True)
         floor = 1 + max(
             (s.seq for t in (self.buffer, self.spool) for s in t.segments()
              if s.camera == self.camera.name),
             default=-1,
         )  # fmt: skip
         self.seq = SequenceCounter(self.spool.state_dir, self.camera.name, floor=floor)
+        self._salvage()
+
+    def _salvage(self) -> None:
+        """Keep what can play of the segments a crashed camera or recorder left open.
+
+        A fragmented MP4 (what the ffmpeg backend writes) plays up to its last
+        complete fragment; anything else unfinished has no index and is removed.
+        """
+        for leftover in sorted(self.open_dir.iterdir()):
+            probed = probe(leftover)
+            if probed is None:
+                log.warning("camera %s: removing unplayable unfinished %s",
+                            self.camera.name, leftover.name)  # fmt: skip
+                leftover.unlink(missing_ok=True)
+                continue
+            frames, duration = probed
+            end = datetime.fromtimestamp(leftover.stat().st_mtime, UTC)
+            segment = self.segment_done(leftover, duration, end)
+            if segment is not None:
+                self.state["salvaged"] += 1
+                log.warning("camera %s: salvaged %d frames (%.1fs) of an unfinished segment as %s",
+                            self.camera.name, frames, duration, segment.name)  # fmt: skip
+        self._save()
 
     def stall_limit(self) -> float:
         """Seconds without a closed segment before the camera counts as stalled."""
@@ -223,3 +251,20 @@ def _check_mp4(path: Path) -> None:
         raise BadSegment("the camera reported a segment file that does not exist") from None
     if len(head) < 12 or head[4:8] not in (b"ftyp", b"moov", b"mdat", b"free"):
         raise BadSegment(f"not an MP4 file ({len(head)} bytes read)")
+
+
+def probe(path: Path) -> tuple[int, float] | None:
+    """(frames, seconds) of the video in ``path`` by ffprobe's packet count; None if it
+    does not play (or ffprobe is missing or hangs)."""
+    try:
+        out = subprocess.run(
+            ["ffprobe", "-v", "error", "-count_packets", "-select_streams", "v:0",
+             "-show_entries", "stream=nb_read_packets:format=duration", "-of", "json", str(path)],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        data = json.loads(out.stdout)
+        frames = int(data["streams"][0]["nb_read_packets"])
+        duration = float(data["format"]["duration"])
+    except (OSError, subprocess.TimeoutExpired, ValueError, KeyError, IndexError):
+        return None
+    return (frames, duration) if out.returncode == 0 and frames > 0 else None

@@ -52,6 +52,7 @@ def gather(config: Config) -> dict[str, Any]:
             "restarts": st.get("restarts", 0),
             "dropped_frames": st.get("dropped_frames", 0),
             "bad_segments": st.get("bad_segments", 0),
+            "salvaged": st.get("salvaged", 0),
             "last_error": st.get("last_error"),
         }
 
@@ -91,7 +92,7 @@ def render(status: dict[str, Any]) -> str:
         if cam["last_closed_age"] is not None:
             line += f" ({cam['last_closed_age']:.0f}s ago)"
         extras = [f"{k.replace('_', ' ')} {cam[k]}" for k in
-                  ("restarts", "dropped_frames", "bad_segments") if cam[k]]  # fmt: skip
+                  ("restarts", "dropped_frames", "bad_segments", "salvaged") if cam[k]]  # fmt: skip
         if extras:
             line += "; " + ", ".join(extras)
         lines.append(line)

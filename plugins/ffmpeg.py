@@ -120,6 +120,10 @@ class FfmpegCamera(CameraBackend):
             *inp,
             "-map", "0:v:0", "-an", *video, *opts["extra_output_args"],
             "-f", "segment", "-segment_time", f"{seg:g}", "-segment_format", "mp4",
+            # Fragmented MP4, flushed at every fragment: a file cut off by a crash
+            # still plays up to its last keyframe, so the recorder can salvage it.
+            "-segment_format_options",
+            "movflags=+frag_keyframe+empty_moov+default_base_moof:flush_packets=1",
             "-reset_timestamps", "1",
             "-segment_list", "pipe:1", "-segment_list_type", "csv",
             os.path.join(open_dir, "%09d.mp4"),

@@ -271,3 +271,29 @@ def test_killing_the_supervisor_takes_every_child_with_it(node, share):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     wait_for(lambda: not n.pids("ffmpeg") and not n.pids("livecam"), 15, "no orphan left")
+
+
+def test_a_crash_mid_segment_keeps_what_was_recorded_of_it(node, share):
+    cams = {"cam0": {"size": [160, 120], "fps": 10, "bitrate": "300k", "preset": "ultrafast",
+                     "keyframe_seconds": "500ms"}}  # fmt: skip
+    n = node(cameras=cams, segment_seconds=4)
+    proc = n.start()
+    wait_for(lambda: len(n.closed()) >= 1, 20, "a first segment")
+    # Kill the camera's ffmpeg, then the recorder itself, each well into a 4 s
+    # segment: several 0.5 s fragments of it are already written.
+    for victim, extra in (("ffmpeg", "cam0/.open"), ("record cam0", "")):
+        before = len(n.closed())
+        time.sleep(2.6)
+        [pid] = n.pids(victim, extra)
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda b=before: len(n.closed()) > b, 20, f"a segment after killing {victim}")
+    wait_for(lambda: len(n.closed()) >= 6, 30, "recording goes on")
+    n.stop(proc)
+    n.drain()
+    closed = assert_all_arrived(n, share)
+    files = share.segments()
+    frames = [ffprobe(files[c["name"]])["frames"] for c in closed]
+    partial = [f for f in frames[:-1] if f < 40]  # full segments have 40 frames
+    assert len(partial) == 2 and all(f >= 10 for f in partial), frames
+    assert n.log_text().count("salvaged") == 2
+    assert n.status()["cameras"]["cam0"]["salvaged"] == 1, "counted by the recorder run that did it"
