@@ -34,7 +34,15 @@ from livecam.plugins import Plugins
 from livecam.segment import Segment
 from livecam.state import read_json, write_json
 from livecam.tiers import Tier
-from livecam.transport import Item, PermanentError, PublishError, TransientError, Transport
+from livecam.transport import (
+    ConflictError,
+    Item,
+    PermanentError,
+    PublishError,
+    TransientError,
+    Transport,
+    conflict_path,
+)
 
 log = logging.getLogger("livecam.shipper")
 
@@ -98,6 +106,7 @@ class Shipper:
         self.stopping = threading.Event()
         self._claims: set[str] = set()
         self._claims_changed = threading.Condition()
+        self._conflicts: dict[str, str] = {}  # segment name -> conflict remote path
         self.state_file = self.buffer.state_dir / "shipper.json"
         self.evictions_file = self.spool.state_dir / "evictions.json"
         self.state: dict[str, Any] = {
@@ -170,7 +179,9 @@ class Shipper:
         items: dict[Path, tuple[Segment, Item]] = {}
         for segment in batch:
             try:
-                remote = remote_path(self.config, self.plugins, segment)
+                remote = self._conflicts.get(segment.name) or remote_path(
+                    self.config, self.plugins, segment
+                )
                 item = Item(segment.path, remote, segment.size)
             except FileNotFoundError:
                 continue  # evicted while we read it
@@ -183,6 +194,9 @@ class Shipper:
             for item, sent in self.transport.publish_batch([i for _, i in items.values()]):
                 segment, _ = items.pop(item.local)
                 self._published(segment, item, sent, time.monotonic() - t0)
+        except ConflictError as exc:
+            if not self._set_aside(exc, items):
+                raise
         except PublishError as exc:
             self._failed(next(iter(items.values()))[0] if items else batch[0], exc)
             raise
@@ -192,7 +206,24 @@ class Shipper:
             self._failed(next(iter(items.values()))[0] if items else batch[0], error)
             raise error from exc
 
+    def _set_aside(self, exc: ConflictError, items: dict[Path, tuple[Segment, Item]]) -> bool:
+        """Publish a segment whose name holds other content on the NAS under a
+        conflict name next time (at once, no backoff). False if that was tried."""
+        for segment, item in items.values():
+            if item.remote == exc.remote and segment.name not in self._conflicts:
+                self._conflicts[segment.name] = conflict_path(item.remote, item.digest)
+                self._failed(segment, exc)
+                log.error(
+                    "CONFLICT %s: %s; publishing it as %s",
+                    segment.name,
+                    exc,
+                    self._conflicts[segment.name],
+                )
+                return True
+        return False
+
     def _published(self, segment: Segment, item: Item, sent: bool, seconds: float) -> None:
+        self._conflicts.pop(segment.name, None)
         # Verified on the NAS: only now may the local copies go.
         for tier in (self.buffer, self.spool):
             (tier.path / segment.camera / segment.name).unlink(missing_ok=True)

@@ -10,7 +10,8 @@ a time, from one thread, and deletes the local copy only after it returns.
 2. verify it (size always; a digest where the protocol can);
 3. rename it into place;
 4. return ``False`` without sending when the target already holds a file of the
-   same size and digest (a retry after a crash), ``True`` after a real publish.
+   same size and digest (a retry after a crash), ``True`` after a real publish;
+   raise ``ConflictError`` when it holds other content (never overwrite it).
 
 Every network call has a hard timeout (``self.timeout`` seconds). Failures raise
 ``TransientError`` (retried with exponential backoff) or ``PermanentError`` (auth
@@ -46,6 +47,26 @@ class PermanentError(PublishError):
     """Needs a person: auth refused, host key changed, no space, permission denied."""
 
     permanent = True
+
+
+class ConflictError(PermanentError):
+    """The NAS holds other content under the target name; it was not overwritten.
+
+    ``remote`` is the item's remote path. The shipper then publishes that segment
+    under a conflict name beside it (see ``conflict_path``), so one odd file on the
+    NAS never holds up the segments behind it.
+    """
+
+    def __init__(self, message: str, *, remote: str):
+        super().__init__(message)
+        self.remote = remote
+
+
+def conflict_path(remote: str, digest: str) -> str:
+    """Where a segment goes when ``remote`` holds other content: same directory,
+    a name that says why and cannot collide (it carries the segment's digest)."""
+    stem, dot, ext = remote.rpartition(".")
+    return f"{stem}.conflict-{digest[:12]}.{ext}" if dot else f"{remote}.conflict-{digest[:12]}"
 
 
 @dataclass(frozen=True)

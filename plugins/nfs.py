@@ -86,7 +86,7 @@ def child_publish(job: dict[str, Any]) -> dict[str, Any]:
     if st is not None:
         if st.st_size == size and _digest_at(fd, name) == digest:
             return {"result": "already"}
-        return {"permanent": f"{job['remote']} already exists with other content; not overwritten"}
+        return {"conflict": f"{job['remote']} already exists with other content; not overwritten"}
     tmp = f".{name}.part"
     out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644, dir_fd=fd)
     try:
@@ -133,6 +133,7 @@ from livecam import hookimpl  # noqa: E402  (the child above needs none of this)
 from livecam import options as o  # noqa: E402
 from livecam.options import ConfigError, Option  # noqa: E402
 from livecam.transport import (  # noqa: E402
+    ConflictError,
     PermanentError,
     TransientError,
     Transport,
@@ -172,6 +173,8 @@ class DirectoryTransport(Transport):
             answer = json.loads(proc.stdout or b"{}")
         except ValueError:
             answer = {}
+        if "conflict" in answer:
+            raise ConflictError(answer["conflict"], remote=remote)
         if "permanent" in answer:
             raise PermanentError(answer["permanent"])
         if "transient" in answer:

@@ -10,7 +10,7 @@ import pytest
 from livecam_plugins.nfs import DirectoryTransport, NfsTransport
 
 from livecam.segment import file_digest
-from livecam.transport import PermanentError, TransientError
+from livecam.transport import ConflictError, PermanentError, TransientError
 from tests.core.node import Share, sh
 
 
@@ -55,8 +55,9 @@ def test_other_content_under_the_same_name_is_never_overwritten(share, segment, 
     other = tmp_path / "other.mp4"
     other.write_bytes(b"x" * 1000)
     publish(t, other)
-    with pytest.raises(PermanentError, match="already exists with other content"):
+    with pytest.raises(ConflictError, match="already exists with other content") as err:
         publish(t, segment)
+    assert err.value.remote == "lab/node01/cam0/x.mp4" and err.value.permanent
     assert (share.store / "lab/node01/cam0/x.mp4").read_bytes() == b"x" * 1000
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from datetime import UTC, datetime
@@ -14,8 +15,8 @@ from livecam_plugins.nfs import DirectoryTransport
 from livecam import config as configmod
 from livecam import hookimpl
 from livecam.segment import Segment, segment_name
-from livecam.shipper import Shipper
-from livecam.transport import PermanentError, TransientError
+from livecam.shipper import Shipper, remote_path
+from livecam.transport import PermanentError, TransientError, conflict_path
 
 
 @pytest.fixture
@@ -193,3 +194,22 @@ def test_batches_come_from_the_spool_and_a_failed_batch_keeps_the_rest(setup):
     assert sizes == [4, 4, 1, 1], "spool segments in batches, RAM segments one at a time"
     assert not any(s.path.exists() for s in spooled + in_ram)
     assert len(list((tmp / "nas").rglob("*.mp4"))) == 8
+
+
+def test_other_content_on_the_nas_sets_one_segment_aside_and_the_rest_ships(setup):
+    cfg, plugins, tmp = setup
+    segs = [put(cfg.spool.path, i, size=10_000) for i in range(1, 4)]
+    data = segs[0].path.read_bytes()
+    shipper = Shipper(cfg, plugins)
+    first_remote = remote_path(cfg, plugins, segs[0])
+    squatter = tmp / "nas" / first_remote
+    squatter.parent.mkdir(parents=True)
+    squatter.write_bytes(b"someone else's file")
+    for _ in range(4):  # no backoff wait: every call makes progress
+        shipper.publish_next()
+    assert squatter.read_bytes() == b"someone else's file", "never overwritten"
+    aside = tmp / "nas" / conflict_path(first_remote, hashlib.sha256(data).hexdigest())
+    assert aside.read_bytes() == data
+    assert all((squatter.parent / s.name).exists() for s in segs[1:])
+    assert not any(s.path.exists() for s in segs)
+    assert "already exists with other content" in shipper.state["last_error"]["message"]
