@@ -11,6 +11,12 @@ The NAS host key must be in ``known_hosts_file``; anything else is refused. One
 connection is kept open between publishes, with SSH keepalives; every socket
 read has a timeout, and a failed connection is dropped and made again next time.
 paramiko is imported only when used, so this module loads without it.
+
+Round trips, not bytes, limit a backlog over a link with latency. Directories
+made or seen are remembered for the connection (a reconnect forgets them; a
+directory removed meanwhile is made again when the create fails), the size is
+read with FSTAT on the open handle after the pipelined writes, and a batch keeps
+``WORKERS`` segments in flight, each on its own SFTP channel of the connection.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import functools
 import hashlib
 import posixpath
 import stat
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -65,6 +72,7 @@ class SftpTransport(Transport):
         # Directories made or seen on this connection; forgotten on reconnect, as
         # a restarted NAS may have lost them.
         self._dirs: set[str] = set()
+        self._dirs_lock = threading.Lock()
 
     @classmethod
     def check(cls, opts: Any, key: str) -> None:
@@ -252,27 +260,28 @@ class SftpTransport(Transport):
         """
         if directory in self._dirs or directory in ("", "/", "."):
             return
+        # One worker makes a new directory while the others wait: no mkdir race.
+        with self._dirs_lock:
+            self._makedirs_locked(sftp, directory)
+
+    def _makedirs_locked(self, sftp: Any, directory: str) -> None:
+        if directory in self._dirs or directory in ("", "/", "."):
+            return
         try:
             sftp.mkdir(directory)
         except FileNotFoundError:
             parent = posixpath.dirname(directory)
             if parent == directory:
                 raise
-            self._makedirs(sftp, parent)
-            self._mkdir_or_exists(sftp, directory)
+            self._dirs.discard(parent)  # remembered, but the NAS lost it
+            self._makedirs_locked(sftp, parent)
+            sftp.mkdir(directory)
         except OSError as exc:
             # OpenSSH answers EEXIST (and EROFS) with a bare "Failure", a chroot's
             # root-owned parent with EACCES: there already, or a real refusal.
             if not self._is_dir(sftp, directory):
                 raise exc from None
         self._dirs.add(directory)
-
-    def _mkdir_or_exists(self, sftp: Any, path: str) -> None:
-        try:
-            sftp.mkdir(path)
-        except OSError as exc:
-            if not self._is_dir(sftp, path):  # made meanwhile by another worker: fine
-                raise exc from None
 
     @staticmethod
     def _is_dir(sftp: Any, path: str) -> bool:

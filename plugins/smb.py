@@ -10,6 +10,12 @@ error, never a silent downgrade; ``encrypt: false`` allows plaintext. The passwo
 comes from ``password_file`` only and is read when connecting (so a rotated
 password is picked up), never logged or shown.
 
+Round trips, not bytes, limit a backlog over a link with latency: directories
+made are remembered for the connection (forgotten on reconnect), writes overlap
+(``WINDOW`` requests in flight), the size is queried on the open handle and the
+rename (no replace) and close go in one compound request; a batch keeps
+``WORKERS`` segments in flight over the one session.
+
 The connection is kept between publishes in this transport's own pool. After any
 network failure (an smbd restart, a cut link) the pool is dropped and the next
 publish connects again. smbprotocol's own requests wait without limit, so a
@@ -100,6 +106,7 @@ class SmbTransport(Transport):
         # a restarted NAS may have lost them.
         self._dirs: set[str] = set()
         self._credit_lock = threading.Lock()
+        self._dirs_lock = threading.Lock()
 
     @classmethod
     def check(cls, opts: Any, key: str) -> None:
@@ -296,9 +303,13 @@ class SmbTransport(Transport):
 
     def _makedirs(self, smbclient: Any, kw: dict[str, Any], directory: str) -> None:
         """makedirs, remembered for this connection (forgotten on reconnect)."""
-        if directory not in self._dirs:
-            smbclient.makedirs(directory, exist_ok=True, **kw)
-            self._dirs.add(directory)
+        if directory in self._dirs:
+            return
+        # One worker makes a new directory while the others wait: no mkdir race.
+        with self._dirs_lock:
+            if directory not in self._dirs:
+                smbclient.makedirs(directory, exist_ok=True, **kw)
+                self._dirs.add(directory)
 
     def _remote_digest(self, smbclient: Any, kw: dict[str, Any], target: str) -> str:
         h = hashlib.sha256()

@@ -108,12 +108,32 @@ class Attempt:
         assert isinstance(self.error, TransientError), (self.result, self.error)
 
 
+def record_calls(monkeypatch, owner: Any, name: str,
+                 before: Callable[[int], None] | None = None) -> list[tuple]:  # fmt: skip
+    """Wrap ``owner.name`` to record each call's arguments (``before(n)`` runs first
+    on the n-th call); the list fills as the code under test calls it."""
+    calls: list[tuple] = []
+    real = getattr(owner, name)
+
+    def spy(*args, **kw):
+        calls.append(args)
+        if before is not None:
+            before(len(calls))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(owner, name, spy)
+    return calls
+
+
 def retry_proves_what_arrived(t: Transport, items: list[Item], nas: Nas, watcher) -> None:
     """After a failed batch: the retry publishes all, and what had arrived before
     the failure is proven by the NAS's checksum (sent=False), not sent again."""
     arrived = set(nas.segments())
     again = dict(t.publish_batch(items))
     assert len(again) == len(items)
+    deadline = time.monotonic() + 2  # a fast retry may beat the watcher's next look
+    while time.monotonic() < deadline and not all(i.local.name in watcher.seen for i in items):
+        time.sleep(0.02)
     assert {i.local.name for i, sent in again.items() if not sent} == arrived
     for item in items:
         assert sha256(nas.segments()[item.local.name]) == sha256(item.local)

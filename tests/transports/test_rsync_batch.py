@@ -20,21 +20,18 @@ from livecam_plugins import rsync
 from livecam.transport import Item, PermanentError
 from tests.conftest import sha256
 from tests.core.node import Watcher
-from tests.transports.conftest import Attempt, backlog, retry_proves_what_arrived
+from tests.transports.conftest import (
+    Attempt,
+    backlog,
+    record_calls,
+    retry_proves_what_arrived,
+)
 
 RSYNC = pytest.mark.parametrize("nas", ["rsync"], indirect=True)
 
 
-def count_calls(t, monkeypatch) -> list[tuple[str, ...]]:
-    calls: list[tuple[str, ...]] = []
-    real = t._rsync
-
-    def spy(*args, **kw):
-        calls.append(args)
-        return real(*args, **kw)
-
-    monkeypatch.setattr(t, "_rsync", spy)
-    return calls
+def count_calls(t, monkeypatch) -> list[tuple]:
+    return record_calls(monkeypatch, t, "_rsync")
 
 
 @RSYNC
