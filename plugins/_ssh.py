@@ -20,7 +20,7 @@ from typing import Any
 
 from livecam import options as o
 from livecam.options import ConfigError, Option
-from livecam.transport import Item, PermanentError, PublishError, TransientError
+from livecam.transport import ConflictError, Item, PublishError, TransientError
 
 SSH_OPTIONS: dict[str, Option] = {
     "host": Option(o.string, help="the NAS host name or address"),
@@ -79,10 +79,6 @@ def check_ssh_options(opts: Mapping[str, Any], key: str) -> None:
 # --- concurrent batches (sftp and smb) ---------------------------------------------------------
 
 
-class Conflict(PermanentError):
-    """Other content under this one item's name: the rest of a batch can still go."""
-
-
 def run_concurrently(
     items: Sequence[Item], workers: Sequence[Callable[[Item], bool]]
 ) -> Iterator[tuple[Item, bool]]:
@@ -91,9 +87,10 @@ def run_concurrently(
     Each worker is a ``publish`` over its own channel of one connection, so one
     segment's round trips (stat, open, close, rename) overlap the next one's data.
     Yields ``(item, sent)`` as soon as a worker returned (it verified and renamed),
-    in the order they finish. After an error other than a Conflict no new item is
-    started; the items in flight finish or fail. Raises the first error (a
-    connection failure before a Conflict) once every thread has ended: items not
+    in the order they finish. After an error other than a ConflictError (one
+    item's name holding other content) no new item is started; the items in
+    flight finish or fail. Raises the first error (a connection failure before a
+    ConflictError) once every thread has ended: items not
     yielded were not proven published and stay local.
     """
     todo = deque(items)
@@ -110,7 +107,7 @@ def run_concurrently(
             try:
                 done.put((item, worker(item), None))
             except PublishError as exc:
-                if not isinstance(exc, Conflict):
+                if not isinstance(exc, ConflictError):
                     stop.set()
                 done.put((item, None, exc))
             except BaseException as exc:  # a bug must still end the batch, not hang it
@@ -137,4 +134,4 @@ def run_concurrently(
         for t in threads:
             t.join()
     if errors:
-        raise next((e for e in errors if not isinstance(e, Conflict)), errors[0])
+        raise next((e for e in errors if not isinstance(e, ConflictError)), errors[0])

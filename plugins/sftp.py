@@ -33,11 +33,18 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from livecam_plugins._ssh import SSH_OPTIONS, Conflict, check_ssh_options, run_concurrently
+from livecam_plugins._ssh import SSH_OPTIONS, check_ssh_options, run_concurrently
 
 from livecam import hookimpl
 from livecam.options import ConfigError
-from livecam.transport import Item, PermanentError, PublishError, TransientError, Transport
+from livecam.transport import (
+    ConflictError,
+    Item,
+    PermanentError,
+    PublishError,
+    TransientError,
+    Transport,
+)
 
 KEEPALIVE = 5  # seconds between SSH keepalives
 CONNECT_TIMEOUT = 10
@@ -209,7 +216,10 @@ class SftpTransport(Transport):
         if st is not None:
             if st.st_size == item.size and self._remote_digest(sftp, target) == item.digest:
                 return False
-            raise Conflict(f"sftp {target} already exists with other content; not overwritten")
+            raise ConflictError(
+                f"sftp {target} already exists with other content; not overwritten",
+                remote=item.remote,
+            )
         tmp = posixpath.join(directory, f".{name}.part")
         deadline = time.monotonic() + limit
         try:

@@ -36,12 +36,19 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from livecam_plugins._ssh import Conflict, run_concurrently
+from livecam_plugins._ssh import run_concurrently
 
 from livecam import hookimpl
 from livecam import options as o
 from livecam.options import ConfigError, Option
-from livecam.transport import Item, PermanentError, PublishError, TransientError, Transport
+from livecam.transport import (
+    ConflictError,
+    Item,
+    PermanentError,
+    PublishError,
+    TransientError,
+    Transport,
+)
 
 CONNECT_TIMEOUT = 10
 BLOCK = 1 << 20
@@ -212,7 +219,10 @@ class SmbTransport(Transport):
                 and self._remote_digest(smbclient, kw, target) == item.digest
             ):
                 return False
-            raise Conflict(f"{where} already exists with other content; not overwritten")
+            raise ConflictError(
+                f"{where} already exists with other content; not overwritten",
+                remote=item.remote,
+            )
         tmp = ntpath.join(directory, f".{name}.part")
         raw = self._create(smbclient, kw, tmp, directory)
         try:

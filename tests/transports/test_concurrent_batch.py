@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import pytest
 
-from livecam.transport import PermanentError, TransientError
+from livecam.transport import ConflictError, TransientError
 from tests.conftest import sha256
 from tests.core.node import Watcher
 from tests.transports.conftest import backlog, record_calls, retry_proves_what_arrived
@@ -99,8 +99,9 @@ def test_a_conflict_refuses_only_its_item(nas, tmp_path):
     object.__setattr__(conflict, "known_digest", None)
     conflict.__dict__.pop("digest", None)  # the new content's digest, read again
     done = []
-    with pytest.raises(PermanentError, match="other content"):
+    with pytest.raises(ConflictError, match="other content") as err:
         done.extend(t.publish_batch(items))
+    assert err.value.remote == conflict.remote  # the shipper sets that one aside
     assert sorted(i.local for i, _ in done) == sorted(i.local for i in items if i is not conflict)
     assert sha256(nas.store / conflict.remote) == on_nas
     assert not nas.hidden()
