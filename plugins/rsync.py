@@ -27,6 +27,7 @@ dead peer in seconds; ``run_command`` bounds each call as a whole.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import posixpath
 import re
@@ -46,6 +47,7 @@ from livecam import hookimpl
 from livecam import options as o
 from livecam.options import ConfigError, Option
 from livecam.transport import (
+    ConflictError,
     Item,
     PermanentError,
     PublishError,
@@ -53,6 +55,8 @@ from livecam.transport import (
     Transport,
     run_command,
 )
+
+log = logging.getLogger("livecam.rsync")
 
 KEEPALIVE = 5  # seconds between SSH keepalives; 3 unanswered = the link is dead
 CONNECT_TIMEOUT = 10
@@ -242,8 +246,11 @@ class RsyncTransport(Transport):
         for call in _calls(items, CALL_BYTES):
             refused += yield from self._publish_call(call)
         if refused:
-            more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
-            raise PermanentError(f"{refused[0]}{more}")
+            # A conflict first: the shipper sets that segment aside and goes on.
+            refused.sort(key=lambda e: not isinstance(e, ConflictError))
+            if len(refused) > 1:
+                log.error("rsync: %d segments refused; the first: %s", len(refused), refused[0])
+            raise refused[0]
 
     def _publish_call(
         self, items: Sequence[Item]
@@ -321,9 +328,9 @@ class RsyncTransport(Transport):
                 left[path] = check[path]  # not there (after a failure: simply not sent)
             else:
                 target = posixpath.join(self.opts["path"], path)
-                conflicts.append(PermanentError(
+                conflicts.append(ConflictError(
                     f"{target} already exists on the NAS with other content; "
-                    f"not overwritten ({flags})"))  # fmt: skip
+                    f"not overwritten ({flags})", remote=check[path].remote))  # fmt: skip
         return same, conflicts, sorted(left)
 
     @contextlib.contextmanager

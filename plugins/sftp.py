@@ -33,7 +33,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from livecam_plugins._ssh import SSH_OPTIONS, check_ssh_options, run_concurrently
+from livecam_plugins._batch import run_concurrently
+from livecam_plugins._ssh import SSH_OPTIONS, check_ssh_options
 
 from livecam import hookimpl
 from livecam.options import ConfigError

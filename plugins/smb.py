@@ -36,7 +36,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from livecam_plugins._ssh import run_concurrently
+from livecam_plugins._batch import run_concurrently
 
 from livecam import hookimpl
 from livecam import options as o
