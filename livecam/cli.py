@@ -124,7 +124,7 @@ def cmd_plugins(args, cfg, plugins, config_args) -> int:
 
 
 def cmd_status(args, cfg, plugins, config_args) -> int:
-    data = statusmod.gather(cfg)
+    data = statusmod.gather(cfg, plugins)
     if args.json:
         print(json.dumps(data, indent=2, default=str))
     else:

@@ -17,12 +17,12 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from livecam import tiers
 from livecam.camera import CameraBackend, CameraError
 from livecam.config import Config
 from livecam.plugins import Plugins
 from livecam.segment import Segment, SequenceCounter, segment_name
 from livecam.state import write_json
-from livecam.tiers import Tier
 
 log = logging.getLogger("livecam.recorder")
 
@@ -54,8 +54,8 @@ class Recorder:
         self.config = config
         self.plugins = plugins
         self.camera = config.cameras[camera]
-        self.buffer = Tier("buffer", config.buffer.path, max_bytes=config.buffer.max_bytes)
-        self.spool = Tier("spool", config.spool.path, max_bytes=config.spool.max_bytes)
+        self.buffer = tiers.build(config, plugins, "buffer")
+        self.spool = tiers.build(config, plugins, "spool")
         self.ready_dir = self.buffer.camera_dir(camera)
         self.open_dir = self.ready_dir / ".open"
         self.state_file = self.buffer.state_dir / f"recorder-{camera}.json"

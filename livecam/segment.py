@@ -94,10 +94,8 @@ class SequenceCounter:
         state_dir.mkdir(parents=True, exist_ok=True)
         try:
             reserved = int(self.file.read_text().strip() or 0)
-        except FileNotFoundError:
-            reserved = 0
-        except ValueError:
-            reserved = 0
+        except (FileNotFoundError, ValueError):
+            reserved = 0  # a first start, or a reservation torn by a crash: the floor decides
         self._next = max(reserved, floor)
         self._limit = self._next
         self._reserve()

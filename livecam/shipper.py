@@ -29,6 +29,7 @@ from typing import Any
 
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_random_exponential
 
+from livecam import tiers
 from livecam.config import Config
 from livecam.plugins import Plugins
 from livecam.segment import Segment
@@ -77,26 +78,14 @@ def remote_path(config: Config, plugins: Plugins, segment: Segment) -> str:
     return chosen
 
 
-def build_tier(config: Config, plugins: Plugins, role: str) -> Tier:
-    tc = config.buffer if role == "buffer" else config.spool
-    cls = plugins.tiers.get(tc.kind, f"{role}.kind")
-    return cls(
-        role,
-        tc.path,
-        max_bytes=tc.max_bytes,
-        min_free_bytes=tc.min_free_bytes,
-        high_water=tc.high_water,
-    )
-
-
 class Shipper:
     """Ships one node's segments until stopped; see the module doc."""
 
     def __init__(self, config: Config, plugins: Plugins, transport: Transport | None = None):
         self.config = config
         self.plugins = plugins
-        self.buffer = build_tier(config, plugins, "buffer")
-        self.spool = build_tier(config, plugins, "spool")
+        self.buffer = tiers.build(config, plugins, "buffer")
+        self.spool = tiers.build(config, plugins, "spool")
         for tier in (self.buffer, self.spool):
             tier.path.mkdir(parents=True, exist_ok=True)
         if transport is None:
@@ -198,12 +187,12 @@ class Shipper:
             if not self._set_aside(exc, items):
                 raise
         except PublishError as exc:
-            self._failed(next(iter(items.values()))[0] if items else batch[0], exc)
+            self._failed(_first_unpublished(items, batch), exc)
             raise
         except Exception as exc:  # a bug in a transport plugin must not stop shipping
             log.exception("transport %s raised unexpectedly", self.config.transport_plugin)
             error = TransientError(f"{type(exc).__name__}: {exc}")
-            self._failed(next(iter(items.values()))[0] if items else batch[0], error)
+            self._failed(_first_unpublished(items, batch), error)
             raise error from exc
 
     def _set_aside(self, exc: ConflictError, items: dict[Path, tuple[Segment, Item]]) -> bool:
@@ -325,9 +314,7 @@ class Shipper:
                 continue
             if age < self.config.spill_after and not self.buffer.above_high_water():
                 break  # the rest is younger still
-            with self.claim(segment.name) as mine:
-                if mine and segment.path.exists():
-                    self.spill(segment)
+            self._spill_unclaimed(segment)
         need, reason = self.buffer.bytes_to_free()
         if need > 0:
             self.evict(self.buffer, need, reason)
@@ -335,9 +322,13 @@ class Shipper:
     def spill_all(self) -> None:
         """On a clean stop, move what is left in RAM to disk: a reboot may follow."""
         for segment in self.buffer.segments():
-            with self.claim(segment.name) as mine:
-                if mine and segment.path.exists():
-                    self.spill(segment)
+            self._spill_unclaimed(segment)
+
+    def _spill_unclaimed(self, segment: Segment) -> None:
+        """Spill ``segment`` unless the publisher holds it or it is gone already."""
+        with self.claim(segment.name) as mine:
+            if mine and segment.path.exists():
+                self.spill(segment)
 
     def spill(self, segment: Segment) -> bool:
         """Move one segment from RAM to the spool durably. False if the spool has no room."""
@@ -349,8 +340,6 @@ class Shipper:
             copy = self.spool.accept(segment)
         except OSError as exc:
             log.error("cannot spill %s to %s: %s", segment.name, self.spool.path, exc)
-            tmp = self.spool.path / segment.camera / f".{segment.name}.part"
-            tmp.unlink(missing_ok=True)
             if exc.errno == errno.ENOSPC:
                 self.evict(self.spool, size, "min_free_bytes")
             return False
@@ -441,3 +430,8 @@ class Shipper:
             write_json(self.state_file, self.state)
         except OSError as exc:
             log.warning("cannot write shipper state: %s", exc)
+
+
+def _first_unpublished(items: dict[Path, tuple[Segment, Item]], batch: list[Segment]) -> Segment:
+    """The segment a failed batch is reported against: the first one not yet verified."""
+    return next(iter(items.values()))[0] if items else batch[0]

@@ -9,24 +9,24 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from livecam import tiers
 from livecam.config import Config
+from livecam.plugins import Plugins
 from livecam.state import pid_alive, read_json
-from livecam.tiers import Tier
 
 
-def gather(config: Config) -> dict[str, Any]:
+def gather(config: Config, plugins: Plugins) -> dict[str, Any]:
     """Everything ``status`` shows, as plain data."""
     now = time.time()
-    buffer = Tier("buffer", config.buffer.path, max_bytes=config.buffer.max_bytes)
-    spool = Tier("spool", config.spool.path, max_bytes=config.spool.max_bytes,
-                 min_free_bytes=config.spool.min_free_bytes)  # fmt: skip
+    buffer = tiers.build(config, plugins, "buffer")
+    spool = tiers.build(config, plugins, "spool")
     segments = {"buffer": buffer.segments(), "spool": spool.segments()}
 
-    tiers = {}
+    by_role = {}
     for tier in (buffer, spool):
         segs = segments[tier.role]
         oldest = min((_mtime(s.path) for s in segs), default=None)
-        tiers[tier.role] = {
+        by_role[tier.role] = {
             "path": str(tier.path),
             "segments": len(segs),
             "bytes": sum(_size(s.path) for s in segs),
@@ -80,7 +80,7 @@ def gather(config: Config) -> dict[str, Any]:
         "last_eviction": evictions.get("last"),
     }
     return {"node": config.node, "site": config.site, "time": now, "cameras": cameras,
-            "tiers": tiers, "shipper": shipper}  # fmt: skip
+            "tiers": by_role, "shipper": shipper}  # fmt: skip
 
 
 def render(status: dict[str, Any]) -> str:

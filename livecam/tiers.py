@@ -13,8 +13,13 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from livecam.segment import Segment, fsync_dir
+
+if TYPE_CHECKING:
+    from livecam.config import Config
+    from livecam.plugins import Plugins
 
 log = logging.getLogger("livecam.tiers")
 
@@ -109,17 +114,22 @@ class Tier:
         """Copy ``segment`` in durably (copy, fsync file, rename, fsync dir); return the copy.
 
         The caller deletes the source afterwards. A crash at any point leaves
-        either no copy (only a dot-named temp file) or a complete one.
+        either no copy (only a dot-named temp file) or a complete one; an OSError
+        removes the temp file before it is raised.
         """
         dest_dir = self.camera_dir(segment.camera)
         tmp = dest_dir / f".{segment.name}.part"
         dest = dest_dir / segment.name
-        with open(segment.path, "rb") as src, open(tmp, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
-            dst.flush()
-            os.fsync(dst.fileno())
-        shutil.copystat(segment.path, tmp)
-        os.replace(tmp, dest)
+        try:
+            with open(segment.path, "rb") as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+                dst.flush()
+                os.fsync(dst.fileno())
+            shutil.copystat(segment.path, tmp)
+            os.replace(tmp, dest)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # no space, I/O error: leave no partial behind
+            raise
         fsync_dir(dest_dir)
         return segment.at(dest)
 
@@ -129,3 +139,16 @@ class Tier:
             for tmp in cam.glob(".*.part"):
                 log.info("removing partial copy %s left by a crash", tmp)
                 tmp.unlink(missing_ok=True)
+
+
+def build(config: Config, plugins: Plugins, role: str) -> Tier:
+    """The ``buffer`` or ``spool`` tier of ``config``, of the kind it names."""
+    tc = config.buffer if role == "buffer" else config.spool
+    cls = plugins.tiers.get(tc.kind, f"{role}.kind")
+    return cls(
+        role,
+        tc.path,
+        max_bytes=tc.max_bytes,
+        min_free_bytes=tc.min_free_bytes,
+        high_water=tc.high_water,
+    )

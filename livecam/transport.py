@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
+import signal
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -173,8 +175,5 @@ _abandoned: list[subprocess.Popen[bytes]] = []
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    import os
-    import signal
-
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)

@@ -25,14 +25,15 @@ from livecam.options import check_options
 from livecam.segment import file_digest
 from livecam.transport import Item, TransientError, Transport
 from tests.conftest import sha256
+from tests.core.node import Target
 from tests.transports import servers
 from tests.transports.servers import Smbd, Sshd
 
 _dirs = itertools.count()
 
 
-class Nas:
-    """One transport's target on a real server, shaped like tests.core.node.Share."""
+class Nas(Target):
+    """One transport's target on a real server: ``store`` is its directory there."""
 
     def __init__(self, kind: str, server: Any):
         self.kind = kind
@@ -47,6 +48,7 @@ class Nas:
         else:
             self.store, self.raw = server.share_root / sub, server.smb_options(sub)
             self.cls, self.user = SmbTransport, servers.SMB_USER
+        super().__init__(self.store)
         self.transports: list[Transport] = []
 
     def options(self) -> dict[str, Any]:
@@ -60,12 +62,6 @@ class Nas:
         t = self.cls(opts, timeout=timeout)
         self.transports.append(t)
         return t
-
-    def segments(self) -> dict[str, Path]:
-        return {p.name: p for p in self.store.rglob("*.mp4") if not p.name.startswith(".")}
-
-    def hidden(self) -> list[Path]:
-        return [p for p in self.store.rglob(".*") if p.is_file()]
 
     def close(self) -> None:
         for t in self.transports:
