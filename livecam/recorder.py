@@ -17,7 +17,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from livecam import tiers
+from livecam import losses, tiers
 from livecam.camera import CameraBackend, CameraError
 from livecam.config import Config
 from livecam.plugins import Plugins
@@ -78,6 +78,7 @@ class Recorder:
             "last_error": None,
         }
         self.seq: SequenceCounter | None = None
+        self.clock = losses.ClockWatch()
 
     # --- the sink side ------------------------------------------------------------
 
@@ -115,6 +116,8 @@ class Recorder:
         log.info(
             "camera %s: closed %s (%d bytes)", self.camera.name, dest.name, dest.stat().st_size
         )
+        if step := self.clock.step():
+            self._loss("clock_step", [seq], f"wall clock stepped {step:+.1f}s", step_seconds=step)
         self.plugins.segment_closed(segment=segment)
         return segment
 
@@ -174,12 +177,15 @@ class Recorder:
                 self.state["restarts"],
                 delay,
             )
+            self._loss("camera_down", [], f"{error}; restart in {delay:.1f}s",
+                       restarts=self.state["restarts"], delay=delay)  # fmt: skip
             self.plugins.camera_failed(
                 camera=self.camera.name, error=error, restarts=self.state["restarts"]
             )
             self.stopping.wait(delay)
         self.state["state"] = "stopped"
         self._save()
+        losses.mark_clean_stop(self.spool.state_dir, self.camera.name, self.state["last_segment"])
         log.info("camera %s: stopped", self.camera.name)
         return 0
 
@@ -195,6 +201,8 @@ class Recorder:
              if s.camera == self.camera.name),
             default=-1,
         )  # fmt: skip
+        losses.note_start(self.spool.path, self.spool.state_dir, self.camera.name,
+                          site=self.config.site, node=self.config.node)  # fmt: skip
         self.seq = SequenceCounter(self.spool.state_dir, self.camera.name, floor=floor)
         self._salvage()
 
@@ -216,9 +224,15 @@ class Recorder:
             segment = self.segment_done(leftover, duration, end)
             if segment is not None:
                 self.state["salvaged"] += 1
+                self._loss("salvaged", [segment.seq], f"kept {frames} frames of a cut-off segment",
+                           frames=frames, seconds=duration)  # fmt: skip
                 log.warning("camera %s: salvaged %d frames (%.1fs) of an unfinished segment as %s",
                             self.camera.name, frames, duration, segment.name)  # fmt: skip
         self._save()
+
+    def _loss(self, kind: str, seqs: list[int], reason: str, **detail: object) -> None:
+        losses.record_loss(self.spool.path, kind, self.camera.name, seqs, reason,
+                           site=self.config.site, node=self.config.node, **detail)  # fmt: skip
 
     def stall_limit(self) -> float:
         """Seconds without a closed segment before the camera counts as stalled."""

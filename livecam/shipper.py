@@ -29,7 +29,7 @@ from typing import Any
 
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_random_exponential
 
-from livecam import tiers
+from livecam import losses, tiers
 from livecam.config import Config
 from livecam.plugins import Plugins
 from livecam.segment import Segment
@@ -353,7 +353,7 @@ class Shipper:
 
     def evict(self, tier: Tier, bytes_needed: int, reason: str) -> bool:
         """Delete segments from ``tier`` until ``bytes_needed`` are free. True if enough."""
-        candidates = tier.segments()
+        candidates = [s for s in tier.segments() if s.camera != losses.LOSS_CAMERA]
         chosen = self.plugins.choose_evictions(
             tier=tier, segments=list(candidates), bytes_needed=bytes_needed
         )
@@ -391,6 +391,10 @@ class Shipper:
             size,
             record["count"],
         )
+        losses.record_loss(self.spool.path, "evicted", segment.camera, [segment.seq],
+                           f"evicted from {tier.role} ({reason} limit)", site=self.config.site,
+                           node=self.config.node, segment=segment.name, tier=tier.role,
+                           limit=reason, bytes=size)  # fmt: skip
         self.plugins.segment_evicted(segment=segment, tier=tier, reason=reason)
 
     # --- the process ---------------------------------------------------------------------
