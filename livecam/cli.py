@@ -2,6 +2,7 @@
 
     livecam [-c FILE | --demo] run | record CAMERA | ship | status [--json]
                                | check-config | plugins
+    livecam nas index | nas audit | export ...   (on the NAS: see livecam/nas/cli.py)
 
 A bad config, a broken plugin or a bad argument gives one clear line on stderr
 and exit code 2; nothing starts.
@@ -21,6 +22,7 @@ import yaml
 from livecam import __version__
 from livecam import config as configmod
 from livecam import status as statusmod
+from livecam.nas import cli as nascli
 from livecam.options import ConfigError
 
 log = logging.getLogger("livecam")
@@ -69,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     # A stop that comes while we are still starting is a clean stop: nothing runs yet.
     # Each role installs its own handler once it has something to finish.
     signal.signal(signal.SIGTERM, _stop_before_start)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] and argv[0] in nascli.COMMANDS:  # NAS commands need no node config
+        return nascli.main(argv)
     args = parser().parse_args(argv)
     config_file = getattr(args, "config", None)
     demo = getattr(args, "demo", False)

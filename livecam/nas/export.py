@@ -1,0 +1,130 @@
+"""``livecam export``: one MP4 of a span of one camera, without re-encoding.
+
+ffmpeg's concat demuxer joins the segments with stream copy (``-c copy``): every
+frame is the camera's own, the timestamps run on across each boundary, and the
+clip starts at 0. It starts at the keyframe at or before ``--from`` (a clip cannot
+start between keyframes without decoding) and ends at the keyframe at or after
+``--to`` (the frame before it is the last one), or with the last segment. A hole
+in the span is joined over; the command names every hole it spans.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from livecam.nas import probe
+from livecam.nas.audit import Hole, Seg, audit_camera, cameras, iso, segments
+
+
+class ExportError(Exception):
+    """The span cannot be exported (no such camera, nothing recorded, ffmpeg failed)."""
+
+
+@dataclass
+class Clip:
+    """What an export wrote."""
+
+    camera: str
+    out: Path
+    segments: list[Seg]
+    inpoint: float
+    outpoint: float | None
+    holes: list[Hole] = field(default_factory=list)
+    uncovered: list[str] = field(default_factory=list)  # span ends no segment covers
+
+
+def resolve(conn: sqlite3.Connection, spec: str) -> tuple[str, str, str]:
+    """``SITE/NODE/CAMERA`` (or an unambiguous ``NODE/CAMERA`` or ``CAMERA``) in the index."""
+    want = [p for p in spec.strip("/").split("/") if p]
+    if not 1 <= len(want) <= 3:
+        raise ExportError(f"{spec!r}: give a camera as SITE/NODE/CAMERA")
+    found = [c for c in cameras(conn) if list(c[3 - len(want) :]) == want]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise ExportError(f"{spec}: no such camera in the index (try 'livecam nas audit')")
+    names = ", ".join("/".join(c) for c in found)
+    raise ExportError(f"{spec}: several cameras match ({names}); give SITE/NODE/CAMERA")
+
+
+def output_paths(out: Path, cams: list[tuple[str, str, str]]) -> list[Path]:
+    """``-o clip.mp4`` for one camera; ``clip-SITE-NODE-CAMERA.mp4`` each for several."""
+    if len(cams) == 1:
+        return [out]
+    return [out.with_name(f"{out.stem}-{'-'.join(c)}{out.suffix or '.mp4'}") for c in cams]
+
+
+def export(
+    conn: sqlite3.Connection, root: Path, cam: tuple[str, str, str], start: float, end: float,
+    out: Path, *, grace: float = 900.0,
+) -> Clip:  # fmt: skip
+    """Write ``out``: camera ``cam`` from ``start`` to ``end`` (Unix seconds)."""
+    if end <= start:
+        raise ExportError("--to must be later than --from")
+    chosen = [
+        s for s in segments(conn, *cam)
+        if s.duration is not None and s.end > start and s.start < end
+    ]  # fmt: skip
+    if not chosen:
+        raise ExportError(f"{'/'.join(cam)}: nothing recorded between {iso(start)} and {iso(end)}")
+    first, last = chosen[0], chosen[-1]
+    inpoint = _keyframe_at_or_before(root / first.path, start - first.start)
+    outpoint = _keyframe_after(root / last.path, end - last.start, inpoint if first is last else 0)
+    _concat(root, chosen, inpoint, outpoint, out)
+    audit = audit_camera(conn, *cam, grace=grace)
+    lo, hi = first.start + inpoint, last.end
+    holes = [h for h in audit.holes if h.before >= lo and h.after <= hi and h.kind != "unplayable"]
+    uncovered = []
+    if first.start > start + 1:
+        uncovered.append(f"nothing recorded from {iso(start)} to {iso(first.start)}")
+    if last.end < end - 1:
+        uncovered.append(f"nothing recorded from {iso(last.end)} to {iso(end)}")
+    return Clip("/".join(cam), out, chosen, inpoint, outpoint, holes, uncovered)
+
+
+def _keyframe_at_or_before(path: Path, offset: float) -> float:
+    if offset <= 0:
+        return 0.0
+    before = [k for k in probe.keyframes(path) if k <= offset + 1e-6]
+    return max(before, default=0.0)
+
+
+def _keyframe_after(path: Path, offset: float, floor: float) -> float | None:
+    """The first keyframe after ``offset`` (and after ``floor``); None: to the file's end."""
+    after = [k for k in probe.keyframes(path) if k > max(offset, floor) + 1e-6]
+    return min(after, default=None)
+
+
+def _concat(root: Path, segs: list[Seg], inpoint: float, outpoint: float | None, out: Path) -> None:
+    with tempfile.TemporaryDirectory(prefix="livecam-export-") as work:
+        listing = Path(work) / "segments.ffconcat"
+        lines = ["ffconcat version 1.0"]
+        for i, seg in enumerate(segs):
+            quoted = str((root / seg.path).resolve()).replace("'", "'\\''")
+            lines.append(f"file '{quoted}'")
+            if i == 0 and inpoint > 0:
+                lines.append(f"inpoint {inpoint:.6f}")
+            if i == len(segs) - 1 and outpoint is not None:
+                lines.append(f"outpoint {outpoint:.6f}")
+        listing.write_text("\n".join(lines) + "\n")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.part")
+        argv = ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+                "-f", "concat", "-safe", "0", "-i", str(listing),
+                "-map", "0:v:0", "-c", "copy", "-movflags", "+faststart",
+                "-f", "mp4", str(tmp)]  # fmt: skip
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=3600)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            tmp.unlink(missing_ok=True)
+            raise ExportError(f"ffmpeg failed: {exc}") from None
+        if done.returncode != 0:
+            tmp.unlink(missing_ok=True)
+            detail = (done.stderr.strip().splitlines() or ["no message"])[-1]
+            raise ExportError(f"ffmpeg failed: {detail}")
+        os.replace(tmp, out)

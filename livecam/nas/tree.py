@@ -1,0 +1,55 @@
+"""The recordings tree as the nodes lay it out: ``{site}/{node}/.../{name}``.
+
+Only the first two directory levels (site, node) and the file name matter: the
+camera, UTC start and sequence come from the name (see ``livecam.segment``), so a
+site's own ``remote_path`` below ``{site}/{node}/`` works too. Dot-names (transport
+temp files, the index's own directory) are never looked at.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from livecam.losses import LOSS_CAMERA
+from livecam.segment import Segment
+
+# A segment the shipper published beside other content under the same name.
+_CONFLICT_RE = re.compile(r"^(?P<stem>.+)\.conflict-[0-9a-f]{12}(?P<ext>\.mp4)$")
+
+
+@dataclass(frozen=True)
+class Found:
+    """A file below the root that is a segment or a loss record."""
+
+    rel: str  # path relative to the root, with '/'
+    site: str
+    node: str
+    camera: str
+    seq: int
+    start: float  # Unix seconds, from the name
+    is_loss_record: bool
+
+
+def parse(rel: str) -> Found | None:
+    """What the file at ``rel`` (relative to the root) is; None if neither kind."""
+    parts = PurePosixPath(rel).parts
+    if len(parts) < 3 or any(p.startswith(".") for p in parts):
+        return None
+    name = parts[-1]
+    conflict = _CONFLICT_RE.match(name)
+    if conflict:
+        name = conflict["stem"] + conflict["ext"]
+    segment = Segment.from_path(Path(name))
+    if segment is None:
+        return None
+    return Found(
+        rel=rel,
+        site=parts[0],
+        node=parts[1],
+        camera=segment.camera,
+        seq=segment.seq,
+        start=segment.start.timestamp(),
+        is_loss_record=segment.camera == LOSS_CAMERA,
+    )
