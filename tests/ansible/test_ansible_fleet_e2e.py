@@ -93,8 +93,8 @@ class Running:
         found: dict[str, list[Path]] = {cam: [] for cam in CAMERAS[node]}
         for p in (self.trees["nas"] / "srv/livecam/test" / node).rglob("*.mp4"):
             m = SEQ_RE.match(p.name)
-            if m:
-                found.setdefault(m["cam"], []).append(p)
+            if m and m["cam"] in found:  # not the livecam-losses records
+                found[m["cam"]].append(p)
         return found
 
     def local(self, node: str) -> list[Path]:

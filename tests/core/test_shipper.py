@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from datetime import UTC, datetime
@@ -155,7 +156,10 @@ def test_when_the_spool_cannot_take_more_the_buffer_evicts_oldest_first(setup):
     shipper = Shipper(cfg, plugins)
     shipper.housekeep()
     assert [s.path.exists() for s in segs] == [False, False, True, True, True]
-    assert not list(cfg.spool.path.rglob("*.mp4"))
+    assert not list(cfg.spool.path.glob("cam0/*.mp4"))
+    # Each eviction left a loss record in the spool, for the NAS audit (livecam/losses.py).
+    losses = [json.loads(p.read_text()) for p in cfg.spool.path.glob("livecam-losses/*.mp4")]
+    assert sorted(r["sequences"][0] for r in losses if r["kind"] == "evicted") == [1, 2]
     record = (cfg.spool.path / ".livecam" / "evictions.json").read_text()
     assert '"count": 2' in record and '"tier": "buffer"' in record
 
