@@ -77,8 +77,15 @@ def export(
     outpoint = _keyframe_after(root / last.path, end - last.start, inpoint if first is last else 0)
     _concat(root, chosen, inpoint, outpoint, out)
     audit = audit_camera(conn, *cam, grace=grace)
-    lo, hi = first.start + inpoint, last.end
-    holes = [h for h in audit.holes if h.before >= lo and h.after <= hi and h.kind != "unplayable"]
+    # A hole is spanned when it lies between the first and the last segment joined.
+    holes = [
+        h
+        for h in audit.holes
+        if first.seq < h.first
+        and (
+            h.last < last.seq if h.kind == "sequence" else h.kind == "time" and h.first <= last.seq
+        )
+    ]
     uncovered = []
     if first.start > start + 1:
         uncovered.append(f"nothing recorded from {iso(start)} to {iso(first.start)}")
@@ -88,15 +95,21 @@ def export(
 
 
 def _keyframe_at_or_before(path: Path, offset: float) -> float:
+    """The file timestamp of the last keyframe at most ``offset`` seconds into the video."""
     if offset <= 0:
         return 0.0
-    before = [k for k in probe.keyframes(path) if k <= offset + 1e-6]
-    return max(before, default=0.0)
+    first, keys = probe.keyframes(path)
+    return max((pts for pts, _ in keys if pts - first <= offset + 1e-6), default=0.0)
 
 
 def _keyframe_after(path: Path, offset: float, floor: float) -> float | None:
-    """The first keyframe after ``offset`` (and after ``floor``); None: to the file's end."""
-    after = [k for k in probe.keyframes(path) if k > max(offset, floor) + 1e-6]
+    """Where to stop: the first keyframe more than ``offset`` seconds into the video
+    (and after the timestamp ``floor``); None: at the file's end.
+
+    The concat demuxer stops at a *decoding* time, so this is the keyframe's: every
+    packet decoded before it belongs to the frames shown before it (closed GOPs)."""
+    first, keys = probe.keyframes(path)
+    after = [dts for pts, dts in keys if pts - first > offset + 1e-6 and pts > floor + 1e-6]
     return min(after, default=None)
 
 

@@ -40,16 +40,24 @@ def duration(path: Path) -> float:
         raise ProbeError(f"{path.name}: ffprobe reports no duration") from None
 
 
-def keyframes(path: Path) -> list[float]:
-    """Presentation times (seconds from the file's start) of the video keyframes."""
+def keyframes(path: Path) -> tuple[float, list[tuple[float, float]]]:
+    """The video's first presentation time and each keyframe's (presentation, decoding)
+    time, in seconds of the file's own timestamps (with B-frames, frames are shown a
+    little later than they are decoded, so the first is shown after 0)."""
     data = json.loads(
         _ffprobe(
-            ["-select_streams", "v:0", "-show_entries", "packet=pts_time,flags"],
+            ["-select_streams", "v:0", "-show_entries", "packet=pts_time,dts_time,flags"],
             path,
         )
     )
-    times = []
+    times, keys = [], []
     for packet in data.get("packets", []):
-        if "K" in packet.get("flags", "") and packet.get("pts_time") not in (None, "N/A"):
-            times.append(float(packet["pts_time"]))
-    return sorted(times)
+        if packet.get("pts_time") in (None, "N/A"):
+            continue
+        times.append(float(packet["pts_time"]))
+        if "K" in packet.get("flags", ""):
+            dts = packet.get("dts_time")
+            keys.append((times[-1], times[-1] if dts in (None, "N/A") else float(dts)))
+    if not times:
+        raise ProbeError(f"{path.name}: no video packets")
+    return min(times), sorted(keys)

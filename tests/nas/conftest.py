@@ -1,0 +1,78 @@
+"""Fixtures for the NAS-side tests: real recordings from real ``livecam run``.
+
+``recorded`` runs one node once per session (two ffmpeg test-pattern cameras, 2 s
+segments, a keyframe every 0.5 s) shipping through the ``nfs`` transport into a
+tmpfs share, and keeps a copy of what arrived. Tests copy that tree and work on
+their copy. Nothing here uses a fixed account, port or path: every name is below
+pytest's tmp directories, prefixed ``nas``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import livecam_cmd
+from tests.core.node import Node, Share, wait_for
+
+CAMERAS = {
+    # testsrc2: every frame differs (a moving pattern and a clock), no B-frames.
+    "cam0": {"size": [160, 120], "fps": 10, "bitrate": "300k", "preset": "ultrafast",
+             "keyframe_seconds": "500ms"},
+    # testsrc with libx264 veryfast: B-frames, so cutting and joining must respect them.
+    "cam1": {"size": [160, 120], "fps": 10, "bitrate": "300k", "preset": "veryfast",
+             "keyframe_seconds": "500ms", "pattern": "testsrc"},
+}  # fmt: skip
+SEGMENTS = 9  # per camera, from one recorder run
+
+
+@pytest.fixture(scope="session")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A recordings root made by a real node: ``lab/node01/{cam0,cam1,livecam-losses}``."""
+    base = tmp_path_factory.mktemp("nas-recorded")
+    share = Share(base / "share")
+    node = Node(base / "node", {"plugin": "nfs", "path": str(share.mnt), "fstypes": ["tmpfs"]},
+                cameras=CAMERAS, segment_seconds=2)  # fmt: skip
+    try:
+        proc = node.start()
+        wait_for(lambda: sum(c["camera"] == "cam0" for c in node.closed()) >= SEGMENTS
+                 and sum(c["camera"] == "cam1" for c in node.closed()) >= SEGMENTS,
+                 90, f"{SEGMENTS} segments per camera")  # fmt: skip
+        assert node.stop(proc) == 0
+        node.drain()
+        copy = base / "root"
+        shutil.copytree(share.store, copy)
+    finally:
+        node.cleanup()
+        share.close()
+    return copy
+
+
+@pytest.fixture
+def tree(recorded: Path, tmp_path: Path) -> Path:
+    """This test's own copy of the recorded root."""
+    root = tmp_path / "nasroot"
+    shutil.copytree(recorded, root)
+    return root
+
+
+def nas(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run a livecam NAS command to completion (text output)."""
+    return subprocess.run(livecam_cmd(*args), capture_output=True, text=True, timeout=timeout)
+
+
+def audit_json(root: Path, *extra: str) -> tuple[int, dict[str, Any]]:
+    done = nas("nas", "audit", "--root", str(root), "--json", *extra)
+    assert done.returncode in (0, 1), done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
+def segment_files(root: Path, camera: str) -> list[Path]:
+    """One camera's segment files below ``root``, in sequence order."""
+    files = [p for p in root.rglob(f"{camera}-*.mp4") if not p.name.startswith(".")]
+    return sorted(files, key=lambda p: int(p.stem.rsplit("-", 1)[1]))
