@@ -41,7 +41,10 @@ def parse(rel: str) -> Found | None:
     conflict = _CONFLICT_RE.match(name)
     if conflict:
         name = conflict["stem"] + conflict["ext"]
-    segment = Segment.from_path(Path(name))
+    try:
+        segment = Segment.from_path(Path(name))
+    except ValueError:  # named like a segment, but no real time in it (20261301T...)
+        return None
     if segment is None:
         return None
     return Found(
