@@ -199,6 +199,9 @@ def _explain_seq(
     for rec in restarts:
         below = int(rec.get("reserved_below"))
         if a.seq < below <= b.seq and seq < below:
+            last = rec.get("last_seq")
+            if rec.get("clean") and last is not None and seq <= int(last):
+                continue  # closed before the clean stop: the restart did not take it
             if rec.get("clean"):
                 _add(hole, "restart", "reserved before a clean stop, never used", seq)
             else:
