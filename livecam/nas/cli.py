@@ -16,6 +16,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -48,7 +49,7 @@ def parser() -> argparse.ArgumentParser:
     idx.add_argument("--json", action="store_true", help="what was done, as JSON")
     aud = nas_sub.add_parser("audit", parents=[where], help="coverage and every hole, explained")
     aud.add_argument("--site", help="only this site")
-    aud.add_argument("--since", help="only from this date or time (ISO 8601)")
+    aud.add_argument("--since", help="only from this date or time (ISO 8601), or age (7d)")
     aud.add_argument("--grace", help="holes this recent are 'not yet shipped' (e.g. 15m)")
     aud.add_argument("--json", action="store_true", help="machine-readable")
     aud.add_argument("--prometheus", metavar="FILE",
@@ -98,7 +99,7 @@ def _index(args: argparse.Namespace, cfg: nasconfig.NasConfig) -> int:
 def _audit(args: argparse.Namespace, cfg: nasconfig.NasConfig) -> int:
     if args.grace is not None:
         cfg = replace(cfg, grace=options.parse_duration(args.grace, "--grace"))
-    since = nasconfig.parse_time(args.since, "--since").timestamp() if args.since else None
+    since = nasconfig.parse_since(args.since, "--since", time.time()) if args.since else None
     if args.no_index:
         conn = index.connect(cfg.db)
     else:

@@ -109,3 +109,19 @@ def parse_time(value: str, key: str) -> datetime:
             f"{key}: {value!r} has no zone; add one, e.g. {value}Z (UTC) or {value}+01:00"
         )
     return when.astimezone(UTC)
+
+
+def parse_since(value: str, key: str, now: float) -> float:
+    """``--since``: a date or time (see ``parse_time``), or an age such as ``7d`` or ``12h``
+    (that long before ``now``); Unix seconds."""
+    try:
+        return parse_time(value, key).timestamp()
+    except ConfigError:
+        if not value.strip()[-1:].isalpha():
+            raise
+    try:
+        return now - o.parse_duration(value, key)
+    except ConfigError:
+        raise ConfigError(
+            f"{key}: {value!r} is neither a date or time (2026-11-27, ...T14:03Z) nor an age (7d)"
+        ) from None

@@ -67,6 +67,7 @@ def _inventory(trees: dict[str, Path]) -> dict:
                 "livecam_node_config_extra": {"retry": {"initial": "1s", "max": "2s"}},
                 # Dependency wheels are fetched once per machine, not per run.
                 "livecam_node_wheelhouse": str(fleet.CACHE / "wheelhouse"),
+                "livecam_nas_wheelhouse": str(fleet.CACHE / "wheelhouse"),
             },
             "children": {
                 "livecam_nas": {"hosts": {"nas": {"ansible_host": str(trees["nas"])}}},

@@ -105,13 +105,24 @@ def test_nas_tree(provisioned):
     check = fleet.sh("chroot", str(nas), "/usr/sbin/sshd", "-t", check=False)
     assert check.returncode == 0, check.stderr
 
+    # livecam on the NAS, from the nodes' wheel: config, timer, and a working audit.
+    assert "root: /srv/livecam" in (nas / "etc/livecam/nas.yaml").read_text()
+    assert (nas / "etc/systemd/system/timers.target.wants/livecam-nas-audit.timer").is_symlink()
+    audit = fleet.sh("chroot", str(nas), "/opt/livecam/venv/bin/livecam", "nas", "audit",
+                     "-c", "/etc/livecam/nas.yaml", "--prometheus",
+                     "/var/lib/prometheus/node-exporter/livecam_nas.prom", check=False)  # fmt: skip
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    assert (nas / "srv/livecam/.livecam/index.sqlite").is_file()
+    prom = (nas / "var/lib/prometheus/node-exporter/livecam_nas.prom").read_text()
+    assert "livecam_nas_audit_timestamp_seconds" in prom
+
 
 def test_units_are_hardened(provisioned):
     """systemd-analyze rates every livecam unit at exposure 2.0 or lower."""
     scores = {}
     units = {
         provisioned.trees["node1"]: ["livecam-record@cam0.service", "livecam-ship.service"],
-        provisioned.trees["nas"]: ["livecam-retention.service"],
+        provisioned.trees["nas"]: ["livecam-retention.service", "livecam-nas-audit.service"],
     }
     for tree, names in units.items():
         for unit in names:
