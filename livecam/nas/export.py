@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from livecam.nas import probe
+from livecam.nas import fmp4, probe
 from livecam.nas.audit import Hole, Seg, audit_camera, cameras, iso, segments
 
 
@@ -73,9 +73,19 @@ def export(
     if not chosen:
         raise ExportError(f"{'/'.join(cam)}: nothing recorded between {iso(start)} and {iso(end)}")
     first, last = chosen[0], chosen[-1]
-    inpoint = _keyframe_at_or_before(root / first.path, start - first.start)
-    outpoint = _keyframe_after(root / last.path, end - last.start, inpoint if first is last else 0)
-    _concat(root, chosen, inpoint, outpoint, out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.part")
+    try:
+        inpoint, outpoint = _join(root, chosen, start - first.start, end - last.start, tmp)
+    except fmp4.Unsupported:
+        inpoint = _keyframe_at_or_before(root / first.path, start - first.start)
+        floor = inpoint if first is last else 0
+        outpoint = _keyframe_after(root / last.path, end - last.start, floor)
+        _concat(root, chosen, inpoint, outpoint, tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, out)
     audit = audit_camera(conn, *cam, grace=grace)
     # A hole is spanned when it lies between the first and the last segment joined.
     holes = [
@@ -92,6 +102,33 @@ def export(
     if last.end < end - 1:
         uncovered.append(f"nothing recorded from {iso(last.end)} to {iso(end)}")
     return Clip("/".join(cam), out, chosen, inpoint, outpoint, holes, uncovered)
+
+
+def _join(
+    root: Path, segs: list[Seg], offset_from: float, offset_to: float, out: Path
+) -> tuple[float, float | None]:
+    """Join fragmented segments fragment by fragment (``fmp4``); (inpoint, outpoint) in
+    seconds into the first and the last segment. Unsupported: use ffmpeg."""
+    layouts = [fmp4.read(root / seg.path) for seg in segs]
+    pieces = [fmp4.Piece(layout, 0, len(layout.fragments)) for layout in layouts]
+
+    def rel(layout: fmp4.Layout, i: int) -> float:
+        frags = layout.fragments
+        return (frags[i].decode_time - frags[0].decode_time) / layout.timescale
+
+    head = layouts[0]
+    begin = max((i for i in range(len(head.fragments)) if rel(head, i) <= offset_from + 1e-6),
+                default=0)  # fmt: skip
+    pieces[0] = fmp4.Piece(head, begin, pieces[0].stop)
+    tail = layouts[-1]
+    floor = begin if len(layouts) == 1 else 0
+    stop = next((i for i in range(floor + 1, len(tail.fragments))
+                 if rel(tail, i) > offset_to + 1e-6), None)  # fmt: skip
+    if stop is not None:
+        pieces[-1] = fmp4.Piece(tail, pieces[-1].start, stop)
+    with open(out, "wb") as f:
+        fmp4.write(pieces, f)
+    return rel(head, begin), None if stop is None else rel(tail, stop)
 
 
 def _keyframe_at_or_before(path: Path, offset: float) -> float:
@@ -113,7 +150,7 @@ def _keyframe_after(path: Path, offset: float, floor: float) -> float | None:
     return min(after, default=None)
 
 
-def _concat(root: Path, segs: list[Seg], inpoint: float, outpoint: float | None, out: Path) -> None:
+def _concat(root: Path, segs: list[Seg], inpoint: float, outpoint: float | None, tmp: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="livecam-export-") as work:
         listing = Path(work) / "segments.ffconcat"
         lines = ["ffconcat version 1.0"]
@@ -125,8 +162,6 @@ def _concat(root: Path, segs: list[Seg], inpoint: float, outpoint: float | None,
             if i == len(segs) - 1 and outpoint is not None:
                 lines.append(f"outpoint {outpoint:.6f}")
         listing.write_text("\n".join(lines) + "\n")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.part")
         argv = ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
                 "-f", "concat", "-safe", "0", "-i", str(listing),
                 "-map", "0:v:0", "-c", "copy", "-movflags", "+faststart",
@@ -140,4 +175,3 @@ def _concat(root: Path, segs: list[Seg], inpoint: float, outpoint: float | None,
             tmp.unlink(missing_ok=True)
             detail = (done.stderr.strip().splitlines() or ["no message"])[-1]
             raise ExportError(f"ffmpeg failed: {detail}")
-        os.replace(tmp, out)
