@@ -190,7 +190,21 @@ def bench_export(args: argparse.Namespace, work: Path) -> dict:
             subprocess.run(["cat", *map(str, files)], stdout=dst, check=True)
         cat_t.append(time.perf_counter() - t0)
         out.unlink()
+    # The same export in this process: the join itself, without starting a Python.
+    from livecam.nas import export as exportmod
+
+    conn = index.connect(root / ".livecam" / "index.sqlite")
+    joined = []
+    for _ in range(3):
+        out = work / "clip.mp4"
+        t, _clip = timed(exportmod.export, conn, root, ("lab", "node01", "cam0"),
+                         START.timestamp(), end.timestamp(), out)  # fmt: skip
+        joined.append(t)
+        out.unlink()
+    conn.close()
     return {
+        "export_in_process_seconds": round(min(joined), 2),
+        "export_in_process_vs_cat": round(min(cat_t) / min(joined), 2),
         "export_minutes": args.minutes,
         "export_segments": count,
         "export_bytes": total,

@@ -118,11 +118,16 @@ def cameras(conn: sqlite3.Connection, site: str | None = None) -> list[tuple[str
     return [(r[0], r[1], r[2]) for r in rows]
 
 
-def segments(conn: sqlite3.Connection, site: str, node: str, camera: str) -> list[Seg]:
-    """One camera's segments in sequence order, one per number (a conflict copy is dropped)."""
+def segments(
+    conn: sqlite3.Connection, site: str, node: str, camera: str,
+    since: float | None = None, until: float | None = None,
+) -> list[Seg]:  # fmt: skip
+    """One camera's segments in sequence order, one per number (a conflict copy is dropped);
+    only those ending at or after ``since`` and starting at or before ``until``."""
     rows = conn.execute(
         "SELECT seq, start, duration, path FROM segments WHERE site=? AND node=? AND camera=?"
-        " ORDER BY seq, path", (site, node, camera),
+        " AND start + COALESCE(duration, 0) >= ? AND start <= ? ORDER BY seq, path",
+        (site, node, camera, -1e18 if since is None else since, 1e18 if until is None else until),
     ).fetchall()  # fmt: skip
     out: list[Seg] = []
     for r in rows:
@@ -152,16 +157,15 @@ def loss_records(
 
 def audit_camera(
     conn: sqlite3.Connection, site: str, node: str, camera: str, *,
-    since: float | None = None, grace: float = 900.0, now: float | None = None,
+    since: float | None = None, until: float | None = None, grace: float = 900.0,
+    now: float | None = None,
 ) -> CameraAudit:  # fmt: skip
     """Coverage and every hole of one camera, each explained where a record says why."""
     now = time.time() if now is None else now
     result = CameraAudit(site, node, camera)
-    segs = segments(conn, site, node, camera)
+    segs = segments(conn, site, node, camera, since, until)
     recs, result.bad_records = loss_records(conn, site, node, camera)
     result.records = len(recs)
-    if since is not None:
-        segs = [s for s in segs if s.end >= since]
     if not segs:
         return result
     result.segments = len(segs)

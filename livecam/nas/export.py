@@ -86,7 +86,7 @@ def export(
         tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, out)
-    audit = audit_camera(conn, *cam, grace=grace)
+    audit = audit_camera(conn, *cam, since=first.start, until=last.start, grace=grace)
     # A hole is spanned when it lies between the first and the last segment joined.
     holes = [
         h
