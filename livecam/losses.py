@@ -189,10 +189,10 @@ class ClockWatch:
         self.offset = time.time() - time.monotonic()
 
     def step(self) -> float:
-        """Seconds the wall clock jumped since the last call (0.0 below the threshold)."""
+        """Seconds the wall clock jumped since the last call (0.0 below the threshold).
+
+        Only the change since the last call counts: NTP slewing the clock a little
+        each second adds up over days, but never to seconds between two segments."""
         offset = time.time() - time.monotonic()
-        jump = offset - self.offset
-        if abs(jump) < CLOCK_STEP_SECONDS:
-            return 0.0
-        self.offset = offset
-        return jump
+        jump, self.offset = offset - self.offset, offset
+        return jump if abs(jump) >= CLOCK_STEP_SECONDS else 0.0
