@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from livecam.losses import LOSS_CAMERA
 from livecam.process import command_lines
 from tests.conftest import livecam_cmd, sha256, write_config
 
@@ -40,6 +41,9 @@ def livecam_segment_closed(segment):
 '''
 
 
+LOSS_PREFIX = f"{LOSS_CAMERA}-"
+
+
 def sh(*argv: str) -> None:
     subprocess.run(argv, check=True, capture_output=True, timeout=30)
 
@@ -51,8 +55,9 @@ class Target:
         self.store = store
 
     def segments(self) -> dict[str, Path]:
-        """Final-named segment files, by name."""
-        return {p.name: p for p in self.store.rglob("*.mp4") if not p.name.startswith(".")}
+        """Final-named segment files, by name (not the nodes' loss records)."""
+        return {p.name: p for p in self.store.rglob("*.mp4")
+                if not p.name.startswith((".", LOSS_PREFIX))}  # fmt: skip
 
     def hidden(self) -> list[Path]:
         return [p for p in self.store.rglob(".*") if p.is_file()]
@@ -244,6 +249,8 @@ class Watcher:
                     if name.startswith("."):
                         self.hidden_seen += 1
                         continue
+                    if name.startswith(LOSS_PREFIX):
+                        continue  # a loss record (livecam/losses.py), not a segment
                     try:
                         size = os.stat(os.path.join(root, name)).st_size
                     except FileNotFoundError:
