@@ -100,7 +100,8 @@ def record_loss(
         return None
     finally:
         tmp.unlink(missing_ok=True)
-    log.warning("loss record %s: camera %s %s: %s", dest.name, camera, kind, reason)
+    # The event itself is logged where it happens (EVICTED, salvaged, failed, ...).
+    log.debug("camera %s: wrote %s for the NAS audit", camera, dest.name)
     return dest
 
 
