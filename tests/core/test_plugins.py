@@ -129,6 +129,115 @@ def test_event_hook_failure_is_logged_and_others_still_run(caplog):
     assert "plugin broken failed in livecam_segment_closed" in caplog.text
 
 
+ORDER_PLUGINS = {
+    # Loaded in this order (file names sort); pluggy calls the last-loaded plain
+    # implementation first, so without tryfirst/trylast "c_plain" would run first.
+    "a_first.py": """
+from livecam import hookimpl
+from order_log import calls
+
+@hookimpl(tryfirst=True)
+def livecam_segment_closed(segment):
+    calls.append("tryfirst")
+""",
+    "b_last.py": """
+from livecam import hookimpl
+from order_log import calls
+
+@hookimpl(trylast=True)
+def livecam_segment_closed(segment):
+    calls.append("trylast")
+    raise RuntimeError("trylast plugin bug")
+""",
+    "c_plain.py": """
+from livecam import hookimpl
+from order_log import calls
+
+@hookimpl
+def livecam_segment_closed(segment):
+    calls.append("plain")
+""",
+    "d_wrapper.py": """
+from livecam import hookimpl
+from order_log import calls
+
+@hookimpl(wrapper=True)
+def livecam_segment_closed(segment):
+    calls.append("wrapper before")
+    result = yield
+    calls.append(f"wrapper after {result!r}")
+    return result
+""",
+    "e_broken_wrapper.py": """
+from livecam import hookimpl
+from order_log import calls
+
+@hookimpl(wrapper=True)
+def livecam_segment_closed(segment):
+    calls.append("broken wrapper before")
+    yield
+    raise RuntimeError("wrapper bug")
+""",
+}
+
+
+def test_event_hooks_run_in_pluggys_order_with_wrappers_around_and_failures_contained(
+    tmp_path, monkeypatch, caplog
+):
+    plugin_dir = tmp_path / "plugins"
+    plugin_dir.mkdir()
+    for name, text in ORDER_PLUGINS.items():
+        (plugin_dir / name).write_text(text)
+    (tmp_path / "order_log.py").write_text("calls = []\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    calls = __import__("order_log").calls
+    plugins = Plugins([plugin_dir], entry_points=False)
+    expected = [
+        "broken wrapper before",  # the later-registered wrapper is outermost
+        "wrapper before",
+        "tryfirst",
+        "plain",
+        "trylast",
+        "wrapper after []",  # event hooks return nothing; the failing trylast adds nothing
+    ]
+    plugins.segment_closed(segment="seg")
+    assert calls == expected
+    assert "plugin site:b_last failed in livecam_segment_closed" in caplog.text
+    assert "plugin site:e_broken_wrapper failed in livecam_segment_closed" in caplog.text
+    # The same order as pluggy's own call of the unguarded functions would give:
+    # tryfirst before plain, trylast after, wrappers around them all.
+    impls = plugins.pm.hook.livecam_segment_closed.get_hookimpls()
+    assert [i.plugin_name for i in reversed(impls)] == [
+        "site:e_broken_wrapper",
+        "site:d_wrapper",
+        "site:a_first",
+        "site:c_plain",
+        "site:b_last",
+    ]
+
+
+def test_registration_hooks_go_through_pluggy_and_name_the_failing_plugin(tmp_path):
+    plugin_dir = tmp_path / "plugins"
+    plugin_dir.mkdir()
+    (plugin_dir / "late.py").write_text(
+        "from livecam import hookimpl\n"
+        "from livecam.transport import Transport\n"
+        "class T(Transport):\n    pass\n"
+        "@hookimpl(tryfirst=True)\n"
+        "def livecam_register_transports(register):\n    register('late', T)\n"
+    )
+    plugins = Plugins([plugin_dir])
+    assert plugins.transports.owners["late"] == "site:late"
+    assert "transport late" in plugins.info["site:late"].registers
+    (plugin_dir / "late.py").write_text(
+        "from livecam import hookimpl\n"
+        "@hookimpl\n"
+        "def livecam_register_transports(register):\n    raise KeyError('oops')\n"
+    )
+    with pytest.raises(PluginError, match=r"plugin site:late: livecam_register_transports failed"):
+        Plugins([plugin_dir])
+
+
 def test_missing_plugin_dir_is_not_an_error(tmp_path):
     plugins = Plugins([tmp_path / "absent"])
     assert "ffmpeg" in plugins.cameras.names()
