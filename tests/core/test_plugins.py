@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -249,6 +251,25 @@ def test_every_hook_has_a_contract_and_is_documented():
         doc = inspect.getdoc(getattr(hookspecs, name))
         assert doc and len(doc) > 80, f"{name} has no contract docstring"
         assert re.search(rf"^#+ `{name}", docs, re.M), f"{name} is not documented in plugins.md"
+        assert doc in docs, f"{name}: plugins.md says something else than its docstring"
+    groups = hookspecs.REGISTRATION_HOOKS | hookspecs.POLICY_HOOKS | hookspecs.EVENT_HOOKS
+    assert groups == set(hookspecs.spec_names()), "every hook is in exactly one group"
+
+
+def test_the_hook_reference_is_what_the_script_writes(tmp_path):
+    script = REPO / "scripts" / "hook_reference.py"
+    check = subprocess.run(
+        [sys.executable, str(script), "--check"], capture_output=True, text=True, timeout=60
+    )
+    assert check.returncode == 0, check.stderr
+    spec = importlib.util.spec_from_file_location("hook_reference", script)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    docs = (REPO / "docs" / "plugins.md").read_text()
+    assert module.rewritten(docs) == docs
+    drifted = docs.replace("Register camera backends.", "Register cameras.")
+    assert drifted != docs and module.rewritten(drifted) == docs, "a hand edit is undone"
 
 
 def test_plugin_error_is_a_config_error():
@@ -260,7 +281,9 @@ def test_a_third_party_plugin_is_ten_lines_plus_an_entry_point():
     # The built-ins are registered only through entry points, like any third party.
     out = subprocess.run(
         ["grep", "-A8", r"\[project.entry-points.livecam\]", str(REPO / "pyproject.toml")],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     for name in ("ffmpeg", "nfs"):
         assert f'{name} = "livecam_plugins.{name}"' in out

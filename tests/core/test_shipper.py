@@ -216,3 +216,18 @@ def test_other_content_on_the_nas_sets_one_segment_aside_and_the_rest_ships(setu
     assert not any(s.path.exists() for s in segs)
     assert shipper.state.last_error is not None
     assert "already exists with other content" in shipper.state.last_error.message
+
+
+def test_the_lag_of_a_segment_published_early_is_zero_not_negative(setup):
+    cfg, plugins, _ = setup
+    # A segment whose start lies ahead of the shipper's clock (the camera's clock
+    # stepped, or the segment closed before its nominal length).
+    start = datetime.fromtimestamp(time.time() + 3600, UTC)
+    path = cfg.buffer.path / "cam0" / segment_name("cam0", start, 1)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(os.urandom(1000))
+    shipper = Shipper(cfg, plugins)
+    assert shipper.publish_next() is True
+    assert shipper.state.last_success is not None
+    assert shipper.state.last_success.segment == path.name
+    assert shipper.state.last_success.lag == 0.0
