@@ -134,9 +134,10 @@ class Plugins:
             # pluggy calls the last-loaded plugin first; a name registered twice is
             # blamed on the plugin loaded later, so record in load order.
             order = list(self.info)
-            for owner, name, cls in sorted(calls, key=lambda c: order.index(c[0])):
+            for owner, name, cls in sorted(calls, key=lambda c: _index(order, c[0])):
                 registry.add(owner, name, cls)
-                self.info[owner].registers.append(f"{registry.kind} {name}")
+                if owner in self.info:  # "?" for a call from an old-style hookwrapper
+                    self.info[owner].registers.append(f"{registry.kind} {name}")
 
     # --- policy hooks ----------------------------------------------------------------
 
@@ -172,6 +173,10 @@ class Plugins:
 
     def camera_failed(self, *, camera: str, error: Exception, restarts: int) -> None:
         self.pm.hook.livecam_camera_failed(camera=camera, error=error, restarts=restarts)
+
+
+def _index(order: list[str], name: str) -> int:
+    return order.index(name) if name in order else len(order)
 
 
 def load_file(file: Path, name: str) -> ModuleType:

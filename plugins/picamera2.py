@@ -215,9 +215,9 @@ class Picamera2Camera(CameraBackend):
         encoder.preset = opts["preset"]
         current = self._new_file(pc, sink, clock)
         splitter = pc.SplittableOutput(current)
-        check_split_api(splitter)
         started = False
         try:
+            check_split_api(splitter)  # before recording: never fail only at a stop
             cam.start_encoder(encoder, splitter, name="main")
             started = True
             cam.start()
