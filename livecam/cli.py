@@ -74,6 +74,19 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one livecam command; returns the process exit code."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below
+        return code
+    except BrokenPipeError:
+        # The reader went away (`livecam status | head`): no traceback. Point stdout
+        # at /dev/null so the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _main(argv: list[str] | None) -> int:
     # A stop that comes while we are still starting is a clean stop: nothing runs yet.
     # Each role installs its own handler once it has something to finish.
     signal.signal(signal.SIGTERM, _stop_before_start)
@@ -105,13 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     config_args = ["--demo"] if demo else ["-c", str(Path(cfg.source).resolve())]
     if getattr(args, "verbose", False):
         config_args.append("-v")
-    try:
-        return COMMANDS[args.command](args, cfg, plugins, config_args)
-    except BrokenPipeError:
-        # The reader went away (`livecam status | head`): no traceback. Point stdout
-        # at /dev/null so the interpreter's final flush does not fail again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+    return COMMANDS[args.command](args, cfg, plugins, config_args)
 
 
 def _named(explicit: str | None, path: Path) -> bool:
@@ -162,7 +169,6 @@ def cmd_status(
         print(json.dumps(data, indent=2, default=str))
     else:
         print(statusmod.render(data))
-    sys.stdout.flush()  # a closed pipe shows here, inside main's handler
     return 0
 
 

@@ -42,22 +42,30 @@ def test_plugins_lists_what_is_installed_without_a_config_file(tmp_path, run_liv
     assert result.returncode == 2 and "config file not found" in result.stderr
 
 
-def test_status_into_a_closed_pipe_ends_without_a_traceback(tmp_path):
+@pytest.mark.parametrize("command", [["status", "--json"], ["status"], ["plugins"]])
+def test_output_into_a_closed_pipe_ends_without_a_traceback(tmp_path, command):
     cfg = small_config(tmp_path)
+    args = ["-c", str(cfg)] if command[0] == "status" else []  # plugins: no config at all
     read_end, write_end = os.pipe()
     os.close(read_end)  # the reader is gone before livecam writes: as `| head -c 10` can be
     try:
         result = subprocess.run(
-            livecam_cmd("-c", str(cfg), "status", "--json"),
+            livecam_cmd(*args, *command),
             stdout=write_end,
             stderr=subprocess.PIPE,
             text=True,
             timeout=60,
+            cwd=tmp_path,
         )
     finally:
         os.close(write_end)
     assert result.returncode == 1, "the write failed on the closed pipe"
     assert "Traceback" not in result.stderr and "BrokenPipeError" not in result.stderr
+    assert result.stderr == "", result.stderr
+
+
+def test_status_piped_into_head_ends_without_a_traceback(tmp_path):
+    cfg = small_config(tmp_path)
     # And through a real shell pipeline: head gets its 10 bytes, no traceback on stderr.
     shell = subprocess.run(
         f"{livecam_cmd()[0]} -c {cfg} status --json | head -c 10",
