@@ -4,7 +4,7 @@
     bench/core.py boundary  [--segments 120]        frames in vs frames out across boundaries
     bench/core.py diskwrites [--seconds 60]         bytes written to the "SD card" per byte recorded
     bench/core.py cpu       [--seconds 180]         livecam CPU and RSS per camera-hour at 720p30
-    bench/core.py all --report docs/benchmarks.md
+    bench/core.py all --report /tmp/core.md     (then copy into docs/benchmarks.md)
 
 Run as root (the disk-write benchmark mounts an ext4 image on a loop device as the
 node's SD card, so its block-layer write counter sees only livecam's writes).
@@ -25,9 +25,10 @@ from pathlib import Path
 
 import yaml
 
-from livecam.process import command_lines
-
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from tests.conftest import command_lines  # noqa: E402 - the tests' helper, from the repo
+
 LIVECAM = [sys.executable, "-m", "livecam"]
 
 
@@ -56,9 +57,18 @@ def bench_boundary(args: argparse.Namespace) -> dict:
     open_dir = work / ".open"
     open_dir.mkdir()
     source = f"testsrc2=size=320x240:rate={fps}:duration={frames_in / fps:g}"
-    opts = check_options("bench", {"input": f"-f lavfi -i {source}", "size": [320, 240],
-                                   "fps": fps, "realtime": False, "preset": "ultrafast",
-                                   "bitrate": "1M"}, FfmpegCamera.options)  # fmt: skip
+    opts = check_options(
+        "bench",
+        {
+            "input": f"-f lavfi -i {source}",
+            "size": [320, 240],
+            "fps": fps,
+            "realtime": False,
+            "preset": "ultrafast",
+            "bitrate": "1M",
+        },
+        FfmpegCamera.options,
+    )
     closed: list[Path] = []
 
     class Sink:
@@ -108,14 +118,23 @@ class Node:
             ["mount", "-t", "tmpfs", "-o", "size=4G", "tmpfs", str(self.nas)], check=True
         )
         self.config = root / "livecam.yaml"
-        self.config.write_text(yaml.safe_dump({
-            "node": "bench", "site": "bench", "segment_seconds": segment_seconds,
-            "cameras": cameras,
-            "buffer": {"path": f"/dev/shm/livecam-bench-{os.getpid()}", "max_bytes": "200M"},
-            "spool": {"path": str(spool), "max_bytes": "10G", "min_free_bytes": 0},
-            "transport": {"plugin": "nfs", "path": str(self.nas), "fstypes": ["tmpfs"]},
-            "plugin_dirs": [],
-        }))  # fmt: skip
+        self.config.write_text(
+            yaml.safe_dump(
+                {
+                    "node": "bench",
+                    "site": "bench",
+                    "segment_seconds": segment_seconds,
+                    "cameras": cameras,
+                    "buffer": {
+                        "path": f"/dev/shm/livecam-bench-{os.getpid()}",
+                        "max_bytes": "200M",
+                    },
+                    "spool": {"path": str(spool), "max_bytes": "10G", "min_free_bytes": 0},
+                    "transport": {"plugin": "nfs", "path": str(self.nas), "fstypes": ["tmpfs"]},
+                    "plugin_dirs": [],
+                }
+            )
+        )
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -173,8 +192,10 @@ class LoopDisk:
 
 
 def small_cameras(n: int = 2) -> dict:
-    return {f"cam{i}": {"size": [640, 360], "fps": 30, "bitrate": "2M", "preset": "ultrafast"}
-            for i in range(n)}  # fmt: skip
+    return {
+        f"cam{i}": {"size": [640, 360], "fps": 30, "bitrate": "2M", "preset": "ultrafast"}
+        for i in range(n)
+    }
 
 
 def bench_diskwrites(args: argparse.Namespace) -> dict:
@@ -189,8 +210,11 @@ def bench_diskwrites(args: argparse.Namespace) -> dict:
         w0, r0 = disk.written(), node.recorded_bytes()
         time.sleep(args.seconds)
         w1, r1 = disk.written(), node.recorded_bytes()
-        results["healthy"] = {"recorded_bytes": r1 - r0, "sd_bytes_written": w1 - w0,
-                              "ratio": round((w1 - w0) / max(1, r1 - r0), 4)}  # fmt: skip
+        results["healthy"] = {
+            "recorded_bytes": r1 - r0,
+            "sd_bytes_written": w1 - w0,
+            "ratio": round((w1 - w0) / max(1, r1 - r0), 4),
+        }
         # The outage: the share unmounts, so every segment spills to the SD card.
         subprocess.run(["umount", "-l", str(node.nas)], check=True)
         spool = disk.mnt / "spool"
@@ -199,8 +223,11 @@ def bench_diskwrites(args: argparse.Namespace) -> dict:
         time.sleep(args.seconds)
         w1 = disk.written()
         s1 = sum(p.stat().st_size for p in spool.rglob("*.mp4"))
-        results["outage"] = {"spilled_bytes": s1 - s0, "sd_bytes_written": w1 - w0,
-                             "ratio": round((w1 - w0) / max(1, s1 - s0), 3)}  # fmt: skip
+        results["outage"] = {
+            "spilled_bytes": s1 - s0,
+            "sd_bytes_written": w1 - w0,
+            "ratio": round((w1 - w0) / max(1, s1 - s0), 3),
+        }
         node.stop()
     finally:
         node.close()
@@ -218,16 +245,19 @@ def proc_stats(pid: int) -> tuple[float, int] | None:
         return None
     tick = os.sysconf("SC_CLK_TCK")
     cpu = sum(int(x) for x in stat[11:15]) / tick  # utime stime cutime cstime
-    hwm = next(int(line.split()[1]) * 1024 for line in status.splitlines()
-               if line.startswith("VmHWM"))  # fmt: skip
+    hwm = next(
+        int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmHWM")
+    )
     return cpu, hwm
 
 
 def bench_cpu(args: argparse.Namespace) -> dict:
     """The reference load: 2 cameras, 720p30, 5 Mbit/s, 30 s segments."""
     root = Path(tempfile.mkdtemp(prefix="livecam-bench-"))
-    cams = {f"cam{i}": {"size": [1280, 720], "fps": 30, "bitrate": "5M", "preset": "ultrafast"}
-            for i in range(2)}  # fmt: skip
+    cams = {
+        f"cam{i}": {"size": [1280, 720], "fps": 30, "bitrate": "5M", "preset": "ultrafast"}
+        for i in range(2)
+    }
     node = Node(root, root / "spool", cams, segment_seconds=args.segment_seconds)
     samples: dict[int, tuple[str, float, int]] = {}
     try:
@@ -262,8 +292,11 @@ def bench_cpu(args: argparse.Namespace) -> dict:
 
 
 def markdown(results: dict) -> str:
-    lines = [f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores, "
-             f"`python bench/core.py all`.", ""]  # fmt: skip
+    lines = [
+        f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores, "
+        f"`python bench/core.py all`.",
+        "",
+    ]
     for name, figures in results.items():
         lines += [f"### {name}", "", "| figure | value |", "|---|---|"]
         flat = {}

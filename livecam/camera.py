@@ -8,7 +8,9 @@ started again with backoff.
 
 The backend writes each segment into ``sink.open_dir`` (a RAM directory that is
 never shipped) and calls ``sink.close(path, duration=...)`` when the file is
-complete; the sink names it and renames it atomically into the ready directory.
+complete; the sink checks it (``check_segment``), names it and renames it
+atomically into the ready directory. Files a crash left in ``open_dir`` belong to
+the backend that wrote them: its ``salvage`` says what of each still plays.
 Segments must be gapless (no frame lost or repeated at a boundary), each must
 play on its own from t=0, and close within one keyframe interval of
 ``segment_seconds``.
@@ -17,6 +19,7 @@ play on its own from t=0, and close within one keyframe interval of
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -26,6 +29,18 @@ from livecam.segment import Segment
 
 class CameraError(Exception):
     """The camera failed: absent, busy, died, or produced unusable output."""
+
+
+class BadSegment(CameraError):
+    """The camera handed over a file that is not a usable segment."""
+
+
+@dataclass(frozen=True)
+class Salvaged:
+    """What plays of an unfinished file: ``frames`` frames, ``seconds`` long."""
+
+    frames: int
+    seconds: float
 
 
 class SegmentSink(Protocol):
@@ -63,6 +78,31 @@ class CameraBackend:
     @classmethod
     def check(cls, opts: Mapping[str, Any], key: str) -> None:
         """Validate option values together; raise ConfigError naming ``key`` + option."""
+
+    @classmethod
+    def check_segment(cls, path: Path) -> None:
+        """Raise BadSegment unless ``path``, which ``record`` closed, is a usable segment.
+
+        The default checks that it is an MP4 file (segments are ``.mp4``) by its
+        first box; a backend that can check more cheaply or more surely overrides it.
+        """
+        try:
+            with open(path, "rb") as f:
+                head = f.read(12)
+        except FileNotFoundError:
+            raise BadSegment("the camera reported a segment file that does not exist") from None
+        if len(head) < 12 or head[4:8] not in (b"ftyp", b"moov", b"mdat", b"free"):
+            raise BadSegment(f"not an MP4 file ({len(head)} bytes read)")
+
+    @classmethod
+    def salvage(cls, path: Path) -> Salvaged | None:
+        """What plays of ``path``, an unfinished file this backend left in ``open_dir``
+        when the camera or the recorder crashed; None if nothing does.
+
+        The recorder makes a playable file a segment and removes the others. The
+        default keeps nothing: a file without its index does not play.
+        """
+        return None
 
     def record(self, sink: SegmentSink) -> None:
         """Record until ``stop()`` is called (return) or the camera fails (raise CameraError).

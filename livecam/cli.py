@@ -1,11 +1,11 @@
-"""The ``livecam`` command line.
+"""The livecam command line: record cameras, ship their segments, show status.
 
     livecam [-c FILE | --demo] run | record CAMERA | ship | status [--json]
                                | check-config | plugins
-    livecam nas index | nas audit | export ...   (on the NAS: see livecam/nas/cli.py)
 
 A bad config, a broken plugin or a bad argument gives one clear line on stderr
-and exit code 2; nothing starts.
+and exit code 2; nothing starts. ``plugins`` also works without a config file:
+it then lists what is installed.
 """
 
 from __future__ import annotations
@@ -13,19 +13,28 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
 
-from livecam import __version__
+from livecam import __version__, build
 from livecam import config as configmod
 from livecam import status as statusmod
+from livecam.config import Config
 from livecam.nas import cli as nascli
 from livecam.options import ConfigError
+from livecam.plugins import Plugins
+from livecam.recorder import Recorder
+from livecam.shipper import Shipper
+from livecam.supervisor import Supervisor, role_argv
 
 log = logging.getLogger("livecam")
+
+DESCRIPTION = "livecam: record cameras, ship their segments, show status."
 
 
 def _common() -> argparse.ArgumentParser:
@@ -46,14 +55,12 @@ def _common() -> argparse.ArgumentParser:
     p.add_argument(
         "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging"
     )
-    return p  # fmt: skip
+    return p
 
 
 def parser() -> argparse.ArgumentParser:
     common = _common()
-    p = argparse.ArgumentParser(
-        prog="livecam", parents=[common], description=__doc__.split("\n")[0]
-    )
+    p = argparse.ArgumentParser(prog="livecam", parents=[common], description=DESCRIPTION)
     p.add_argument("--version", action="version", version=f"livecam {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("run", parents=[common], help="record every camera and ship, supervised")
@@ -68,6 +75,19 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one livecam command; returns the process exit code."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below
+        return code
+    except BrokenPipeError:
+        # The reader went away (`livecam status | head`): no traceback. Point stdout
+        # at /dev/null so the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _main(argv: list[str] | None) -> int:
     # A stop that comes while we are still starting is a clean stop: nothing runs yet.
     # Each role installs its own handler once it has something to finish.
     signal.signal(signal.SIGTERM, _stop_before_start)
@@ -85,11 +105,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if demo and config_file:
             raise ConfigError("--demo and -c/--config exclude each other")
+        path = configmod.find(config_file)
+        if args.command == "plugins" and not demo and not _named(config_file, path):
+            # No config anywhere: list what is installed (and in the default plugin dir).
+            return cmd_plugins(Plugins(configmod.default_plugin_dirs()))
         if demo:
             raw = yaml.safe_load(configmod.DEMO_PATH.read_text())
             cfg, plugins = configmod.parse(raw, source="built-in demo")
         else:
-            cfg, plugins = configmod.load(configmod.find(config_file))
+            cfg, plugins = configmod.load(path)
     except ConfigError as exc:
         print(f"livecam: error: {exc}", file=sys.stderr)
         return 2
@@ -101,23 +125,36 @@ def main(argv: list[str] | None = None) -> int:
     return COMMANDS[args.command](args, cfg, plugins, config_args)
 
 
+def _named(explicit: str | None, path: Path) -> bool:
+    """True if the user named a config file (``-c``, ``$LIVECAM_CONFIG``) or one exists."""
+    return bool(explicit) or bool(os.environ.get("LIVECAM_CONFIG")) or path.exists()
+
+
 def _stop_before_start(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
-def cmd_check_config(args, cfg, plugins, config_args) -> int:
-    tcls = plugins.transports.get(cfg.transport_plugin, "transport.plugin")
-    transport = tcls(cfg.transport, timeout=cfg.transport_timeout)
+Command = Callable[[argparse.Namespace, Config, Plugins, list[str]], int]
+
+
+def cmd_check_config(
+    args: argparse.Namespace, cfg: Config, plugins: Plugins, config_args: list[str]
+) -> int:
+    transport = build.transport(cfg, plugins)
+    try:
+        where = transport.describe()
+    finally:
+        transport.close()
     cams = ", ".join(f"{n} ({c.backend})" for n, c in cfg.cameras.items())
     print(f"{cfg.source}: OK")
     print(f"  node {cfg.node}, site {cfg.site}, {cfg.segment_seconds:g}s segments")
     print(f"  cameras: {cams}")
     print(f"  buffer {cfg.buffer.path}, spool {cfg.spool.path}, spill after {cfg.spill_after:g}s")
-    print(f"  transport: {transport.describe()}")
+    print(f"  transport: {where}")
     return 0
 
 
-def cmd_plugins(args, cfg, plugins, config_args) -> int:
+def cmd_plugins(plugins: Plugins) -> int:
     for info in plugins.info.values():
         print(f"{info.name}  ({info.source})")
         for item in info.registers:
@@ -128,7 +165,9 @@ def cmd_plugins(args, cfg, plugins, config_args) -> int:
     return 0
 
 
-def cmd_status(args, cfg, plugins, config_args) -> int:
+def cmd_status(
+    args: argparse.Namespace, cfg: Config, plugins: Plugins, config_args: list[str]
+) -> int:
     data = statusmod.gather(cfg, plugins)
     if args.json:
         print(json.dumps(data, indent=2, default=str))
@@ -137,26 +176,26 @@ def cmd_status(args, cfg, plugins, config_args) -> int:
     return 0
 
 
-def cmd_record(args, cfg, plugins, config_args) -> int:
-    from livecam.recorder import Recorder
-
+def cmd_record(
+    args: argparse.Namespace, cfg: Config, plugins: Plugins, config_args: list[str]
+) -> int:
     if args.camera not in cfg.cameras:
         known = ", ".join(cfg.cameras)
-        print(f"livecam: error: no camera {args.camera!r} in {cfg.source} (cameras: {known})",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"livecam: error: no camera {args.camera!r} in {cfg.source} (cameras: {known})",
+            file=sys.stderr,
+        )
         return 2
     return Recorder(cfg, plugins, args.camera).run()
 
 
-def cmd_ship(args, cfg, plugins, config_args) -> int:
-    from livecam.shipper import Shipper
-
+def cmd_ship(
+    args: argparse.Namespace, cfg: Config, plugins: Plugins, config_args: list[str]
+) -> int:
     return Shipper(cfg, plugins).run()
 
 
-def cmd_run(args, cfg, plugins, config_args) -> int:
-    from livecam.supervisor import Supervisor, role_argv
-
+def cmd_run(args: argparse.Namespace, cfg: Config, plugins: Plugins, config_args: list[str]) -> int:
     roles = {f"recorder {cam}": ["record", cam] for cam in cfg.cameras}
     roles["shipper"] = ["ship"]
     children = {name: role_argv(role, config_args) for name, role in roles.items()}
@@ -164,11 +203,11 @@ def cmd_run(args, cfg, plugins, config_args) -> int:
     return Supervisor(children, stop_last=("shipper",)).run()
 
 
-COMMANDS = {
+COMMANDS: dict[str, Command] = {
     "run": cmd_run,
     "record": cmd_record,
     "ship": cmd_ship,
     "status": cmd_status,
     "check-config": cmd_check_config,
-    "plugins": cmd_plugins,
+    "plugins": lambda args, cfg, plugins, config_args: cmd_plugins(plugins),
 }

@@ -46,7 +46,7 @@ def _remote_template(value: Any, key: str) -> str:
 
 
 def _fraction(value: Any, key: str) -> float:
-    return o.number(0.05, 1.0)(value, key)
+    return float(o.number(0.05, 1.0)(value, key))
 
 
 TOP = {
@@ -127,6 +127,11 @@ class Config:
     plugin_dirs: list[Path]
     log_level: str
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
+
+
+def default_plugin_dirs() -> list[Path]:
+    """Where site plugins are looked for when the config does not say."""
+    return [Path(d) for d in TOP["plugin_dirs"].default]
 
 
 def find(explicit: str | None) -> Path:

@@ -13,13 +13,11 @@ and never stops recording or shipping.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-if TYPE_CHECKING:
-    from livecam.segment import Segment
-    from livecam.tiers import Tier
+from livecam.segment import Segment
+from livecam.tiers import Tier
 
 hookspec = pluggy.HookspecMarker("livecam")
 
@@ -151,9 +149,32 @@ def livecam_camera_failed(camera: str, error: Exception, restarts: int) -> None:
     """
 
 
+REGISTRATION_HOOKS = frozenset(
+    {"livecam_register_cameras", "livecam_register_transports", "livecam_register_tiers"}
+)
+POLICY_HOOKS = frozenset({"livecam_choose_evictions", "livecam_remote_path"})
+EVENT_HOOKS = frozenset(
+    {
+        "livecam_segment_closed",
+        "livecam_segment_spilled",
+        "livecam_segment_evicted",
+        "livecam_segment_published",
+        "livecam_publish_failed",
+        "livecam_camera_failed",
+    }
+)
+
+
 def spec_names() -> list[str]:
-    """Names of every hook in this module (used by the docs test and `plugins`)."""
-    return sorted(n for n in globals() if n.startswith("livecam_"))
+    """Names of every hook in this module, in the order they are defined."""
+    return [n for n in globals() if n.startswith("livecam_")]
 
 
-__all__: list[Any] = ["Register", "hookspec", "spec_names"]
+__all__ = [
+    "EVENT_HOOKS",
+    "POLICY_HOOKS",
+    "REGISTRATION_HOOKS",
+    "Register",
+    "hookspec",
+    "spec_names",
+]

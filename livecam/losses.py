@@ -35,6 +35,7 @@ import logging
 import os
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,21 @@ def _link_unique(tmp: Path, folder: Path, start: datetime, seq: int) -> Path:
             continue
         return dest
     raise FileExistsError(f"no free loss record name in {folder}")
+
+
+@dataclass(frozen=True)
+class LossWriter:
+    """``record_loss`` bound to one node's spool, site and node name."""
+
+    spool: Path
+    site: str = ""
+    node: str = ""
+
+    def record(
+        self, kind: str, camera: str, sequences: Iterable[int], reason: str, **detail: Any
+    ) -> Path | None:
+        return record_loss(self.spool, kind, camera, sequences, reason, site=self.site,
+                           node=self.node, **detail)  # fmt: skip
 
 
 # --- restarts: which reserved sequence numbers the last run never closed ------------------

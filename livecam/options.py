@@ -161,7 +161,7 @@ def choice(*choices: str) -> Convert:
     def convert(value: Any, key: str) -> str:
         if value not in choices:
             raise ConfigError(f"{key}: must be one of {', '.join(choices)}, got {value!r}")
-        return value
+        return str(value)
 
     return convert
 

@@ -3,7 +3,9 @@
 Plugins come from the entry-point group ``livecam`` (the built-ins included, so
 they load exactly like a third-party plugin) and from ``.py`` files in the
 config's ``plugin_dirs``. Core code calls hooks through the small typed methods
-of ``Plugins``, never through ``pm.hook`` directly.
+of ``Plugins``, never through ``pm.hook`` directly; those methods call
+``pm.hook``, so pluggy orders implementations and runs wrappers as it documents,
+and ``livecam.hookguard`` keeps one plugin's failure from reaching the others.
 """
 
 from __future__ import annotations
@@ -18,18 +20,20 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 import pluggy
 
-from livecam import hookspecs
-from livecam.options import ConfigError
+from livecam import core_plugin, hookguard, hookspecs
+from livecam.camera import CameraBackend
+from livecam.registry import PluginError, Registry
+from livecam.segment import Segment
+from livecam.tiers import Tier
+from livecam.transport import Transport
+
+__all__ = ["PluginError", "PluginInfo", "Plugins", "Registry", "load_file"]
 
 log = logging.getLogger("livecam.plugins")
-
-
-class PluginError(ConfigError):
-    """A plugin could not be loaded or registered something invalid."""
 
 
 @dataclass
@@ -42,51 +46,27 @@ class PluginInfo:
     hooks: list[str] = field(default_factory=list)
 
 
-class Registry:
-    """name -> class, remembering which plugin registered each name."""
+class _Manager(pluggy.PluginManager):
+    """pluggy's manager, isolating each implementation as its plugin registers."""
 
-    def __init__(self, kind: str, base: type):
-        self.kind = kind
-        self.base = base
-        self.classes: dict[str, type] = {}
-        self.owners: dict[str, str] = {}
-
-    def add(self, owner: str, name: str, cls: Any) -> None:
-        if not isinstance(name, str) or not name:
-            raise PluginError(f"plugin {owner}: {self.kind} name must be a non-empty string")
-        if not (isinstance(cls, type) and issubclass(cls, self.base)):
-            raise PluginError(
-                f"plugin {owner}: {self.kind} {name!r} must be a subclass of "
-                f"{self.base.__module__}.{self.base.__name__}"
-            )
-        if name in self.classes:
-            raise PluginError(
-                f"plugin {owner}: {self.kind} {name!r} is already registered by {self.owners[name]}"
-            )
-        self.classes[name] = cls
-        self.owners[name] = owner
-
-    def get(self, name: str, key: str) -> type:
-        try:
-            return self.classes[name]
-        except KeyError:
-            known = ", ".join(sorted(self.classes)) or "none"
-            raise ConfigError(f"{key}: unknown {self.kind} {name!r} (known: {known})") from None
-
-    def names(self) -> list[str]:
-        return sorted(self.classes)
+    def register(self, plugin: object, name: str | None = None) -> str | None:
+        plugin_name = super().register(plugin, name)
+        for caller in self.get_hookcallers(plugin) or []:
+            for impl in caller.get_hookimpls():
+                if impl.plugin is not plugin:
+                    continue
+                if caller.name in hookspecs.EVENT_HOOKS:
+                    hookguard.isolate_event(impl, caller.name)
+                elif caller.name in hookspecs.REGISTRATION_HOOKS:
+                    hookguard.isolate_registration(impl, caller.name)
+        return plugin_name
 
 
 class Plugins:
     """Loaded plugins, their registries, and typed wrappers around every hook."""
 
     def __init__(self, plugin_dirs: Iterable[Path] = (), *, entry_points: bool = True):
-        from livecam import core_plugin
-        from livecam.camera import CameraBackend
-        from livecam.tiers import Tier
-        from livecam.transport import Transport
-
-        self.pm = pluggy.PluginManager("livecam")
+        self.pm = _Manager("livecam")
         self.pm.add_hookspecs(hookspecs)
         self.info: dict[str, PluginInfo] = {}
         self.cameras = Registry("camera backend", CameraBackend)
@@ -140,66 +120,63 @@ class Plugins:
             self._register(load_file(file, name), name, str(file))
 
     def _collect_registrations(self) -> None:
-        for spec, registry in (
-            ("livecam_register_cameras", self.cameras),
-            ("livecam_register_transports", self.transports),
-            ("livecam_register_tiers", self.tiers),
+        for hook, registry in (
+            (self.pm.hook.livecam_register_cameras, self.cameras),
+            (self.pm.hook.livecam_register_transports, self.transports),
+            (self.pm.hook.livecam_register_tiers, self.tiers),
         ):
-            caller = getattr(self.pm.hook, spec)
-            for impl in caller.get_hookimpls():
-                owner = self.pm.get_name(impl.plugin) or "?"
+            calls: list[tuple[str, object, object]] = []
 
-                def register(name: str, cls: type, _owner: str = owner, _r: Registry = registry):
-                    _r.add(_owner, name, cls)
-                    self.info[_owner].registers.append(f"{_r.kind} {name}")
+            def register(name: str, cls: type, _calls: list[Any] = calls) -> None:
+                _calls.append((hookguard.current_owner.get(), name, cls))
 
-                try:
-                    impl.function(register=register)
-                except PluginError:
-                    raise
-                except Exception as exc:
-                    raise PluginError(
-                        f"plugin {owner}: {spec} failed: {type(exc).__name__}: {exc}"
-                    ) from None
+            hook(register=register)
+            # pluggy calls the last-loaded plugin first; a name registered twice is
+            # blamed on the plugin loaded later, so record in load order.
+            order = list(self.info)
+            for owner, name, cls in sorted(calls, key=lambda c: _index(order, c[0])):
+                registry.add(owner, name, cls)
+                if owner in self.info:  # "?" for a call from an old-style hookwrapper
+                    self.info[owner].registers.append(f"{registry.kind} {name}")
 
     # --- policy hooks ----------------------------------------------------------------
 
-    def choose_evictions(self, *, tier: Any, segments: list, bytes_needed: int) -> list | None:
-        return self.pm.hook.livecam_choose_evictions(
+    def choose_evictions(
+        self, *, tier: Tier, segments: list[Segment], bytes_needed: int
+    ) -> list[Segment] | None:
+        chosen = self.pm.hook.livecam_choose_evictions(
             tier=tier, segments=segments, bytes_needed=bytes_needed
         )
+        return cast("list[Segment] | None", chosen)
 
-    def remote_path(self, *, segment: Any, node: str) -> str | None:
-        return self.pm.hook.livecam_remote_path(segment=segment, node=node)
+    def remote_path(self, *, segment: Segment, node: str) -> str | None:
+        return cast("str | None", self.pm.hook.livecam_remote_path(segment=segment, node=node))
 
     # --- event hooks: a failing plugin is logged and never stops the appliance ------
 
-    def _fire(self, spec: str, **kwargs: Any) -> None:
-        for impl in getattr(self.pm.hook, spec).get_hookimpls():
-            try:
-                impl.function(**{a: kwargs[a] for a in impl.argnames})
-            except Exception:
-                log.exception("plugin %s failed in %s", self.pm.get_name(impl.plugin), spec)
+    def segment_closed(self, *, segment: Segment) -> None:
+        self.pm.hook.livecam_segment_closed(segment=segment)
 
-    def segment_closed(self, *, segment: Any) -> None:
-        self._fire("livecam_segment_closed", segment=segment)
+    def segment_spilled(self, *, segment: Segment) -> None:
+        self.pm.hook.livecam_segment_spilled(segment=segment)
 
-    def segment_spilled(self, *, segment: Any) -> None:
-        self._fire("livecam_segment_spilled", segment=segment)
+    def segment_evicted(self, *, segment: Segment, tier: Tier, reason: str) -> None:
+        self.pm.hook.livecam_segment_evicted(segment=segment, tier=tier, reason=reason)
 
-    def segment_evicted(self, *, segment: Any, tier: Any, reason: str) -> None:
-        self._fire("livecam_segment_evicted", segment=segment, tier=tier, reason=reason)
-
-    def segment_published(self, *, segment: Any, remote: str, already_there: bool) -> None:
-        self._fire(
-            "livecam_segment_published", segment=segment, remote=remote, already_there=already_there
+    def segment_published(self, *, segment: Segment, remote: str, already_there: bool) -> None:
+        self.pm.hook.livecam_segment_published(
+            segment=segment, remote=remote, already_there=already_there
         )
 
-    def publish_failed(self, *, segment: Any, error: Exception, permanent: bool) -> None:
-        self._fire("livecam_publish_failed", segment=segment, error=error, permanent=permanent)
+    def publish_failed(self, *, segment: Segment, error: Exception, permanent: bool) -> None:
+        self.pm.hook.livecam_publish_failed(segment=segment, error=error, permanent=permanent)
 
     def camera_failed(self, *, camera: str, error: Exception, restarts: int) -> None:
-        self._fire("livecam_camera_failed", camera=camera, error=error, restarts=restarts)
+        self.pm.hook.livecam_camera_failed(camera=camera, error=error, restarts=restarts)
+
+
+def _index(order: list[str], name: str) -> int:
+    return order.index(name) if name in order else len(order)
 
 
 def load_file(file: Path, name: str) -> ModuleType:

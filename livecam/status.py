@@ -7,9 +7,10 @@ running process.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
-from livecam import tiers
+from livecam import build
 from livecam.config import Config
 from livecam.plugins import Plugins
 from livecam.state import pid_alive, read_json
@@ -18,11 +19,11 @@ from livecam.state import pid_alive, read_json
 def gather(config: Config, plugins: Plugins) -> dict[str, Any]:
     """Everything ``status`` shows, as plain data."""
     now = time.time()
-    buffer = tiers.build(config, plugins, "buffer")
-    spool = tiers.build(config, plugins, "spool")
+    buffer = build.tier(config, plugins, "buffer")
+    spool = build.tier(config, plugins, "spool")
     segments = {"buffer": buffer.segments(), "spool": spool.segments()}
 
-    by_role = {}
+    by_role: dict[str, dict[str, Any]] = {}
     for tier in (buffer, spool):
         segs = segments[tier.role]
         oldest = min((_mtime(s.path) for s in segs), default=None)
@@ -34,7 +35,7 @@ def gather(config: Config, plugins: Plugins) -> dict[str, Any]:
             "oldest_age": None if oldest is None else round(now - oldest, 1),
         }
 
-    cameras = {}
+    cameras: dict[str, dict[str, Any]] = {}
     for name in config.cameras:
         st = read_json(buffer.state_dir / f"recorder-{name}.json")
         mine = [s for t in segments.values() for s in t if s.camera == name]
@@ -73,14 +74,30 @@ def gather(config: Config, plugins: Plugins) -> dict[str, Any]:
         "lag": None if oldest_backlog is None else round(now - oldest_backlog, 1),
         "published": ship.get("published", 0),
         "spilled": ship.get("spilled", 0),
-        "last_success": ship.get("last_success"),
+        "last_success": _last_success(ship.get("last_success")),
         "last_error": ship.get("last_error"),
         "evictions": evictions.get("count", 0),
         "evicted_bytes": evictions.get("bytes", 0),
         "last_eviction": evictions.get("last"),
     }
-    return {"node": config.node, "site": config.site, "time": now, "cameras": cameras,
-            "tiers": by_role, "shipper": shipper}  # fmt: skip
+    return {
+        "node": config.node,
+        "site": config.site,
+        "time": now,
+        "cameras": cameras,
+        "tiers": by_role,
+        "shipper": shipper,
+    }
+
+
+def _last_success(value: object) -> dict[str, Any] | None:
+    """The shipper's last success; a lag written negative (by an older version) reads 0."""
+    if not isinstance(value, dict):
+        return None
+    success: dict[str, Any] = dict(value)
+    if isinstance(success.get("lag"), int | float) and success["lag"] < 0:
+        success["lag"] = 0.0
+    return success
 
 
 def render(status: dict[str, Any]) -> str:
@@ -91,8 +108,8 @@ def render(status: dict[str, Any]) -> str:
         line = f"  {name:<8} {cam['state']:<12} newest {cam['newest_segment'] or '-'}"
         if cam["last_closed_age"] is not None:
             line += f" ({cam['last_closed_age']:.0f}s ago)"
-        extras = [f"{k.replace('_', ' ')} {cam[k]}" for k in
-                  ("restarts", "dropped_frames", "bad_segments", "salvaged") if cam[k]]  # fmt: skip
+        counters = ("restarts", "dropped_frames", "bad_segments", "salvaged")
+        extras = [f"{k.replace('_', ' ')} {cam[k]}" for k in counters if cam[k]]
         if extras:
             line += "; " + ", ".join(extras)
         lines.append(line)
@@ -130,7 +147,7 @@ def render(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _human(n: int) -> str:
+def _human(n: float) -> str:
     for unit in ("B", "K", "M", "G"):
         if abs(n) < 1024 or unit == "G":
             return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
@@ -138,14 +155,14 @@ def _human(n: int) -> str:
     return str(n)
 
 
-def _mtime(path: Any) -> float:
+def _mtime(path: Path) -> float:
     try:
         return path.stat().st_mtime
     except FileNotFoundError:
         return time.time()
 
 
-def _size(path: Any) -> int:
+def _size(path: Path) -> int:
     try:
         return path.stat().st_size
     except FileNotFoundError:

@@ -90,7 +90,7 @@ class Supervisor:
 
     @staticmethod
     def _backoff(child: Child) -> float:
-        return min(BACKOFF_MAX, 0.5 * 2 ** (child.failures - 1))
+        return min(BACKOFF_MAX, 0.5 * 2.0 ** (child.failures - 1))
 
     def stop_all(self) -> None:
         """Stop every child; those named in ``stop_last`` after the others have exited."""

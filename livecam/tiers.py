@@ -13,13 +13,8 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from livecam.segment import Segment, fsync_dir
-
-if TYPE_CHECKING:
-    from livecam.config import Config
-    from livecam.plugins import Plugins
 
 log = logging.getLogger("livecam.tiers")
 
@@ -139,16 +134,3 @@ class Tier:
             for tmp in cam.glob(".*.part"):
                 log.info("removing partial copy %s left by a crash", tmp)
                 tmp.unlink(missing_ok=True)
-
-
-def build(config: Config, plugins: Plugins, role: str) -> Tier:
-    """The ``buffer`` or ``spool`` tier of ``config``, of the kind it names."""
-    tc = config.buffer if role == "buffer" else config.spool
-    cls = plugins.tiers.get(tc.kind, f"{role}.kind")
-    return cls(
-        role,
-        tc.path,
-        max_bytes=tc.max_bytes,
-        min_free_bytes=tc.min_free_bytes,
-        high_water=tc.high_water,
-    )

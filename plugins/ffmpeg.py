@@ -3,23 +3,29 @@
 One ffmpeg process per camera encodes one continuous H.264 stream and its segment
 muxer cuts it at forced keyframes, so no frame is lost or repeated at a boundary
 and each file starts at t=0. ffmpeg reports each finished file on stdout (the
-segment list), which is when the recorder makes it ready.
+segment list), which is when the recorder makes it ready. The files are
+fragmented MP4, so one cut off by a crash plays up to its last fragment:
+``salvage`` asks ffprobe how much.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import threading
 from collections import deque
+from pathlib import Path
 from typing import Any, ClassVar
 
 from livecam import hookimpl
 from livecam import options as o
-from livecam.camera import CameraBackend, CameraError, SegmentSink
+from livecam.camera import CameraBackend, CameraError, Salvaged, SegmentSink
+from livecam.hookspecs import Register
 from livecam.options import ConfigError, Option
 from livecam.process import dies_with_parent
 
@@ -68,6 +74,28 @@ class FfmpegCamera(CameraBackend):
     def check(cls, opts: Any, key: str) -> None:
         if opts["codec"] == "copy" and opts["input"] is None:
             raise ConfigError(f"{key}.codec: 'copy' needs an input that already is H.264")
+        if shutil.which(opts["ffmpeg"]) is None:
+            raise ConfigError(
+                f"{key}.ffmpeg: {opts['ffmpeg']!r} is not an executable on PATH "
+                "(install ffmpeg, e.g. apt install ffmpeg, or give its full path)"
+            )
+
+    @classmethod
+    def salvage(cls, path: Path) -> Salvaged | None:
+        """What plays of a fragmented MP4 cut off by a crash, by ffprobe's packet count."""
+        try:
+            out = subprocess.run(
+                ["ffprobe", "-v", "error", "-count_packets", "-select_streams", "v:0",
+                 "-show_entries", "stream=nb_read_packets:format=duration", "-of", "json",
+                 str(path)],
+                capture_output=True, text=True, timeout=30,
+            )  # fmt: skip
+            data = json.loads(out.stdout)
+            frames = int(data["streams"][0]["nb_read_packets"])
+            seconds = float(data["format"]["duration"])
+        except (OSError, subprocess.TimeoutExpired, ValueError, KeyError, IndexError):
+            return None  # it does not play (or ffprobe is missing or hangs)
+        return Salvaged(frames, seconds) if out.returncode == 0 and frames > 0 else None
 
     def argv(self, open_dir: str) -> list[str]:
         """The ffmpeg command line for this camera."""
@@ -203,5 +231,5 @@ def _is_live(argv: list[str]) -> bool:
 
 
 @hookimpl
-def livecam_register_cameras(register):
+def livecam_register_cameras(register: Register) -> None:
     register("ffmpeg", FfmpegCamera)

@@ -18,6 +18,10 @@ frames it did deliver are closed into a last segment.
 picamera2 and libcamera come from apt on Raspberry Pi OS, so they are imported
 only when a camera records; elsewhere the camera fails with "picamera2 not
 available".
+
+One private picamera2 detail is used, in one place: ``release_pending_split``.
+It is tested against picamera2 ``TESTED_PICAMERA2``; a picamera2 that changed it
+fails at the start of recording with a clear error, never silently.
 """
 
 from __future__ import annotations
@@ -34,9 +38,13 @@ from typing import Any, ClassVar
 from livecam import hookimpl
 from livecam import options as o
 from livecam.camera import CameraBackend, CameraError, SegmentSink
+from livecam.hookspecs import Register
 from livecam.options import ConfigError, Option
 
 log = logging.getLogger("livecam.picamera2")
+
+#: The picamera2 release the backend is tested with (tests/cameras, scripts/bootstrap).
+TESTED_PICAMERA2 = "0.3.38"
 
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium")
 EXPOSURE_MODES = {"normal": "Normal", "short": "Short", "long": "Long"}
@@ -209,6 +217,7 @@ class Picamera2Camera(CameraBackend):
         splitter = pc.SplittableOutput(current)
         started = False
         try:
+            check_split_api(splitter)  # before recording: never fail only at a stop
             cam.start_encoder(encoder, splitter, name="main")
             started = True
             cam.start()
@@ -236,7 +245,7 @@ class Picamera2Camera(CameraBackend):
                 # A split was waiting for a keyframe that never came. Release its thread
                 # only now (picamera2 offers no cancel): earlier, it would close the file
                 # that the encoder's flush was still writing to.
-                getattr(splitter, "_split_done", threading.Event()).set()
+                release_pending_split(splitter)
                 _quietly(pending.stop)
         # The flush may have reached the pending file if it began with a keyframe.
         for out in (current, pending):
@@ -338,6 +347,23 @@ class FrameClock:
 
 
 @functools.cache
+def check_split_api(splitter: Any) -> None:
+    """Raise CameraError unless ``splitter`` can be released by ``release_pending_split``."""
+    if not isinstance(getattr(splitter, "_split_done", None), threading.Event):
+        raise CameraError(
+            "picamera2's SplittableOutput has no _split_done Event any more: this picamera2 "
+            f"is not supported (livecam is tested with picamera2 {TESTED_PICAMERA2})"
+        )
+
+
+def release_pending_split(splitter: Any) -> None:
+    """Wake the thread blocked in ``splitter.split_output`` waiting for a keyframe that
+    will not come (the camera stopped). picamera2 offers no cancel, so this sets the
+    private Event that ``split_output`` waits on; the thread then closes the old file."""
+    check_split_api(splitter)
+    splitter._split_done.set()
+
+
 def _picamera2() -> SimpleNamespace:
     """Import picamera2 (lazily: only Raspberry Pi OS has it) and build the file output."""
     try:
@@ -396,7 +422,7 @@ def _can_force_keyframes() -> bool:
     import av
 
     try:
-        av.VideoFrame(16, 16, "yuv420p").pict_type = "I"
+        av.VideoFrame(16, 16, "yuv420p").pict_type = "I"  # type: ignore[assignment]  # the probe
     except (TypeError, ValueError):
         return False
     return True
@@ -404,7 +430,7 @@ def _can_force_keyframes() -> bool:
 
 def _causes(exc: BaseException) -> str:
     """An exception and its causes on one line: picamera2 wraps libcamera's reason."""
-    parts = []
+    parts: list[str] = []
     seen: BaseException | None = exc
     while seen is not None and len(parts) < 4:
         parts.append(str(seen) or type(seen).__name__)
@@ -420,5 +446,5 @@ def _quietly(fn: Any, *args: Any) -> None:
 
 
 @hookimpl
-def livecam_register_cameras(register):
+def livecam_register_cameras(register: Register) -> None:
     register("picamera2", Picamera2Camera)

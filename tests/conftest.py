@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,18 @@ def sha256(path: Path) -> str:
 def write_config(path: Path, data: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+def command_lines() -> Iterator[tuple[int, str]]:
+    """(pid, command line with spaces) of every process that can be read now."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            raw = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        yield int(entry), raw.replace(b"\0", b" ").decode(errors="replace")
 
 
 def livecam_cmd(*args: str) -> list[str]:

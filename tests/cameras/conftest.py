@@ -64,9 +64,10 @@ def _picamera2(tmp: Path) -> Contract:
     # binding (two cameras as on a Pi 5; the second one is used) and the kernel's DMA
     # heap are stood in for: livecam_fake_pi runs the livecam command with the latter.
     cameras = _fake.write_config(
-        tmp / "cameras.json", {"id": CAM_IMX708}, {"id": CAM_IMX219, "model": "imx219",
-        "modes": IMX219_MODES}
-    )  # fmt: skip
+        tmp / "cameras.json",
+        {"id": CAM_IMX708},
+        {"id": CAM_IMX219, "model": "imx219", "modes": IMX219_MODES},
+    )
     env = {"PYTHONPATH": str(FAKE_LIBCAMERA), _fake.CONFIG_ENV: str(cameras)}
     command = [sys.executable, str(FAKE_LIBCAMERA / "livecam_fake_pi.py")]
     return {"backend": "picamera2", "camera": CAM_IMX219}, env, command
@@ -116,9 +117,12 @@ def record(tmp: Path, backend: str, seconds: float = RECORD_SECONDS) -> Recordin
         pytest.fail(f"camera backend {backend!r} has no contract config: add to CONTRACT_CAMERAS")
     camera, env, command = CONTRACT_CAMERAS[backend](tmp)
     camera = {
-        "size": [WIDTH, HEIGHT], "fps": FPS, "bitrate": "200k",
-        "keyframe_seconds": f"{KEYFRAME_SECONDS}s", **camera,
-    }  # fmt: skip
+        "size": [WIDTH, HEIGHT],
+        "fps": FPS,
+        "bitrate": "200k",
+        "keyframe_seconds": f"{KEYFRAME_SECONDS}s",
+        **camera,
+    }
     config = write_config(
         tmp / "livecam.yaml",
         {
@@ -134,9 +138,11 @@ def record(tmp: Path, backend: str, seconds: float = RECORD_SECONDS) -> Recordin
     rec = Recording(backend, ready, ready / ".open", exit_code=-1, log="")
     proc = subprocess.Popen(
         [*command, "-c", str(config), "record", "cam0"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         env={**os.environ, **env},
-    )  # fmt: skip
+    )
     seen: set[str] = set()
     deadline = time.monotonic() + seconds
     try:

@@ -8,6 +8,7 @@ cameras each test describes in a config file (see ``libcamera._fake``).
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import subprocess
 import sys
@@ -185,12 +186,18 @@ def test_absent_and_busy_cameras_fail_clearly(tmp_path, cameras, camera, faults,
 def test_a_camera_held_by_another_process_is_busy(tmp_path, cameras):
     cameras()
     holder = subprocess.Popen(
-        [sys.executable, "-c", "from picamera2 import Picamera2\nfrom fake_dma_heap import "
-         "MemfdDmaAllocator\nPicamera2(0, allocator=MemfdDmaAllocator())\n"
-         "print('open', flush=True)\nimport sys\nsys.stdin.read()"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "from picamera2 import Picamera2\nfrom fake_dma_heap import "
+            "MemfdDmaAllocator\nPicamera2(0, allocator=MemfdDmaAllocator())\n"
+            "print('open', flush=True)\nimport sys\nsys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
         env={**os.environ, "PYTHONPATH": str(FAKE_LIBCAMERA)},
-    )  # fmt: skip
+    )
     try:
         assert holder.stdout.readline() == "open\n"
         with pytest.raises(CameraError, match=r"cannot open it: .*Device or resource busy"):
@@ -252,3 +259,52 @@ def test_bad_options_name_the_key(opts, message):
 
 def test_registered_as_a_builtin_plugin():
     assert Plugins().cameras.get("picamera2", "backend") is plugin.Picamera2Camera
+
+
+class _Output:
+    """The least an output needs for SplittableOutput.split_output."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    def _add_stream(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+def test_a_split_waiting_for_a_keyframe_is_released_by_picamera2s_own_event():
+    # The one private picamera2 detail the backend relies on, against the real
+    # SplittableOutput: if picamera2 changes it, this fails (and recording refuses
+    # to start, see below) instead of leaving a split thread blocked for ever.
+    from picamera2.outputs import SplittableOutput
+
+    old, new = _Output(), _Output()
+    splitter = SplittableOutput(old)
+    plugin.check_split_api(splitter)
+    returned = threading.Event()
+
+    def split() -> None:
+        splitter.split_output(new)  # waits for a keyframe that never comes
+        returned.set()
+
+    thread = threading.Thread(target=split, daemon=True)
+    thread.start()
+    assert not returned.wait(0.5), "split_output is waiting for a keyframe"
+    plugin.release_pending_split(splitter)
+    assert returned.wait(5), "released: split_output returned"
+    assert old.stopped, "and closed the old output, as after a real split"
+
+
+def test_a_picamera2_without_the_split_event_fails_loudly():
+    class Changed:
+        pass
+
+    with pytest.raises(CameraError, match=r"tested with picamera2 0\.3\.38"):
+        plugin.release_pending_split(Changed())
+    # The version these tests run is the one the docs and the error name.
+    assert importlib.metadata.version("picamera2") == plugin.TESTED_PICAMERA2

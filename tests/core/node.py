@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from livecam.losses import LOSS_CAMERA
-from livecam.process import command_lines
-from tests.conftest import livecam_cmd, sha256, write_config
+from tests.conftest import command_lines, livecam_cmd, sha256, write_config
 
 WITNESS = '''
 """Test site plugin: append every closed segment's name, size and digest to a log."""
@@ -55,7 +54,7 @@ class Target:
         self.store = store
 
     def segments(self) -> dict[str, Path]:
-        """Final-named segment files, by name (not the nodes' loss records)."""
+        """Final-named segment files, by name."""
         return {p.name: p for p in self.store.rglob("*.mp4")
                 if not p.name.startswith((".", LOSS_PREFIX))}  # fmt: skip
 
@@ -107,10 +106,15 @@ class Node:
             "cameras",
             {
                 "cam0": {"size": [160, 120], "fps": 10, "bitrate": "300k", "preset": "ultrafast"},
-                "cam1": {"size": [160, 120], "fps": 10, "bitrate": "300k", "preset": "ultrafast",
-                         "pattern": "smptebars"},
+                "cam1": {
+                    "size": [160, 120],
+                    "fps": 10,
+                    "bitrate": "300k",
+                    "preset": "ultrafast",
+                    "pattern": "smptebars",
+                },
             },
-        )  # fmt: skip
+        )
         self.config = {
             "node": "node01",
             "site": "lab",
@@ -135,9 +139,11 @@ class Node:
         with open(self.log, "ab") as log:
             proc = subprocess.Popen(
                 livecam_cmd("-c", str(self.config_file), *(args or ("run",))),
-                stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
                 start_new_session=True,
-            )  # fmt: skip
+            )
         self.procs.append(proc)
         return proc
 
@@ -150,8 +156,11 @@ class Node:
     def drain(self, timeout: float = 30) -> None:
         """Run the shipper alone until nothing is left on the node (after a stop)."""
         proc = self.start("ship")
-        wait_for(lambda: not self.local_segments("buffer") and not self.local_segments("spool"),
-                 timeout, "the node drained")  # fmt: skip
+        wait_for(
+            lambda: not self.local_segments("buffer") and not self.local_segments("spool"),
+            timeout,
+            "the node drained",
+        )
         state = self.buffer / ".livecam" / "shipper.json"
         wait_for(lambda: f'"pid": {proc.pid},' in state.read_text(), 10, "the shipper is up")
         assert self.stop(proc) == 0
@@ -199,8 +208,11 @@ class Node:
     def status(self) -> dict[str, Any]:
         out = subprocess.run(
             livecam_cmd("-c", str(self.config_file), "status", "--json"),
-            capture_output=True, text=True, timeout=30, check=True,
-        ).stdout  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
         return json.loads(out)
 
     def log_text(self) -> str:

@@ -130,10 +130,15 @@ def test_one_camera_dying_never_stops_the_other(node, share):
     os.kill(ffmpeg0, signal.SIGKILL)
     killed_at = time.time()
     wait_for(lambda: n.pids("ffmpeg", "cam0/.open") not in ([], [ffmpeg0]), 10, "a new ffmpeg")
-    wait_for(lambda: [c for c in n.closed() if c["camera"] == "cam0" and c["closed"] > killed_at],
-             15, "cam0 closing segments again")  # fmt: skip
-    back_after = min(c["closed"] for c in n.closed() if c["closed"] > killed_at
-                     and c["camera"] == "cam0") - killed_at  # fmt: skip
+    wait_for(
+        lambda: [c for c in n.closed() if c["camera"] == "cam0" and c["closed"] > killed_at],
+        15,
+        "cam0 closing segments again",
+    )
+    back_after = (
+        min(c["closed"] for c in n.closed() if c["closed"] > killed_at and c["camera"] == "cam0")
+        - killed_at
+    )
     # Now kill -9 the whole recorder process of cam1: the supervisor restarts it.
     [rec1] = n.pids("record cam1")
     os.kill(rec1, signal.SIGKILL)
@@ -240,8 +245,11 @@ def test_spool_quota_evicts_oldest_first_and_counts_it(node, share):
     # recorded during the outage that survived it.
     for cam in ("cam0", "cam1"):
         ev = [c["seq"] for c in closed if c["camera"] == cam and c["name"] in evicted]
-        kept = [c["seq"] for c in closed if c["camera"] == cam and c["closed"] > outage_at + 1
-                and c["name"] not in evicted]  # fmt: skip
+        kept = [
+            c["seq"]
+            for c in closed
+            if c["camera"] == cam and c["closed"] > outage_at + 1 and c["name"] not in evicted
+        ]
         assert ev and kept and max(ev) < min(kept), (cam, ev, kept)
 
 
@@ -253,8 +261,11 @@ def test_a_stalled_camera_is_restarted_and_the_log_says_so(node, share):
     os.kill(ffmpeg0, signal.SIGSTOP)  # alive but delivering nothing: a stalled camera
     stalled_at = time.time()
     wait_for(lambda: "camera cam0 stalled" in n.log_text(), 20, "the stall is noticed")
-    wait_for(lambda: [c for c in n.closed() if c["camera"] == "cam0" and c["closed"] > stalled_at],
-             20, "cam0 records again")  # fmt: skip
+    wait_for(
+        lambda: [c for c in n.closed() if c["camera"] == "cam0" and c["closed"] > stalled_at],
+        20,
+        "cam0 records again",
+    )
     assert ffmpeg0 not in n.pids("ffmpeg", "cam0/.open")
     # Meanwhile cam1 never stopped: it closed a segment every second.
     cam1 = sorted(c["closed"] for c in n.closed() if c["camera"] == "cam1")
@@ -274,8 +285,15 @@ def test_killing_the_supervisor_takes_every_child_with_it(node, share):
 
 
 def test_a_crash_mid_segment_keeps_what_was_recorded_of_it(node, share):
-    cams = {"cam0": {"size": [160, 120], "fps": 10, "bitrate": "300k", "preset": "ultrafast",
-                     "keyframe_seconds": "500ms"}}  # fmt: skip
+    cams = {
+        "cam0": {
+            "size": [160, 120],
+            "fps": 10,
+            "bitrate": "300k",
+            "preset": "ultrafast",
+            "keyframe_seconds": "500ms",
+        }
+    }
     n = node(cameras=cams, segment_seconds=4)
     proc = n.start()
     wait_for(lambda: len(n.closed()) >= 1, 20, "a first segment")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -129,6 +131,115 @@ def test_event_hook_failure_is_logged_and_others_still_run(caplog):
     assert "plugin broken failed in livecam_segment_closed" in caplog.text
 
 
+ORDER_PLUGINS = {
+    # Loaded in this order (file names sort); pluggy calls the last-loaded plain
+    # implementation first, so without tryfirst/trylast "c_plain" would run first.
+    "a_first.py": """
+from livecam import hookimpl
+from order_log import calls
+
+@hookimpl(tryfirst=True)
+def livecam_segment_closed(segment):
+    calls.append("tryfirst")
+""",
+    "b_last.py": """
+from livecam import hookimpl
+from order_log import calls
+
+@hookimpl(trylast=True)
+def livecam_segment_closed(segment):
+    calls.append("trylast")
+    raise RuntimeError("trylast plugin bug")
+""",
+    "c_plain.py": """
+from livecam import hookimpl
+from order_log import calls
+
+@hookimpl
+def livecam_segment_closed(segment):
+    calls.append("plain")
+""",
+    "d_wrapper.py": """
+from livecam import hookimpl
+from order_log import calls
+
+@hookimpl(wrapper=True)
+def livecam_segment_closed(segment):
+    calls.append("wrapper before")
+    result = yield
+    calls.append(f"wrapper after {result!r}")
+    return result
+""",
+    "e_broken_wrapper.py": """
+from livecam import hookimpl
+from order_log import calls
+
+@hookimpl(wrapper=True)
+def livecam_segment_closed(segment):
+    calls.append("broken wrapper before")
+    yield
+    raise RuntimeError("wrapper bug")
+""",
+}
+
+
+def test_event_hooks_run_in_pluggys_order_with_wrappers_around_and_failures_contained(
+    tmp_path, monkeypatch, caplog
+):
+    plugin_dir = tmp_path / "plugins"
+    plugin_dir.mkdir()
+    for name, text in ORDER_PLUGINS.items():
+        (plugin_dir / name).write_text(text)
+    (tmp_path / "order_log.py").write_text("calls = []\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    calls = __import__("order_log").calls
+    plugins = Plugins([plugin_dir], entry_points=False)
+    expected = [
+        "broken wrapper before",  # the later-registered wrapper is outermost
+        "wrapper before",
+        "tryfirst",
+        "plain",
+        "trylast",
+        "wrapper after []",  # event hooks return nothing; the failing trylast adds nothing
+    ]
+    plugins.segment_closed(segment="seg")
+    assert calls == expected
+    assert "plugin site:b_last failed in livecam_segment_closed" in caplog.text
+    assert "plugin site:e_broken_wrapper failed in livecam_segment_closed" in caplog.text
+    # The same order as pluggy's own call of the unguarded functions would give:
+    # tryfirst before plain, trylast after, wrappers around them all.
+    impls = plugins.pm.hook.livecam_segment_closed.get_hookimpls()
+    assert [i.plugin_name for i in reversed(impls)] == [
+        "site:e_broken_wrapper",
+        "site:d_wrapper",
+        "site:a_first",
+        "site:c_plain",
+        "site:b_last",
+    ]
+
+
+def test_registration_hooks_go_through_pluggy_and_name_the_failing_plugin(tmp_path):
+    plugin_dir = tmp_path / "plugins"
+    plugin_dir.mkdir()
+    (plugin_dir / "late.py").write_text(
+        "from livecam import hookimpl\n"
+        "from livecam.transport import Transport\n"
+        "class T(Transport):\n    pass\n"
+        "@hookimpl(tryfirst=True)\n"
+        "def livecam_register_transports(register):\n    register('late', T)\n"
+    )
+    plugins = Plugins([plugin_dir])
+    assert plugins.transports.owners["late"] == "site:late"
+    assert "transport late" in plugins.info["site:late"].registers
+    (plugin_dir / "late.py").write_text(
+        "from livecam import hookimpl\n"
+        "@hookimpl\n"
+        "def livecam_register_transports(register):\n    raise KeyError('oops')\n"
+    )
+    with pytest.raises(PluginError, match=r"plugin site:late: livecam_register_transports failed"):
+        Plugins([plugin_dir])
+
+
 def test_missing_plugin_dir_is_not_an_error(tmp_path):
     plugins = Plugins([tmp_path / "absent"])
     assert "ffmpeg" in plugins.cameras.names()
@@ -140,6 +251,25 @@ def test_every_hook_has_a_contract_and_is_documented():
         doc = inspect.getdoc(getattr(hookspecs, name))
         assert doc and len(doc) > 80, f"{name} has no contract docstring"
         assert re.search(rf"^#+ `{name}", docs, re.M), f"{name} is not documented in plugins.md"
+        assert doc in docs, f"{name}: plugins.md says something else than its docstring"
+    groups = hookspecs.REGISTRATION_HOOKS | hookspecs.POLICY_HOOKS | hookspecs.EVENT_HOOKS
+    assert groups == set(hookspecs.spec_names()), "every hook is in exactly one group"
+
+
+def test_the_hook_reference_is_what_the_script_writes(tmp_path):
+    script = REPO / "scripts" / "hook_reference.py"
+    check = subprocess.run(
+        [sys.executable, str(script), "--check"], capture_output=True, text=True, timeout=60
+    )
+    assert check.returncode == 0, check.stderr
+    spec = importlib.util.spec_from_file_location("hook_reference", script)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    docs = (REPO / "docs" / "plugins.md").read_text()
+    assert module.rewritten(docs) == docs
+    drifted = docs.replace("Register camera backends.", "Register cameras.")
+    assert drifted != docs and module.rewritten(drifted) == docs, "a hand edit is undone"
 
 
 def test_plugin_error_is_a_config_error():
@@ -151,7 +281,9 @@ def test_a_third_party_plugin_is_ten_lines_plus_an_entry_point():
     # The built-ins are registered only through entry points, like any third party.
     out = subprocess.run(
         ["grep", "-A8", r"\[project.entry-points.livecam\]", str(REPO / "pyproject.toml")],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     for name in ("ffmpeg", "nfs"):
         assert f'{name} = "livecam_plugins.{name}"' in out

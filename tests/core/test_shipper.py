@@ -69,7 +69,7 @@ def test_publish_after_a_lost_local_delete_is_already_there(setup):
     seg.path.write_bytes(data)  # as if the shipper died before deleting it
     shipper.publish_next()
     assert not seg.path.exists()
-    assert shipper.state["already_there"] == 1 and shipper.state["published"] == 2
+    assert shipper.state.already_there == 1 and shipper.state.published == 2
 
 
 def test_spill_is_due_after_spill_after_and_keeps_the_oldest_first(setup):
@@ -80,7 +80,7 @@ def test_spill_is_due_after_spill_after_and_keeps_the_oldest_first(setup):
     shipper.housekeep()
     assert (cfg.spool.path / "cam0" / old.name).exists() and not old.path.exists()
     assert young.path.exists(), "younger than spill_after: stays in RAM"
-    assert shipper.state["spilled"] == 1
+    assert shipper.state.spilled == 1
 
 
 def test_full_spool_evicts_oldest_first_and_counts_each(setup):
@@ -141,10 +141,11 @@ def test_backoff_is_jittered_exponential_and_permanent_errors_wait_long(setup):
             self.attempt_number = n
             self.outcome = type("O", (), {"exception": lambda _s: exc})()
 
-    waits = [shipper._wait(State(n, TransientError("x"))) for n in range(1, 12) for _ in range(20)]
+    wait = shipper.retry.wait
+    waits = [wait(State(n, TransientError("x"))) for n in range(1, 12) for _ in range(20)]
     assert min(waits) >= 0 and max(waits) <= 8
     assert len({round(w, 3) for w in waits}) > 50, "full jitter, not a fixed ladder"
-    assert shipper._wait(State(3, PermanentError("auth"))) == 300
+    assert wait(State(3, PermanentError("auth"))) == 300
 
 
 def test_when_the_spool_cannot_take_more_the_buffer_evicts_oldest_first(setup):
@@ -190,7 +191,8 @@ def test_batches_come_from_the_spool_and_a_failed_batch_keeps_the_rest(setup):
     with pytest.raises(TransientError):
         shipper.publish_next()
     assert [s.path.exists() for s in spooled[:4]] == [False, False, True, True]
-    assert shipper.state["last_error"]["segment"] == spooled[2].name
+    assert shipper.state.last_error is not None
+    assert shipper.state.last_error.segment == spooled[2].name
     Batching.fail_after = None
     while shipper.publish_next():
         pass
@@ -216,4 +218,20 @@ def test_other_content_on_the_nas_sets_one_segment_aside_and_the_rest_ships(setu
     assert aside.read_bytes() == data
     assert all((squatter.parent / s.name).exists() for s in segs[1:])
     assert not any(s.path.exists() for s in segs)
-    assert "already exists with other content" in shipper.state["last_error"]["message"]
+    assert shipper.state.last_error is not None
+    assert "already exists with other content" in shipper.state.last_error.message
+
+
+def test_the_lag_of_a_segment_published_early_is_zero_not_negative(setup):
+    cfg, plugins, _ = setup
+    # A segment whose start lies ahead of the shipper's clock (the camera's clock
+    # stepped, or the segment closed before its nominal length).
+    start = datetime.fromtimestamp(time.time() + 3600, UTC)
+    path = cfg.buffer.path / "cam0" / segment_name("cam0", start, 1)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(os.urandom(1000))
+    shipper = Shipper(cfg, plugins)
+    assert shipper.publish_next() is True
+    assert shipper.state.last_success is not None
+    assert shipper.state.last_success.segment == path.name
+    assert shipper.state.last_success.lag == 0.0

@@ -1,0 +1,194 @@
+"""The publisher: takes the oldest ready segments and publishes them through the transport.
+
+It deletes a local copy only after the transport verified it on the NAS. A
+segment whose name holds other content on the NAS is set aside under a conflict
+name; every other failure is raised for the retry policy (``livecam.retry``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+from livecam.claims import Claims
+from livecam.config import Config
+from livecam.plugins import Plugins
+from livecam.segment import Segment
+from livecam.state import LastError, LastSuccess, ShipperState, StateFile
+from livecam.tiers import Tier
+from livecam.transport import (
+    ConflictError,
+    Item,
+    PermanentError,
+    PublishError,
+    TransientError,
+    Transport,
+    conflict_path,
+)
+
+log = logging.getLogger("livecam.shipper")
+
+Pending = dict[Path, tuple[Segment, Item]]
+
+
+def remote_path(config: Config, plugins: Plugins, segment: Segment) -> str:
+    """Where ``segment`` lands below the transport's path (a plugin may decide)."""
+    chosen = plugins.remote_path(segment=segment, node=config.node)
+    if chosen is None:
+        start = segment.start
+        chosen = config.remote_path.format(
+            site=config.site,
+            node=config.node,
+            camera=segment.camera,
+            date=f"{start:%Y-%m-%d}",
+            hour=f"{start:%H}",
+            time=f"{start:%H%M%S}",
+            name=segment.name,
+            seq=f"{segment.seq:06d}",
+        )
+    parts = chosen.split("/")
+    if chosen.startswith("/") or ".." in parts or "" in parts:
+        raise PermanentError(
+            f"remote path {chosen!r} for {segment.name} is not a clean relative path"
+        )
+    return chosen
+
+
+class Publisher:
+    """Publishes ready segments of both tiers, oldest first; see the module doc."""
+
+    def __init__(
+        self,
+        config: Config,
+        plugins: Plugins,
+        transport: Transport,
+        *,
+        buffer: Tier,
+        spool: Tier,
+        claims: Claims,
+        state: StateFile[ShipperState],
+        stopping: threading.Event,
+    ):
+        self.config = config
+        self.plugins = plugins
+        self.transport = transport
+        self.buffer = buffer
+        self.spool = spool
+        self.claims = claims
+        self.state = state
+        self.stopping = stopping
+        self._conflicts: dict[str, str] = {}  # segment name -> conflict remote path
+
+    def ready(self) -> list[Segment]:
+        """Every ready segment, oldest first; a name in both tiers (a spill that
+        crashed before deleting its source) appears once, at its spool path."""
+        by_name = {s.name: s for s in self.buffer.segments()}
+        by_name.update({s.name: s for s in self.spool.segments()})
+        return sorted(by_name.values(), key=lambda s: s.sort_key)
+
+    def publish_next(self) -> bool:
+        """Publish the oldest ready segments. False when there is none (or stopping).
+
+        One segment, or up to the transport's ``batch_size`` from the spool: a
+        batch never holds a RAM segment beyond its first, so a slow batch cannot
+        keep segments from spilling (the power-cut window stays as documented).
+        """
+        with ExitStack() as held:
+            batch: list[Segment] = []
+            for segment in self.ready():
+                if self.stopping.is_set():
+                    return False
+                if batch and (
+                    len(batch) >= self.transport.batch_size or self.buffer.holds(segment)
+                ):
+                    break
+                if held.enter_context(self.claims.claim(segment.name)) and segment.path.exists():
+                    batch.append(segment)
+            if not batch:
+                return False
+            self._publish(batch)
+            return True
+
+    def _publish(self, batch: list[Segment]) -> None:
+        items: Pending = {}
+        for segment in batch:
+            try:
+                remote = self._conflicts.get(segment.name) or remote_path(
+                    self.config, self.plugins, segment
+                )
+                item = Item(segment.path, remote, segment.size)
+            except FileNotFoundError:
+                continue  # evicted while we read it
+            except PublishError as exc:
+                self._failed(segment, exc)
+                raise
+            items[segment.path] = (segment, item)
+        t0 = time.monotonic()
+        try:
+            for item, sent in self.transport.publish_batch([i for _, i in items.values()]):
+                segment, _ = items.pop(item.local)
+                self._published(segment, item, sent, time.monotonic() - t0)
+        except ConflictError as exc:
+            if not self._set_aside(exc, items):
+                raise
+        except PublishError as exc:
+            self._failed(_first_unpublished(items, batch), exc)
+            raise
+        except Exception as exc:  # a bug in a transport plugin must not stop shipping
+            log.exception("transport %s raised unexpectedly", self.config.transport_plugin)
+            error = TransientError(f"{type(exc).__name__}: {exc}")
+            self._failed(_first_unpublished(items, batch), error)
+            raise error from exc
+
+    def _set_aside(self, exc: ConflictError, items: Pending) -> bool:
+        """Publish a segment whose name holds other content on the NAS under a
+        conflict name next time (at once, no backoff). False if that was tried."""
+        for segment, item in items.values():
+            if item.remote == exc.remote and segment.name not in self._conflicts:
+                aside = conflict_path(item.remote, item.digest)
+                self._conflicts[segment.name] = aside
+                self._failed(segment, exc)
+                log.error("CONFLICT %s: %s; publishing it as %s", segment.name, exc, aside)
+                return True
+        return False
+
+    def _published(self, segment: Segment, item: Item, sent: bool, seconds: float) -> None:
+        self._conflicts.pop(segment.name, None)
+        # Verified on the NAS: only now may the local copies go.
+        for tier in (self.buffer, self.spool):
+            (tier.path / segment.camera / segment.name).unlink(missing_ok=True)
+        now = time.time()
+        # A segment can close a little early (its real length is not known here)
+        # and clocks step: the lag is a delay, never below zero.
+        lag = max(0.0, now - segment.start.timestamp() - self.config.segment_seconds)
+        with self.state.edit() as st:
+            st.state = "shipping"
+            st.published += 1
+            st.published_bytes += item.size
+            st.already_there += 0 if sent else 1
+            st.last_success = LastSuccess(
+                now, segment.name, item.remote, round(seconds, 3), round(lag, 1)
+            )
+        log.info(
+            "published %s to %s (%d bytes%s)",
+            segment.name,
+            item.remote,
+            item.size,
+            "" if sent else ", already there",
+        )
+        self.plugins.segment_published(segment=segment, remote=item.remote, already_there=not sent)
+
+    def _failed(self, segment: Segment, error: PublishError) -> None:
+        with self.state.edit() as st:
+            st.state = "alarm" if error.permanent else "retrying"
+            st.failures += 1
+            st.last_error = LastError(time.time(), segment.name, str(error), error.permanent)
+        self.plugins.publish_failed(segment=segment, error=error, permanent=error.permanent)
+
+
+def _first_unpublished(items: Pending, batch: list[Segment]) -> Segment:
+    """The segment a failed batch is reported against: the first one not yet verified."""
+    return next(iter(items.values()))[0] if items else batch[0]

@@ -1,0 +1,122 @@
+"""Where a camera backend delivers segments: named, checked, and made ready atomically.
+
+A closed file is checked by the backend class that wrote it, named
+``<camera>-<UTC start>-<sequence>.mp4`` and renamed into the buffer's camera
+directory: from that rename on the shipper sees it. Unfinished files a crash
+left in ``.open/`` are salvaged the same way, as far as their backend says they
+play.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from livecam.camera import BadSegment, CameraBackend
+from livecam.losses import ClockWatch, LossWriter
+from livecam.plugins import Plugins
+from livecam.segment import Segment, SequenceCounter, segment_name
+from livecam.state import RecorderState, StateFile
+
+log = logging.getLogger("livecam.recorder")
+
+
+class BufferSink:
+    """The ``SegmentSink`` of one camera's recorder (see ``livecam.camera``)."""
+
+    def __init__(
+        self,
+        camera: str,
+        backend: type[CameraBackend],
+        *,
+        ready_dir: Path,
+        seq: SequenceCounter,
+        segment_seconds: float,
+        plugins: Plugins,
+        state: StateFile[RecorderState],
+        losses: LossWriter | None = None,
+    ):
+        self.camera = camera
+        self.backend = backend
+        self.ready_dir = ready_dir
+        self.open_dir = ready_dir / ".open"
+        self.seq = seq
+        self.segment_seconds = segment_seconds
+        self.plugins = plugins
+        self.state = state
+        self.losses = losses  # salvage and clock steps, for the NAS audit
+        self.clock = ClockWatch()
+        #: When the last segment closed (monotonic); the recorder's watchdog reads it.
+        self.last_closed = time.monotonic()
+
+    def close(self, path: Path, *, duration: float | None = None) -> Segment | None:
+        return self.segment_done(Path(path), duration)
+
+    def dropped_frames(self, count: int) -> None:
+        with self.state.edit() as st:
+            st.dropped_frames += count
+            total = st.dropped_frames
+        log.warning("camera %s: %d frames dropped (%d in all)", self.camera, count, total)
+
+    def segment_done(
+        self, path: Path, duration: float | None, end: datetime | None = None
+    ) -> Segment | None:
+        """Name a finished file and make it ready; None if it is not a usable segment.
+
+        ``end`` is when its last frame was written (default: now)."""
+        try:
+            self.backend.check_segment(path)
+        except BadSegment as exc:
+            with self.state.edit() as st:
+                st.bad_segments += 1
+                st.last_error = str(exc)
+            log.error("camera %s: discarding %s: %s", self.camera, path.name, exc)
+            path.unlink(missing_ok=True)
+            return None
+        start = (end or datetime.now(UTC)) - timedelta(seconds=duration or self.segment_seconds)
+        seq = self.seq.take()
+        dest = self.ready_dir / segment_name(self.camera, start, seq)
+        os.rename(path, dest)  # atomic: from here on the shipper sees it
+        segment = Segment(self.camera, start.replace(microsecond=0), seq, dest)
+        self.last_closed = time.monotonic()
+        with self.state.edit() as st:
+            st.state = "recording"
+            st.segments += 1
+            st.last_segment = dest.name
+            st.last_closed_at = time.time()
+        log.info("camera %s: closed %s (%d bytes)", self.camera, dest.name, dest.stat().st_size)
+        if (step := self.clock.step()) and self.losses is not None:
+            self.losses.record("clock_step", self.camera, [seq],
+                               f"wall clock stepped {step:+.1f}s", step_seconds=step)  # fmt: skip
+        self.plugins.segment_closed(segment=segment)
+        return segment
+
+    def salvage(self) -> None:
+        """Keep what plays of the files a crashed camera or recorder left open."""
+        for leftover in sorted(self.open_dir.iterdir()):
+            found = self.backend.salvage(leftover)
+            if found is None:
+                log.warning(
+                    "camera %s: removing unplayable unfinished %s", self.camera, leftover.name
+                )
+                leftover.unlink(missing_ok=True)
+                continue
+            end = datetime.fromtimestamp(leftover.stat().st_mtime, UTC)
+            segment = self.segment_done(leftover, found.seconds, end)
+            if segment is not None:
+                with self.state.edit() as st:
+                    st.salvaged += 1
+                if self.losses is not None:
+                    self.losses.record("salvaged", self.camera, [segment.seq],
+                                       f"kept {found.frames} frames of a cut-off segment",
+                                       frames=found.frames, seconds=found.seconds)  # fmt: skip
+                log.warning(
+                    "camera %s: salvaged %d frames (%.1fs) of an unfinished segment as %s",
+                    self.camera,
+                    found.frames,
+                    found.seconds,
+                    segment.name,
+                )
