@@ -24,7 +24,7 @@ hour ahead, the way an NTP step moves it (time.time and datetime.now together).
 The machine's real clock is shared and must not be stepped by a test."""
 import datetime as _dt, os, time
 from livecam import hookimpl
-import livecam.recorder as _recorder
+import livecam.sink as _sink
 
 FLAG = {flag!r}
 _real_time = time.time
@@ -40,7 +40,7 @@ class _SteppedDatetime(_dt.datetime):
 def livecam_segment_closed(segment):
     if os.path.exists(FLAG) and time.time is _real_time:
         time.time = lambda: _real_time() + 3600
-        _recorder.datetime = _SteppedDatetime
+        _sink.datetime = _SteppedDatetime  # where a closed segment's start is taken
 '''
 
 
