@@ -73,6 +73,13 @@ class Evictor:
                     continue
                 try:
                     size = segment.size
+                    # The record first: a power cut between the two must not leave a
+                    # hole no record explains (one for a segment kept explains nothing).
+                    if self.losses is not None:
+                        self.losses.record("evicted", segment.camera, [segment.seq],
+                                           f"evicted from {tier.role} ({reason} limit)",
+                                           segment=segment.name, tier=tier.role,
+                                           limit=reason, bytes=size)  # fmt: skip
                     segment.path.unlink()
                 except FileNotFoundError:
                     continue
@@ -87,10 +94,5 @@ class Evictor:
                 size,
                 count,
             )
-            if self.losses is not None:
-                self.losses.record("evicted", segment.camera, [segment.seq],
-                                   f"evicted from {tier.role} ({reason} limit)",
-                                   segment=segment.name, tier=tier.role, limit=reason,
-                                   bytes=size)  # fmt: skip
             self.plugins.segment_evicted(segment=segment, tier=tier, reason=reason)
         return freed >= bytes_needed

@@ -78,6 +78,9 @@ class BufferSink:
             return None
         start = (end or datetime.now(UTC)) - timedelta(seconds=duration or self.segment_seconds)
         seq = self.seq.take()
+        if (step := self.clock.step()) and self.losses is not None:  # before it is visible
+            self.losses.record("clock_step", self.camera, [seq],
+                               f"wall clock stepped {step:+.1f}s", step_seconds=step)  # fmt: skip
         dest = self.ready_dir / segment_name(self.camera, start, seq)
         os.rename(path, dest)  # atomic: from here on the shipper sees it
         segment = Segment(self.camera, start.replace(microsecond=0), seq, dest)
@@ -88,9 +91,6 @@ class BufferSink:
             st.last_segment = dest.name
             st.last_closed_at = time.time()
         log.info("camera %s: closed %s (%d bytes)", self.camera, dest.name, dest.stat().st_size)
-        if (step := self.clock.step()) and self.losses is not None:
-            self.losses.record("clock_step", self.camera, [seq],
-                               f"wall clock stepped {step:+.1f}s", step_seconds=step)  # fmt: skip
         self.plugins.segment_closed(segment=segment)
         return segment
 
