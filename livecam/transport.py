@@ -8,7 +8,8 @@ a time, from one thread, and deletes the local copy only after it returns.
 1. write the file under a temporary name beside the target (a dot-name, so no
    partial file is ever visible under a final name);
 2. verify it (size always; a digest where the protocol can);
-3. rename it into place;
+3. rename it into place, never replacing a file that is there (one that
+   appeared since the check is compared as in 4);
 4. return ``False`` without sending when the target already holds a file of the
    same size and digest (a retry after a crash), ``True`` after a real publish;
    raise ``ConflictError`` when it holds other content (never overwrite it).
@@ -17,6 +18,9 @@ Every network call has a hard timeout (``self.timeout`` seconds). Failures raise
 ``TransientError`` (retried with exponential backoff) or ``PermanentError`` (auth
 refused, host key mismatch, no space, permission denied: alarm, retried slowly).
 No secret may appear in argv, logs or error messages.
+
+``livecam.publish`` implements steps 1-4 once, over a few store operations, and
+``livecam.store_transport.StoreTransport`` makes a transport of such a store.
 """
 
 from __future__ import annotations
@@ -108,7 +112,7 @@ class Transport:
     def check(cls, opts: Mapping[str, Any], key: str) -> None:
         """Validate option values together (files exist, host key present...).
 
-        Called by ``check-config`` after each option was converted. Raise
+        Called whenever a config is loaded, after each option was converted. Raise
         ``livecam.options.ConfigError`` naming ``key`` + the option.
         """
 
@@ -162,16 +166,11 @@ def run_command(
         out, err = proc.communicate(input, timeout=timeout)
     except subprocess.TimeoutExpired:
         _kill_group(proc)
-        try:
+        # Stuck in the kernel (a hung hard mount): abandoned rather than hang too.
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.communicate(timeout=2)
-        except subprocess.TimeoutExpired:
-            # Stuck in the kernel (a hung hard mount): abandon it rather than hang too.
-            _abandoned.append(proc)
         raise TransientError(f"{Path(argv[0]).name} timed out after {timeout:g}s") from None
     return subprocess.CompletedProcess(list(argv), proc.returncode, out, err)
-
-
-_abandoned: list[subprocess.Popen[bytes]] = []
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:

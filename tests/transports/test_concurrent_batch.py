@@ -32,7 +32,7 @@ def mkdir_paths(t, monkeypatch) -> Callable[[], list[str]]:
     else:
         import smbclient
 
-        calls, arg = record_calls(monkeypatch, smbclient, "makedirs"), 0
+        calls, arg = record_calls(monkeypatch, smbclient, "mkdir"), 0
     return lambda: [c[arg] for c in calls]
 
 
@@ -66,13 +66,13 @@ def test_backlog_across_directories_makes_each_once(nas, tmp_path, monkeypatch):
 def test_server_killed_mid_batch_keeps_the_unverified_local(nas, tmp_path, monkeypatch):
     t = nas.transport(timeout=20)
     items = backlog(tmp_path, 12, size=500_000)
-    real = t._publish
+    real = t.publish_item
 
     def crash(n: int) -> None:
         if n == 6:  # five started before: some verified, some in flight
             nas.server.stop()
 
-    calls = record_calls(monkeypatch, t, "_publish", before=crash)
+    calls = record_calls(monkeypatch, t, "publish_item", before=crash)
     done = []
     with Watcher(nas) as watcher:
         with pytest.raises(TransientError):
@@ -82,7 +82,7 @@ def test_server_killed_mid_batch_keeps_the_unverified_local(nas, tmp_path, monke
                 assert sha256(nas.store / item.remote) == sha256(item.local) and sent
         assert 0 < len(done) < len(items)
         assert len(calls) < len(items)  # nothing new started after the failure
-        monkeypatch.setattr(t, "_publish", real)
+        monkeypatch.setattr(t, "publish_item", real)
         nas.server.start()
         retry_proves_what_arrived(t, items, nas, watcher)
     assert not nas.hidden()
