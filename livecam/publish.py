@@ -222,23 +222,24 @@ class TempRenameStore(Store):
 
     def put(self, item: Item, remote: str) -> None:
         directory = posixpath.join(self.root, posixpath.dirname(remote)).rstrip("/") or self.root
-        self.dirs.ensure(directory, self.mkdir)
-        temp = temp_name(remote)
-        try:
-            f = self.open_temp(temp)
-        except FileNotFoundError:
-            self.dirs.forget(directory)  # removed on the NAS since it was remembered
+        # The local file first: one that cannot be read never leaves a temp on the NAS.
+        with open(item.local, "rb") as src:
             self.dirs.ensure(directory, self.mkdir)
-            f = self.open_temp(temp)
-        try:
-            with open(item.local, "rb") as src:
+            temp = temp_name(remote)
+            try:
+                f = self.open_temp(temp)
+            except FileNotFoundError:
+                self.dirs.forget(directory)  # removed on the NAS since it was remembered
+                self.dirs.ensure(directory, self.mkdir)
+                f = self.open_temp(temp)
+            try:
                 f.write(src)
-            written = f.size()
-            if written != item.size:
-                raise self.short_write(remote, written, item.size)
-            f.rename(remote)
-        except BaseException:
-            # A partial temp would hold space on a full disk; the connection may still work.
-            with contextlib.suppress(Exception):
-                f.remove()
-            raise
+                written = f.size()
+                if written != item.size:
+                    raise self.short_write(remote, written, item.size)
+                f.rename(remote)
+            except BaseException:
+                # A partial temp would hold space on a full disk; the connection may still work.
+                with contextlib.suppress(Exception):
+                    f.remove()
+                raise
