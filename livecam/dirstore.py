@@ -16,7 +16,6 @@ standard library only, so it starts fast under ``python -I -S``.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import posixpath
@@ -115,6 +114,8 @@ class DirTemp(TempFile):
 def rename_noreplace(dir_fd: int, src: str, dst: str) -> None:
     """renameat2(RENAME_NOREPLACE) within ``dir_fd``; FileExistsError when ``dst`` exists,
     PermanentError when the filesystem cannot rename without replacing."""
+    import ctypes  # only here: most filesystems take the link, and the helper starts faster
+
     libc = ctypes.CDLL(None, use_errno=True)
     call = getattr(libc, "renameat2", None)
     if call is not None and call(dir_fd, src.encode(), dir_fd, dst.encode(), RENAME_NOREPLACE) == 0:

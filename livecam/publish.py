@@ -30,7 +30,7 @@ import posixpath
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from livecam.transport import (
     ConflictError,
@@ -71,7 +71,15 @@ def conflict(where: str, remote: str) -> ConflictError:
     )
 
 
-def read_digest(f: BinaryIO) -> str:
+class Readable(Protocol):
+    """A binary file open for reading (what ``hashlib.file_digest`` reads)."""
+
+    def readinto(self, buffer: bytearray, /) -> int: ...
+
+    def readable(self) -> bool: ...
+
+
+def read_digest(f: Readable) -> str:
     """SHA-256 (hex) of what ``f`` (open for binary reading) holds from here on."""
     return hashlib.file_digest(f, "sha256").hexdigest()
 

@@ -93,8 +93,11 @@ def kib_per_second(value: Any, key: str) -> int:
 
 def classify(stderr: str, what: str) -> PublishError:
     """Turn ssh/rsync error output into a Permanent or Transient error for ``what``."""
-    lines = [ln.strip() for ln in stderr.splitlines()
-             if ln.strip() and not ln.startswith("@") and "home directory" not in ln]  # fmt: skip
+    lines = [
+        ln.strip()
+        for ln in stderr.splitlines()
+        if ln.strip() and not ln.startswith("@") and "home directory" not in ln
+    ]
     detail = "; ".join(lines[-3:]) or "no error output"
     for pattern, reason in PERMANENT:
         if pattern.search(stderr):
@@ -185,8 +188,13 @@ class RsyncTransport(Transport):
         errfile = self._control_path.with_name("master.err")
         with open(errfile, "w+") as err:
             try:
-                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=err, start_new_session=True)  # fmt: skip
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=err,
+                    start_new_session=True,
+                )
             except OSError as exc:
                 raise PermanentError(f"cannot run ssh: {exc}") from exc
             try:
@@ -221,8 +229,11 @@ class RsyncTransport(Transport):
         if self.opts["compress"]:
             argv.insert(1, "--compress")
         proc = run_command(argv, timeout=timeout)
-        return (proc.returncode, proc.stdout.decode(errors="replace"),
-                proc.stderr.decode(errors="replace"))  # fmt: skip
+        return (
+            proc.returncode,
+            proc.stdout.decode(errors="replace"),
+            proc.stderr.decode(errors="replace"),
+        )
 
     def publish(self, local: Path, remote: str, *, size: int, digest: str) -> bool:
         """Publish one file (a batch of one); False if the NAS holds the same content.
@@ -271,10 +282,18 @@ class RsyncTransport(Transport):
         with self._staging(items) as (root, staged, refused):
             if not staged:
                 return refused
-            code, out, err = self._rsync("-r", "--copy-links", "--mkpath", "--ignore-existing",
-                                         "--fsync", source=root, timeout=timeout)  # fmt: skip
-            sent = {path for flags, path in _itemized(out)
-                    if flags.startswith("<f") and path in staged}  # fmt: skip
+            code, out, err = self._rsync(
+                "-r",
+                "--copy-links",
+                "--mkpath",
+                "--ignore-existing",
+                "--fsync",
+                source=root,
+                timeout=timeout,
+            )
+            sent = {
+                path for flags, path in _itemized(out) if flags.startswith("<f") and path in staged
+            }
             failure: PublishError | None = None
             if code == 0:
                 # rsync exits 0 only after every file was verified and renamed.
@@ -301,8 +320,9 @@ class RsyncTransport(Transport):
                     yield check[path], path in sent
                 refused += conflicts
                 if failure is None and unverified:
-                    failure = TransientError(f"{what}: not on the NAS after all: "
-                                             + ", ".join(unverified[:3]))  # fmt: skip
+                    failure = TransientError(
+                        f"{what}: not on the NAS after all: " + ", ".join(unverified[:3])
+                    )
             if failure is not None:
                 raise failure
         return refused
@@ -315,11 +335,13 @@ class RsyncTransport(Transport):
         Returns (identical paths, conflicts, paths missing or not itemized).
         Raises PublishError when the dry run itself fails.
         """
-        code, out, err = self._rsync("-r", "--copy-links", "--dry-run", "--checksum", "-ii",
-                                     source=root, timeout=timeout)  # fmt: skip
+        code, out, err = self._rsync(
+            "-r", "--copy-links", "--dry-run", "--checksum", "-ii", source=root, timeout=timeout
+        )
         if code not in (0, *PARTIAL):
             raise classify(err, f"rsync --checksum to {self.opts['host']}:{self.opts['path']}")
-        same, conflicts = [], []
+        same: list[str] = []
+        conflicts: list[PermanentError] = []
         left = dict(check)
         for flags, path in _itemized(out):
             if left.pop(path, None) is None:
