@@ -20,8 +20,9 @@ import errno
 import os
 import posixpath
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
+from livecam.errors import ConflictError, PermanentError, PublishError, TransientError
 from livecam.publish import (
     BLOCK,
     Directories,
@@ -31,7 +32,6 @@ from livecam.publish import (
     publish,
     read_digest,
 )
-from livecam.transport import ConflictError, Item, PermanentError, PublishError, TransientError
 
 # errno values of a filesystem that has no hard links (FAT, some FUSE filesystems).
 NO_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK})
@@ -164,9 +164,18 @@ def open_root(root: str, fstypes: list[str]) -> int:
     return fd
 
 
+class Job(NamedTuple):
+    """The item a helper process publishes (its digest came with the job)."""
+
+    local: Path
+    remote: str
+    size: int
+    digest: str
+
+
 def run_job(job: dict[str, Any]) -> dict[str, str]:
     """Publish one file as ``job`` says; the outcome as JSON-able data (see ``outcome``)."""
-    item = Item(Path(job["local"]), job["remote"], job["size"], job["digest"])
+    item = Job(Path(job["local"]), job["remote"], job["size"], job["digest"])
     try:
         fd = open_root(job["root"], job["fstypes"])
         try:

@@ -18,7 +18,8 @@ A store for an object store (S3) implements ``put`` itself: one conditional PUT
 Stores raise what their library raises; the transport classes those errors
 (``classify_oserror`` for errno-carrying ones). Nothing here needs a network
 library, and nothing beyond the standard library: the ``nfs`` transport's helper
-process runs it under ``python -I -S``.
+process runs it under ``python -I -S`` (so it imports ``livecam.errors``, not the
+heavier ``livecam.transport``).
 """
 
 from __future__ import annotations
@@ -30,15 +31,12 @@ import posixpath
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
-from livecam.transport import (
-    ConflictError,
-    Item,
-    PermanentError,
-    PublishError,
-    TransientError,
-)
+from livecam.errors import ConflictError, PermanentError, PublishError, TransientError
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 BLOCK = 1 << 20  # bytes per read or write request
 # errno values a person must act on: permission, space, quota, a read-only target.
@@ -69,6 +67,23 @@ def conflict(where: str, remote: str) -> ConflictError:
     return ConflictError(
         f"{where} already exists with other content; not overwritten", remote=remote
     )
+
+
+class Publishable(Protocol):
+    """What the protocol reads of an item: a ``livecam.transport.Item`` (whose digest
+    is read from the file on first use), or anything with these attributes."""
+
+    @property
+    def local(self) -> Path: ...
+
+    @property
+    def remote(self) -> str: ...
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def digest(self) -> str: ...
 
 
 class Readable(Protocol):
@@ -111,12 +126,12 @@ class Store(ABC):
         """SHA-256 (hex) of the file at ``remote``: read back, or the store's own checksum."""
 
     @abstractmethod
-    def put(self, item: Item, remote: str) -> None:
+    def put(self, item: Publishable, remote: str) -> None:
         """Store ``item``'s content at ``remote``, verified, without ever replacing a
         file there: raise FileExistsError when the name is taken."""
 
 
-def publish(store: Store, item: Item) -> bool:
+def publish(store: Store, item: Publishable) -> bool:
     """Publish ``item`` at ``item.remote``: True if sent, False if the same content
     was there already. Raises ConflictError for other content under the name (never
     overwritten), PermanentError for an unsafe path, or what the store raises."""
@@ -228,7 +243,7 @@ class TempRenameStore(Store):
         """The error when the store holds ``written`` of ``size`` bytes after the writes."""
         return TransientError(f"{self.where(remote)}: size check failed: {written} of {size} bytes")
 
-    def put(self, item: Item, remote: str) -> None:
+    def put(self, item: Publishable, remote: str) -> None:
         directory = posixpath.join(self.root, posixpath.dirname(remote)).rstrip("/") or self.root
         # The local file first: one that cannot be read never leaves a temp on the NAS.
         with open(item.local, "rb") as src:

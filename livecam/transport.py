@@ -35,44 +35,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from livecam.errors import ConflictError as ConflictError
+from livecam.errors import PermanentError as PermanentError
+from livecam.errors import PublishError as PublishError
+from livecam.errors import TransientError as TransientError
+from livecam.errors import conflict_path as conflict_path
 from livecam.options import Option
 from livecam.segment import file_digest
-
-
-class PublishError(Exception):
-    """A publish attempt failed; the local copy is kept."""
-
-    permanent: ClassVar[bool] = False
-
-
-class TransientError(PublishError):
-    """Will likely heal by itself: network down, server restarting, timeout."""
-
-
-class PermanentError(PublishError):
-    """Needs a person: auth refused, host key changed, no space, permission denied."""
-
-    permanent = True
-
-
-class ConflictError(PermanentError):
-    """The NAS holds other content under the target name; it was not overwritten.
-
-    ``remote`` is the item's remote path. The shipper then publishes that segment
-    under a conflict name beside it (see ``conflict_path``), so one odd file on the
-    NAS never holds up the segments behind it.
-    """
-
-    def __init__(self, message: str, *, remote: str):
-        super().__init__(message)
-        self.remote = remote
-
-
-def conflict_path(remote: str, digest: str) -> str:
-    """Where a segment goes when ``remote`` holds other content: same directory,
-    a name that says why and cannot collide (it carries the segment's digest)."""
-    stem, dot, ext = remote.rpartition(".")
-    return f"{stem}.conflict-{digest[:12]}.{ext}" if dot else f"{remote}.conflict-{digest[:12]}"
 
 
 @dataclass(frozen=True)

@@ -10,18 +10,16 @@ livecam's package ``__init__`` is skipped: the publish modules it loads need the
 standard library only.
 """
 
-import importlib.util
 import json
 import sys
+import types
 
 
 def _load_livecam(package_dir: str) -> None:
     """Make ``livecam.*`` importable from ``package_dir`` without running its __init__."""
-    spec = importlib.util.spec_from_file_location(
-        "livecam", f"{package_dir}/__init__.py", submodule_search_locations=[package_dir]
-    )
-    assert spec is not None
-    sys.modules["livecam"] = importlib.util.module_from_spec(spec)
+    package = types.ModuleType("livecam")
+    package.__path__ = [package_dir]
+    sys.modules["livecam"] = package
 
 
 def main() -> None:
