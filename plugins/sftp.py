@@ -56,7 +56,7 @@ class SftpStore(TempRenameStore):
     def __init__(self, sftp: Any, dirs: Directories, root: str):
         super().__init__(dirs, root)
         self.sftp = sftp
-        self.deadline = float("inf")  # set per item by the transport's ``attempt``
+        self.limit, self.deadline = 0.0, float("inf")  # per item: the transport's ``attempt``
 
     def path(self, remote: str) -> str:
         return posixpath.join(self.root, remote)
@@ -113,7 +113,7 @@ class SftpTemp(TempFile):
         while block := src.read(BLOCK):
             self.f.write(block)
             if time.monotonic() > self.store.deadline:
-                raise TransientError(f"sftp {self.path}: timed out")
+                raise TransientError(f"sftp {self.path}: timed out after {self.store.limit:g}s")
 
     def size(self) -> int:
         self.f.flush()
@@ -230,7 +230,7 @@ class SftpTransport(StoreTransport):
     @contextlib.contextmanager
     def attempt(self, store: Any, limit: float) -> Iterator[None]:
         # paramiko's reads time out (IO_TIMEOUT); the pipelined writes check this.
-        store.deadline = time.monotonic() + limit
+        store.limit, store.deadline = limit, time.monotonic() + limit
         yield
 
     def failure(self, exc: Exception, store: Any, item: Item) -> PublishError:

@@ -9,6 +9,7 @@ its host key replaced, the key or password refused, the target read-only or full
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from livecam.segment import file_digest
 from livecam.transport import ConflictError, PermanentError, TransientError
 from tests.conftest import sha256
 from tests.transports import servers
+from tests.transports.conftest import Attempt
 
 NAME = "cam0-20261126T121530Z-{:06d}.mp4"
 
@@ -170,3 +172,26 @@ def test_full_target_is_permanent_leaves_no_partial_and_heals(nas, tmp_path):
         assert publish(t, seg) is True
         assert sha256(nas.segments()[seg.name]) == sha256(seg)
         assert not nas.hidden()
+
+
+@pytest.mark.parametrize("nas", ["sftp", "smb"], indirect=True)
+def test_a_hung_server_fails_the_attempt_instead_of_hanging(nas, tmp_path):
+    # A server that stops answering (SIGSTOP: the TCP connection stays up, as with
+    # a NAS frozen on a dead disk) must fail the attempt as transient in bounded
+    # time: smb at its timeout (the watchdog), sftp at its channel read timeout.
+    t = nas.transport(timeout=3)
+    assert publish(t, segment(tmp_path, 1)) is True  # the connection is up and reused
+    frozen = [nas.server.proc.pid, *servers.descendants(nas.server.proc.pid)]
+    seg = segment(tmp_path, 2)
+    try:
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        attempt = Attempt(lambda: publish(t, seg))
+        attempt.failed_transient(timeout=60)
+        if nas.kind == "smb":
+            assert "within the timeout" in str(attempt.error), attempt.error
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+    assert publish(t, seg) is True  # heals once the server answers again
+    assert sha256(nas.segments()[seg.name]) == sha256(seg)
