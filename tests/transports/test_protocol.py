@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from livecam_plugins.smb import SmbTemp
 
 from livecam.segment import file_digest
 from livecam.transport import ConflictError, PermanentError
-from tests.conftest import REPO, sha256
+from tests.conftest import REPO, VENV_BIN, sha256
 from tests.transports.conftest import backlog
 
 BOTH = pytest.mark.parametrize("nas", ["sftp", "smb"], indirect=True)
@@ -154,6 +155,14 @@ def example_plugin(tmp_path: Path):
 
 def test_the_example_transport_in_the_docs_keeps_the_protocol(tmp_path, monkeypatch):
     module = example_plugin(tmp_path)
+    example = tmp_path / "plugins" / "folder.py"
+    for check in (["check"], ["format", "--check"]):
+        lint = subprocess.run(
+            [str(VENV_BIN / "ruff"), *check, "--config", str(REPO / "pyproject.toml"), example],
+            capture_output=True,
+            text=True,
+        )
+        assert lint.returncode == 0, lint.stdout + lint.stderr
     registered: dict[str, type] = {}
     module.livecam_register_transports(register=registered.__setitem__)
     assert registered == {"folder": module.FolderTransport}
