@@ -97,13 +97,32 @@ def test_a_batch_refuses_only_the_item_whose_name_was_taken(nas, tmp_path, monke
     assert not nas.hidden()
 
 
-@pytest.mark.parametrize("nas", ["sftp", "smb"], indirect=True)
+@pytest.mark.parametrize("nas", ["rsync", "sftp", "smb"], indirect=True)
 @pytest.mark.parametrize("remote", ["/abs/x.mp4", "../up/x.mp4", "a/\x07/x.mp4", "a\\b.mp4"])
 def test_an_unsafe_remote_path_is_refused_before_any_request(nas, tmp_path, remote):
     (item,) = backlog(tmp_path, 1)
     with pytest.raises(PermanentError, match="unsafe remote path"):
         nas.transport().publish(item.local, remote, size=item.size, digest=item.digest)
     assert not nas.segments() and not nas.hidden()
+
+
+@BOTH
+def test_a_leftover_temp_of_a_dead_attempt_is_overwritten_not_piled_up(nas, tmp_path):
+    t = nas.transport()
+    (item,) = backlog(tmp_path, 1, size=300_000)
+    leftover = nas.store / Path(item.remote).with_name(f".{item.local.name}.part")
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(os.urandom(700_000))  # a connection that died mid-write
+    os.chown(leftover.parent, *owner(nas.store.parent))
+    os.chown(leftover, *owner(nas.store.parent))
+    assert t.publish(item.local, item.remote, size=item.size, digest=item.digest) is True
+    assert sha256(nas.store / item.remote) == sha256(item.local)
+    assert not nas.hidden(), "the leftover temp was reused and renamed, not left beside"
+
+
+def owner(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_uid, st.st_gid
 
 
 @pytest.mark.parametrize("nas", ["smb"], indirect=True)
