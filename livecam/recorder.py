@@ -22,7 +22,7 @@ from livecam.camera import CameraBackend, CameraError
 from livecam.config import Config
 from livecam.plugins import Plugins
 from livecam.segment import Segment, SequenceCounter, segment_name
-from livecam.state import write_json
+from livecam.state import read_json, write_json
 
 log = logging.getLogger("livecam.recorder")
 
@@ -74,7 +74,8 @@ class Recorder:
             "bad_segments": 0,
             "salvaged": 0,
             "last_segment": None,
-            "last_closed_at": None,
+            # Kept across restarts of this process: "no segment for N seconds" stays true.
+            "last_closed_at": read_json(self.state_file).get("last_closed_at"),
             "last_error": None,
         }
         self.seq: SequenceCounter | None = None

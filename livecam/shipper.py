@@ -241,6 +241,9 @@ class Shipper:
         self.plugins.segment_published(segment=segment, remote=item.remote, already_there=not sent)
 
     def _failed(self, segment: Segment, error: PublishError) -> None:
+        kinds = self.state.setdefault("failures_by_kind", {})
+        kind = _failure_kind(error)
+        kinds[kind] = kinds.get(kind, 0) + 1
         self.state.update(
             state="alarm" if error.permanent else "retrying",
             failures=self.state["failures"] + 1,
@@ -380,6 +383,9 @@ class Shipper:
         record = read_json(self.evictions_file)
         record["count"] = record.get("count", 0) + 1
         record["bytes"] = record.get("bytes", 0) + size
+        by_place = record.setdefault("by_camera_tier", {})  # for livecam_evicted_segments_total
+        key = f"{segment.camera}/{tier.role}"
+        by_place[key] = by_place.get(key, 0) + 1
         record["last"] = {"segment": segment.name, "tier": tier.role, "reason": reason,
                           "time": time.time()}  # fmt: skip
         write_json(self.evictions_file, record, durable=True)
@@ -435,3 +441,10 @@ class Shipper:
 def _first_unpublished(items: dict[Path, tuple[Segment, Item]], batch: list[Segment]) -> Segment:
     """The segment a failed batch is reported against: the first one not yet verified."""
     return next(iter(items.values()))[0] if items else batch[0]
+
+
+def _failure_kind(error: PublishError) -> str:
+    """The ``kind`` label of livecam_publish_failures_total."""
+    if isinstance(error, ConflictError):
+        return "conflict"
+    return "permanent" if error.permanent else "transient"
