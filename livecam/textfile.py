@@ -32,13 +32,23 @@ log = logging.getLogger("livecam.metrics")
 RAM_FILESYSTEMS = ("tmpfs", "ramfs")
 
 
-def prometheus(config: Config, plugins: Plugins) -> str:
-    """The node's metrics now, in the text exposition format."""
-    return metricsmod.render(
+def prometheus(config: Config, plugins: Plugins, *, interval: float | None = None) -> str:
+    """The node's metrics now, in the text exposition format.
+
+    With ``interval`` (the writer's refresh period) it adds
+    ``livecam_metrics_interval_seconds``, which the staleness alert scales with."""
+    fams = metricsmod.families(
         statusmod.gather(config, plugins),
         segment_seconds=config.segment_seconds,
         version=__version__,
     )
+    if interval is not None:
+        period = metricsmod.Family(
+            "livecam_metrics_interval_seconds", "gauge", "How often livecam-metrics rewrites this"
+        )
+        period.add(interval)
+        fams.append(period)
+    return metricsmod.exposition(fams)
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -94,7 +104,7 @@ def run(config: Config, plugins: Plugins, path: Path, interval: float) -> int:
     while not stopping.is_set():
         started = time.monotonic()
         try:
-            write_atomically(path, prometheus(config, plugins))
+            write_atomically(path, prometheus(config, plugins, interval=interval))
         except OSError as exc:
             log.error("cannot write metrics to %s: %s", path, exc)
         else:
