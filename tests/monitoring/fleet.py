@@ -52,7 +52,7 @@ def free_port() -> int:
 class MonitoredNode(Node):
     """A livecam node in its own network namespace, with its metrics exporter."""
 
-    def __init__(self, root: Path, index: int, name: str, **overrides: Any):
+    def __init__(self, root: Path, nas: Path, index: int, name: str, **overrides: Any):
         self.name = name
         self.netns = f"{SUITE}-{name}"
         subnet = 10 + index
@@ -60,7 +60,9 @@ class MonitoredNode(Node):
         self.ip = f"10.213.{subnet}.2"
         self.veth = f"lcm{os.getpid() % 100000}{name}"[:14]
         root.mkdir(parents=True)
-        self.share = Share(root / "nas", size="256M")
+        # The share's mount point must not sit on a tmpfs itself: unmounted, it would
+        # still be "a tmpfs" to the transport's mount check.
+        self.share = Share(nas, size="256M")
         transport = {"plugin": "nfs", "path": str(self.share.mnt), "fstypes": ["tmpfs"]}
         super().__init__(root, transport, node=name, segment_seconds=2, **overrides)
         self.textfile_dir = root / "metrics"
