@@ -62,8 +62,8 @@ def fifo_feeder(tmp_path):
 def fleet(fifo_feeder, tmp_path):
     fifo, _ = fifo_feeder
     base = Path(f"/dev/shm/{SUITE}")  # a tmpfs: the textfile writer refuses anything else
-    door = {**SMALL, "realtime": False,
-            "input": f"-f rawvideo -pix_fmt yuv420p -video_size 160x120 -framerate 10 -i {fifo}"}  # fmt: skip
+    raw = "-f rawvideo -pix_fmt yuv420p -video_size 160x120 -framerate 10"
+    door = {**SMALL, "realtime": False, "input": f"{raw} -i {fifo}"}
     nodes: dict[str, MonitoredNode] = {}
     prometheus = None
     try:
