@@ -20,6 +20,7 @@ from pathlib import Path
 from livecam import tiers
 from livecam.camera import CameraBackend, CameraError
 from livecam.config import Config
+from livecam.heartbeat import RecorderHeartbeat
 from livecam.plugins import Plugins
 from livecam.segment import Segment, SequenceCounter, segment_name
 from livecam.state import read_json, write_json
@@ -79,6 +80,7 @@ class Recorder:
             "last_error": None,
         }
         self.seq: SequenceCounter | None = None
+        self.heartbeat = RecorderHeartbeat(self.open_dir)  # systemd READY/WATCHDOG/STATUS
 
     # --- the sink side ------------------------------------------------------------
 
@@ -227,6 +229,7 @@ class Recorder:
 
     def _watch(self) -> None:
         while not self.stopping.wait(1.0):
+            self.heartbeat.beat(self.state)  # READY at the first frame, WATCHDOG while frames come
             idle = time.monotonic() - self.last_closed
             if self.backend is not None and idle > self.stall_limit():
                 log.error(

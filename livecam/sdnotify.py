@@ -58,7 +58,7 @@ def watchdog_interval() -> float | None:
 
 
 class Watchdog:
-    """Pings systemd's watchdog, at most twice per interval, only when told of progress.
+    """Pings systemd's watchdog when told of progress (at most about once a second).
 
     Call :meth:`progress` whenever the process did real work (a frame, a
     segment, a pass of a loop). A process that stops calling it stops pinging,
@@ -73,7 +73,7 @@ class Watchdog:
         if self.interval is None:
             return False
         now = time.monotonic()
-        if now - self._last < self.interval / 2:
+        if now - self._last < min(1.0, self.interval / 4):
             return False
         self._last = now
         return notify("WATCHDOG=1")

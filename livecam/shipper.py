@@ -31,6 +31,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_ran
 
 from livecam import tiers
 from livecam.config import Config
+from livecam.heartbeat import ShipperHeartbeat
 from livecam.plugins import Plugins
 from livecam.segment import Segment
 from livecam.state import read_json, write_json
@@ -113,6 +114,11 @@ class Shipper:
             "last_error": None,
         }
         self._dirty = True
+        # systemd: READY once the transport is built and a housekeeping pass is done;
+        # WATCHDOG while both loops turn (one attempt may take the timeout plus a retry wait).
+        self.heartbeat = ShipperHeartbeat(
+            config.transport_timeout + max(config.retry_max, config.retry_permanent) + 30
+        )
 
     # --- claims ------------------------------------------------------------------------
 
@@ -148,6 +154,7 @@ class Shipper:
         batch never holds a RAM segment beyond its first, so a slow batch cannot
         keep segments from spilling (the power-cut window stays as documented).
         """
+        self.heartbeat.attempt()
         with ExitStack() as claims:
             batch: list[Segment] = []
             for segment in self.ready():
@@ -418,6 +425,8 @@ class Shipper:
                 self.housekeep()
             except OSError as exc:
                 log.error("housekeeping failed: %s", exc)
+            else:
+                self.heartbeat.beat(self.state)
             if self._dirty or time.monotonic() - last_save > 5:
                 self.save_state()
                 last_save = time.monotonic()
