@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -29,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from tests.conftest import livecam_cmd
+from tests.conftest import VENV_BIN, livecam_cmd
 from tests.core.node import Node, Share, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -155,26 +154,46 @@ class MonitoredNode(Node):
         self.share.close()
 
 
-class Prometheus:
-    """Debian's prometheus on a free loopback port, with the shipped rules."""
+def monitor_role_config(root: Path, nodes: dict[str, str]) -> None:
+    """Render the livecam_monitor role's rules and prometheus.yml into ``root``.
 
-    def __init__(self, root: Path, targets: dict[str, str], *, rules: Path = RULES):
+    The role's own tasks (tasks/prometheus.yml) run with ansible-playbook against
+    an inventory of ``nodes`` (name -> address), so the scrape targets under test
+    are the ones the role generates from an inventory.
+    """
+    inventory = {"all": {"children": {"livecam_nodes": {"hosts": {
+        name: {"livecam_node_metrics_address": address,
+               "livecam_node_metrics_port": NODE_EXPORTER_PORT}
+        for name, address in nodes.items()}}}}}  # fmt: skip
+    (root / "inventory.yml").write_text(yaml.safe_dump(inventory))
+    play = [{"hosts": "localhost", "connection": "local", "gather_facts": False,
+             "tasks": [{"ansible.builtin.include_role": {
+                 "name": "livecam_monitor", "tasks_from": "prometheus.yml"}}]}]  # fmt: skip
+    (root / "play.yml").write_text(yaml.safe_dump(play))
+    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(REPO / "ansible" / "roles"),
+           "ANSIBLE_NOCOLOR": "1", "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}"}  # fmt: skip
+    out = subprocess.run(
+        [str(VENV_BIN / "ansible-playbook"), "-i", str(root / "inventory.yml"),
+         str(root / "play.yml"),
+         "-e", f"__livecam_monitor_config_dir={root}",
+         "-e", "livecam_monitor_scrape_interval=1s",
+         "-e", "livecam_monitor_evaluation_interval=1s",
+         "-e", '{"livecam_monitor_services_start": false}'],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert (root / "rules" / RULES.name).read_text() == RULES.read_text()
+
+
+class Prometheus:
+    """Debian's prometheus on a free loopback port, configured by the livecam_monitor role."""
+
+    def __init__(self, root: Path, nodes: dict[str, str]):
         self.root = root
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         root.mkdir(parents=True, exist_ok=True)
-        shutil.copy(rules, root / rules.name)
-        config = {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s",
-                       "scrape_timeout": "900ms"},
-            "rule_files": [rules.name],
-            "scrape_configs": [{
-                "job_name": "livecam",
-                "static_configs": [{"targets": [t], "labels": {"node": n}}
-                                   for n, t in targets.items()],
-            }],
-        }  # fmt: skip
-        (root / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+        monitor_role_config(root, nodes)
         self.log = root / "prometheus.log"
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(

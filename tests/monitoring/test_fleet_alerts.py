@@ -79,7 +79,7 @@ def fleet(fifo_feeder, tmp_path):
         )  # fmt: skip
         for node in nodes.values():
             node.start_all()
-        prometheus = Prometheus(base / "prometheus", {n: x.target for n, x in nodes.items()})
+        prometheus = Prometheus(tmp_path / "prometheus", {n: x.ip for n, x in nodes.items()})
         yield nodes, prometheus
     finally:
         if prometheus is not None:
