@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 
-from livecam import metrics
+from livecam import metrics, textfile
+from tests.conftest import write_config
 
 STATUS = {
     "node": "node01",
@@ -105,3 +108,36 @@ def test_a_status_missing_keys_still_renders():
     got = samples(text)
     assert got['livecam_camera_up{camera="cam0"}'] == 0
     assert got["livecam_shipper_up"] == 0
+
+
+def test_status_prometheus_and_the_writer_from_the_command_line(run_livecam, tmp_path):
+    config = write_config(tmp_path / "livecam.yaml", {
+        "node": "n1", "cameras": {"cam0": {"backend": "ffmpeg"}},
+        "buffer": {"path": str(tmp_path / "buffer")}, "spool": {"path": str(tmp_path / "spool")},
+        "transport": {"plugin": "local", "path": str(tmp_path / "nas")}, "plugin_dirs": [],
+    })  # fmt: skip
+    out = run_livecam("-c", str(config), "status", "--prometheus")
+    assert out.returncode == 0, out.stderr
+    got = samples(out.stdout)
+    assert got['livecam_camera_up{camera="cam0"}'] == 0  # never started
+    assert got["livecam_shipper_up"] == 0
+
+    # The writer refuses a file that is not in RAM: one line, exit code 2.
+    disk = tmp_path / "livecam.prom"
+    refused = run_livecam("-c", str(config), "metrics", "--textfile", str(disk))
+    assert refused.returncode == 2 and not disk.exists()
+    assert "not a RAM filesystem" in refused.stderr and len(refused.stderr.splitlines()) == 1
+
+
+def test_textfile_is_replaced_atomically_in_ram(tmp_path):
+    ram = Path(tempfile.mkdtemp(prefix="lcmon-", dir="/dev/shm"))
+    try:
+        target = ram / "livecam.prom"
+        textfile.check_textfile(target)
+        textfile.write_atomically(target, "a 1\n")
+        textfile.write_atomically(target, "a 2\n")
+        assert target.read_text() == "a 2\n"
+        assert [p.name for p in ram.iterdir()] == ["livecam.prom"]  # no temp file left
+        assert oct(target.stat().st_mode & 0o777) == "0o644"
+    finally:
+        shutil.rmtree(ram)
