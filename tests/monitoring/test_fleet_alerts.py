@@ -130,6 +130,10 @@ def test_faults_fire_the_right_alerts_and_every_panel_has_data(fleet, fifo_feede
     )
     took["eviction"] = prom.wait_firing("LivecamEvicting", t0, 90, instance=inst["nodec"])
     took["lag"] = prom.wait_firing("LivecamShipperLagging", t0, 90, instance=inst["nodeb"])
+    # The dead input's recorder keeps trying (each ffmpeg blocks until its stall limit).
+    took["restarting"] = prom.wait_firing(
+        "LivecamCameraRestarting", t0, 90, instance=inst["nodea"], camera="door"
+    )
     # The other camera of node A never stopped (one camera's failure stops no other).
     assert not prom.alerts("LivecamCameraDown", instance=inst["nodea"], camera="yard")
     status_b = b.status()["shipper"]

@@ -147,3 +147,20 @@ def test_notify_units_under_real_systemd(booted):
     journal = booted.run("journalctl", "--no-pager", "-u", RECORDER).stdout
     assert "Watchdog timeout" in journal, journal[-3000:]
     assert took < watchdog + 30  # RestartSec=5 plus the new recorder's first frame
+
+    # A camera that never delivers a frame: its unit never gets past "activating".
+    add_camera = (
+        "import yaml; p = '/etc/livecam/livecam.yaml'; c = yaml.safe_load(open(p)); "
+        "c['cameras']['silent'] = {'backend': 'ffmpeg', 'realtime': False, 'input': "
+        "'-f rawvideo -pix_fmt yuv420p -video_size 160x120 -framerate 10 -i /run/nofeed'}; "
+        "yaml.safe_dump(c, open(p, 'w'))"
+    )
+    booted.run("mkfifo", "/run/nofeed", check=True)
+    booted.run("/opt/livecam/venv/bin/python", "-c", add_camera, check=True)
+    booted.run("systemctl", "start", "--no-block", "livecam-record@silent.service", check=True)
+    time.sleep(10)
+    silent = booted.show("livecam-record@silent.service")
+    assert silent["ActiveState"] == "activating", silent["ActiveState"]
+    assert silent["MainPID"] != "0"  # it runs; it just never said READY
+    print(f"a camera without frames: still {silent['ActiveState']} after 10 s")
+    booted.run("systemctl", "stop", "livecam-record@silent.service")
