@@ -154,12 +154,13 @@ class MonitoredNode(Node):
         self.share.close()
 
 
-def monitor_role_config(root: Path, nodes: dict[str, str]) -> None:
-    """Render the livecam_monitor role's rules and prometheus.yml into ``root``.
+def monitor_role_config(root: Path, nodes: dict[str, str], alertmanager: str) -> None:
+    """Render the livecam_monitor role's rules, prometheus.yml and alertmanager.yml
+    into ``root``.
 
-    The role's own tasks (tasks/prometheus.yml) run with ansible-playbook against
-    an inventory of ``nodes`` (name -> address), so the scrape targets under test
-    are the ones the role generates from an inventory.
+    The role's own tasks (tasks/prometheus.yml, tasks/alertmanager.yml) run with
+    ansible-playbook against an inventory of ``nodes`` (name -> address), so the
+    scrape targets under test are the ones the role generates from an inventory.
     """
     inventory = {"all": {"children": {"livecam_nodes": {"hosts": {
         name: {"livecam_node_metrics_address": address,
@@ -168,7 +169,8 @@ def monitor_role_config(root: Path, nodes: dict[str, str]) -> None:
     (root / "inventory.yml").write_text(yaml.safe_dump(inventory))
     play = [{"hosts": "localhost", "connection": "local", "gather_facts": False,
              "tasks": [{"ansible.builtin.include_role": {
-                 "name": "livecam_monitor", "tasks_from": "prometheus.yml"}}]}]  # fmt: skip
+                 "name": "livecam_monitor", "tasks_from": part}}
+                 for part in ("prometheus.yml", "alertmanager.yml")]}]  # fmt: skip
     (root / "play.yml").write_text(yaml.safe_dump(play))
     env = {**os.environ, "ANSIBLE_ROLES_PATH": str(REPO / "ansible" / "roles"),
            "ANSIBLE_NOCOLOR": "1", "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}"}  # fmt: skip
@@ -178,6 +180,7 @@ def monitor_role_config(root: Path, nodes: dict[str, str]) -> None:
          "-e", f"__livecam_monitor_config_dir={root}",
          "-e", "livecam_monitor_scrape_interval=1s",
          "-e", "livecam_monitor_evaluation_interval=1s",
+         "-e", f"livecam_monitor_alertmanager_address={alertmanager}",
          "-e", '{"livecam_monitor_services_start": false}'],
         capture_output=True, text=True, timeout=300, env=env,
     )  # fmt: skip
@@ -193,7 +196,17 @@ class Prometheus:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         root.mkdir(parents=True, exist_ok=True)
-        monitor_role_config(root, nodes)
+        self.alertmanager_port = free_port()
+        self.alertmanager_url = f"http://127.0.0.1:{self.alertmanager_port}"
+        monitor_role_config(root, nodes, f"127.0.0.1:{self.alertmanager_port}")
+        with open(root / "alertmanager.log", "ab") as log:
+            self.alertmanager = subprocess.Popen(
+                ["prometheus-alertmanager", f"--config.file={root / 'alertmanager.yml'}",
+                 f"--storage.path={root / 'alertmanager'}",
+                 f"--web.listen-address=127.0.0.1:{self.alertmanager_port}",
+                 "--cluster.listen-address="],
+                stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
         self.log = root / "prometheus.log"
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
@@ -237,14 +250,22 @@ class Prometheus:
     def targets_up(self) -> dict[str, float]:
         return {r["metric"]["node"]: float(r["value"][1]) for r in self.query('up{job="livecam"}')}
 
+    def received(self, name: str, **labels: str) -> list[dict[str, Any]]:
+        """The alerts named ``name`` that Alertmanager holds (what it would notify)."""
+        with urllib.request.urlopen(f"{self.alertmanager_url}/api/v2/alerts", timeout=10) as r:
+            alerts = json.load(r)
+        return [a for a in alerts if a["labels"].get("alertname") == name
+                and all(a["labels"].get(k) == v for k, v in labels.items())]  # fmt: skip
+
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        for proc in (self.proc, self.alertmanager):
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
 
     def wait_firing(self, name: str, since: float, timeout: float, **labels: str) -> float:
         """Wait until alert ``name`` fires; return seconds from ``since`` (the fault)."""

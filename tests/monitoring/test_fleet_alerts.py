@@ -128,6 +128,12 @@ def test_faults_fire_the_right_alerts_and_every_panel_has_data(fleet, fifo_feede
     took["camera down"] = prom.wait_firing(
         "LivecamCameraDown", t0, 60, instance=inst["nodea"], camera="door"
     )
+    # ...and reaches Alertmanager, configured by the monitor role, with its description.
+    (sent,) = wait_for(
+        lambda: prom.received("LivecamCameraDown", camera="door"), 30, "Alertmanager has it"
+    )
+    took["camera down in alertmanager"] = time.monotonic() - t0
+    assert "journalctl -u livecam-record@door" in sent["annotations"]["description"]
     took["eviction"] = prom.wait_firing("LivecamEvicting", t0, 90, instance=inst["nodec"])
     took["lag"] = prom.wait_firing("LivecamShipperLagging", t0, 90, instance=inst["nodeb"])
     # The dead input's recorder keeps trying (each ffmpeg blocks until its stall limit).
