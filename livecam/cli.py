@@ -1,7 +1,7 @@
 """The livecam command line: record cameras, ship their segments, show status.
 
-    livecam [-c FILE | --demo] run | record CAMERA | ship | status [--json]
-                               | check-config | plugins
+    livecam [-c FILE | --demo] run | record CAMERA | ship | status [--json|--prometheus]
+                               | metrics --textfile FILE | check-config | plugins
 
 A bad config, a broken plugin or a bad argument gives one clear line on stderr
 and exit code 2; nothing starts. ``plugins`` also works without a config file:
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from livecam import __version__, build
+from livecam import __version__, build, textfile
 from livecam import config as configmod
 from livecam import status as statusmod
 from livecam.config import Config
@@ -31,6 +31,7 @@ from livecam.plugins import Plugins
 from livecam.recorder import Recorder
 from livecam.shipper import Shipper
 from livecam.supervisor import Supervisor, role_argv
+from livecam.textfile import prometheus
 
 log = logging.getLogger("livecam")
 
@@ -69,6 +70,10 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("ship", parents=[common], help="ship segments to the NAS (one per node)")
     st = sub.add_parser("status", parents=[common], help="cameras, tiers and shipper at a glance")
     st.add_argument("--json", action="store_true", help="machine-readable")
+    st.add_argument("--prometheus", action="store_true", help="as Prometheus metrics")
+    me = sub.add_parser("metrics", parents=[common], help="keep a node_exporter textfile fresh")
+    me.add_argument("--textfile", required=True, type=Path, help="a *.prom file on a tmpfs")
+    me.add_argument("--interval", type=float, default=15.0, help="seconds (default 15)")
     sub.add_parser("check-config", parents=[common], help="validate the config and exit")
     sub.add_parser("plugins", parents=[common], help="list loaded plugins and what they register")
     return p
@@ -168,12 +173,26 @@ def cmd_plugins(plugins: Plugins) -> int:
 def cmd_status(
     args: argparse.Namespace, cfg: Config, plugins: Plugins, config_args: list[str]
 ) -> int:
+    if args.prometheus:
+        print(prometheus(cfg, plugins), end="")
+        return 0
     data = statusmod.gather(cfg, plugins)
     if args.json:
         print(json.dumps(data, indent=2, default=str))
     else:
         print(statusmod.render(data))
     return 0
+
+
+def cmd_metrics(
+    args: argparse.Namespace, cfg: Config, plugins: Plugins, config_args: list[str]
+) -> int:
+    try:
+        textfile.check_textfile(args.textfile)
+    except ConfigError as exc:
+        print(f"livecam: error: {exc}", file=sys.stderr)
+        return 2
+    return textfile.run(cfg, plugins, args.textfile, max(1.0, args.interval))
 
 
 def cmd_record(
@@ -208,6 +227,7 @@ COMMANDS: dict[str, Command] = {
     "record": cmd_record,
     "ship": cmd_ship,
     "status": cmd_status,
+    "metrics": cmd_metrics,
     "check-config": cmd_check_config,
     "plugins": lambda args, cfg, plugins, config_args: cmd_plugins(plugins),
 }

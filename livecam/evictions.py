@@ -34,6 +34,9 @@ class Ledger:
         record = read_json(self.path)
         record["count"] = record.get("count", 0) + 1
         record["bytes"] = record.get("bytes", 0) + size
+        by_place = record.setdefault("by_camera_tier", {})  # livecam_evicted_segments_total
+        key = f"{segment.camera}/{tier.role}"
+        by_place[key] = by_place.get(key, 0) + 1
         record["last"] = {
             "segment": segment.name,
             "tier": tier.role,

@@ -185,6 +185,8 @@ class Publisher:
         with self.state.edit() as st:
             st.state = "alarm" if error.permanent else "retrying"
             st.failures += 1
+            kind = failure_kind(error)
+            st.failures_by_kind[kind] = st.failures_by_kind.get(kind, 0) + 1
             st.last_error = LastError(time.time(), segment.name, str(error), error.permanent)
         self.plugins.publish_failed(segment=segment, error=error, permanent=error.permanent)
 
@@ -192,3 +194,10 @@ class Publisher:
 def _first_unpublished(items: Pending, batch: list[Segment]) -> Segment:
     """The segment a failed batch is reported against: the first one not yet verified."""
     return next(iter(items.values()))[0] if items else batch[0]
+
+
+def failure_kind(error: PublishError) -> str:
+    """The ``kind`` label of livecam_publish_failures_total."""
+    if isinstance(error, ConflictError):
+        return "conflict"
+    return "permanent" if error.permanent else "transient"

@@ -18,11 +18,12 @@ import time
 from livecam import build
 from livecam.camera import CameraBackend, CameraError
 from livecam.config import Config
+from livecam.heartbeat import RecorderHeartbeat
 from livecam.losses import LossWriter, mark_clean_stop, note_start
 from livecam.plugins import Plugins
 from livecam.segment import SequenceCounter
 from livecam.sink import BufferSink
-from livecam.state import RecorderState, StateFile
+from livecam.state import RecorderState, StateFile, read_json
 
 log = logging.getLogger("livecam.recorder")
 
@@ -41,10 +42,16 @@ class Recorder:
         self.backend_cls = plugins.cameras.get(self.camera.backend, f"cameras.{camera}.backend")
         self.stopping = threading.Event()
         self.backend: CameraBackend | None = None
+        path = self.buffer.state_dir / f"recorder-{camera}.json"
         self.state = StateFile(
-            self.buffer.state_dir / f"recorder-{camera}.json",
+            path,
             RecorderState(
-                camera=camera, backend=self.camera.backend, pid=os.getpid(), started=time.time()
+                camera=camera,
+                backend=self.camera.backend,
+                pid=os.getpid(),
+                started=time.time(),
+                # Kept across restarts of this process: "no segment for N seconds" stays true.
+                last_closed_at=read_json(path).get("last_closed_at"),
             ),
         )
         self.sink: BufferSink | None = None
@@ -147,7 +154,11 @@ class Recorder:
         return 2.5 * self.config.segment_seconds + 5
 
     def _watch(self, sink: BufferSink) -> None:
+        heartbeat = RecorderHeartbeat(sink.open_dir)  # systemd READY/WATCHDOG/STATUS
         while not self.stopping.wait(1.0):
+            heartbeat.beat(
+                self.state.snapshot()
+            )  # READY at the first frame, WATCHDOG while frames come
             idle = time.monotonic() - sink.last_closed
             if self.backend is not None and idle > self.stall_limit():
                 log.error(

@@ -27,6 +27,7 @@ from livecam import build
 from livecam.claims import Claims
 from livecam.config import Config
 from livecam.evictions import Evictor, Ledger
+from livecam.heartbeat import ShipperHeartbeat
 from livecam.housekeeper import Housekeeper
 from livecam.losses import LossWriter
 from livecam.plugins import Plugins
@@ -77,6 +78,11 @@ class Shipper:
             state=self.state_file,
             stopping=self.stopping,
         )
+        # systemd: READY once the transport is built and a housekeeping pass is done;
+        # WATCHDOG while both loops turn (one attempt may take the timeout plus a retry wait).
+        self.heartbeat = ShipperHeartbeat(
+            config.transport_timeout + max(config.retry_max, config.retry_permanent) + 30
+        )
         losses = LossWriter(self.spool.path, config.site, config.node)
         self.evictor = Evictor(
             plugins, claims, Ledger(self.spool.state_dir / "evictions.json"), losses
@@ -113,11 +119,15 @@ class Shipper:
 
     # --- the process ---------------------------------------------------------------------
 
+    def _attempt(self) -> bool:
+        self.heartbeat.attempt()
+        return self.publisher.publish_next()
+
     def publish_forever(self) -> None:
         """The publisher thread's body."""
         while not self.stopping.is_set():
             try:
-                if not self.retry.call(self.publisher.publish_next):
+                if not self.retry.call(self._attempt):
                     self.stopping.wait(POLL)
             except Stopped:
                 break
@@ -144,6 +154,8 @@ class Shipper:
                 self.housekeeper.housekeep()
             except OSError as exc:
                 log.error("housekeeping failed: %s", exc)
+            else:
+                self.heartbeat.beat(self.state_file.snapshot())
             overdue = time.monotonic() - last_save > SAVE_EVERY
             self._save(force=overdue)
             if overdue:

@@ -16,7 +16,7 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -130,6 +130,7 @@ class ShipperState:
     spilled: int = 0
     spilled_bytes: int = 0
     failures: int = 0
+    failures_by_kind: dict[str, int] = field(default_factory=dict)  # transient, permanent, conflict
     last_success: LastSuccess | None = None
     last_error: LastError | None = None
 

@@ -49,6 +49,8 @@ def gather(config: Config, plugins: Plugins) -> dict[str, Any]:
             "backend": config.cameras[name].backend,
             "newest_segment": newest.name if newest else st.get("last_segment"),
             "last_closed_age": None if last_closed is None else round(now - last_closed, 1),
+            "last_closed_at": last_closed,
+            "started": st.get("started"),
             "segments": st.get("segments", 0),
             "restarts": st.get("restarts", 0),
             "dropped_frames": st.get("dropped_frames", 0),
@@ -73,11 +75,14 @@ def gather(config: Config, plugins: Plugins) -> dict[str, Any]:
         "backlog_bytes": sum(_size(s.path) for s in backlog),
         "lag": None if oldest_backlog is None else round(now - oldest_backlog, 1),
         "published": ship.get("published", 0),
+        "published_bytes": ship.get("published_bytes", 0),
+        "failures_by_kind": ship.get("failures_by_kind", {}),
         "spilled": ship.get("spilled", 0),
         "last_success": _last_success(ship.get("last_success")),
         "last_error": ship.get("last_error"),
         "evictions": evictions.get("count", 0),
         "evicted_bytes": evictions.get("bytes", 0),
+        "evicted_by": evictions.get("by_camera_tier", {}),
         "last_eviction": evictions.get("last"),
     }
     return {

@@ -8,7 +8,8 @@ a time, from one thread, and deletes the local copy only after it returns.
 1. write the file under a temporary name beside the target (a dot-name, so no
    partial file is ever visible under a final name);
 2. verify it (size always; a digest where the protocol can);
-3. rename it into place;
+3. rename it into place, never replacing a file that is there (one that
+   appeared since the check is compared as in 4);
 4. return ``False`` without sending when the target already holds a file of the
    same size and digest (a retry after a crash), ``True`` after a real publish;
    raise ``ConflictError`` when it holds other content (never overwrite it).
@@ -17,6 +18,9 @@ Every network call has a hard timeout (``self.timeout`` seconds). Failures raise
 ``TransientError`` (retried with exponential backoff) or ``PermanentError`` (auth
 refused, host key mismatch, no space, permission denied: alarm, retried slowly).
 No secret may appear in argv, logs or error messages.
+
+``livecam.publish`` implements steps 1-4 once, over a few store operations, and
+``livecam.store_transport.StoreTransport`` makes a transport of such a store.
 """
 
 from __future__ import annotations
@@ -31,44 +35,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from livecam.errors import ConflictError as ConflictError
+from livecam.errors import PermanentError as PermanentError
+from livecam.errors import PublishError as PublishError
+from livecam.errors import TransientError as TransientError
+from livecam.errors import conflict_path as conflict_path
 from livecam.options import Option
 from livecam.segment import file_digest
-
-
-class PublishError(Exception):
-    """A publish attempt failed; the local copy is kept."""
-
-    permanent: ClassVar[bool] = False
-
-
-class TransientError(PublishError):
-    """Will likely heal by itself: network down, server restarting, timeout."""
-
-
-class PermanentError(PublishError):
-    """Needs a person: auth refused, host key changed, no space, permission denied."""
-
-    permanent = True
-
-
-class ConflictError(PermanentError):
-    """The NAS holds other content under the target name; it was not overwritten.
-
-    ``remote`` is the item's remote path. The shipper then publishes that segment
-    under a conflict name beside it (see ``conflict_path``), so one odd file on the
-    NAS never holds up the segments behind it.
-    """
-
-    def __init__(self, message: str, *, remote: str):
-        super().__init__(message)
-        self.remote = remote
-
-
-def conflict_path(remote: str, digest: str) -> str:
-    """Where a segment goes when ``remote`` holds other content: same directory,
-    a name that says why and cannot collide (it carries the segment's digest)."""
-    stem, dot, ext = remote.rpartition(".")
-    return f"{stem}.conflict-{digest[:12]}.{ext}" if dot else f"{remote}.conflict-{digest[:12]}"
 
 
 @dataclass(frozen=True)
@@ -108,7 +81,7 @@ class Transport:
     def check(cls, opts: Mapping[str, Any], key: str) -> None:
         """Validate option values together (files exist, host key present...).
 
-        Called by ``check-config`` after each option was converted. Raise
+        Called whenever a config is loaded, after each option was converted. Raise
         ``livecam.options.ConfigError`` naming ``key`` + the option.
         """
 
@@ -162,16 +135,11 @@ def run_command(
         out, err = proc.communicate(input, timeout=timeout)
     except subprocess.TimeoutExpired:
         _kill_group(proc)
-        try:
+        # Stuck in the kernel (a hung hard mount): abandoned rather than hang too.
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.communicate(timeout=2)
-        except subprocess.TimeoutExpired:
-            # Stuck in the kernel (a hung hard mount): abandon it rather than hang too.
-            _abandoned.append(proc)
         raise TransientError(f"{Path(argv[0]).name} timed out after {timeout:g}s") from None
     return subprocess.CompletedProcess(list(argv), proc.returncode, out, err)
-
-
-_abandoned: list[subprocess.Popen[bytes]] = []
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:

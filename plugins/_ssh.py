@@ -17,6 +17,9 @@ from typing import Any
 from livecam import options as o
 from livecam.options import ConfigError, Option
 
+KEEPALIVE = 5  # seconds between SSH keepalives; 3 unanswered = the link is dead
+CONNECT_TIMEOUT = 10  # seconds to connect and log in
+
 SSH_OPTIONS: dict[str, Option] = {
     "host": Option(o.string, help="the NAS host name or address"),
     "port": Option(o.integer(1, 65535), 22),
@@ -69,6 +72,3 @@ def check_ssh_options(opts: Mapping[str, Any], key: str) -> None:
             f"pin it first, e.g. ssh-keyscan -p {opts['port']} {opts['host']} >> FILE "
             "(then compare the fingerprint with the NAS console)"
         )
-
-
-# --- concurrent batches (sftp and smb) ---------------------------------------------------------

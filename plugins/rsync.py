@@ -36,16 +36,17 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from livecam_plugins._ssh import SSH_OPTIONS, check_ssh_options
+from livecam_plugins._ssh import CONNECT_TIMEOUT, KEEPALIVE, SSH_OPTIONS, check_ssh_options
 
 from livecam import hookimpl
 from livecam import options as o
 from livecam.options import ConfigError, Option
+from livecam.publish import check_remote, conflict
+from livecam.state import pid_alive
 from livecam.transport import (
     ConflictError,
     Item,
@@ -58,8 +59,6 @@ from livecam.transport import (
 
 log = logging.getLogger("livecam.rsync")
 
-KEEPALIVE = 5  # seconds between SSH keepalives; 3 unanswered = the link is dead
-CONNECT_TIMEOUT = 10
 # One rsync call carries at most this many bytes (whole segments; a bigger one
 # goes alone): its segments are deleted locally only when the call ends, so this
 # bounds how long a slow link keeps a verified backlog on the node (about 50 s
@@ -94,8 +93,11 @@ def kib_per_second(value: Any, key: str) -> int:
 
 def classify(stderr: str, what: str) -> PublishError:
     """Turn ssh/rsync error output into a Permanent or Transient error for ``what``."""
-    lines = [ln.strip() for ln in stderr.splitlines()
-             if ln.strip() and not ln.startswith("@") and "home directory" not in ln]  # fmt: skip
+    lines = [
+        ln.strip()
+        for ln in stderr.splitlines()
+        if ln.strip() and not ln.startswith("@") and "home directory" not in ln
+    ]
     detail = "; ".join(lines[-3:]) or "no error output"
     for pattern, reason in PERMANENT:
         if pattern.search(stderr):
@@ -124,8 +126,8 @@ class RsyncTransport(Transport):
         # socket can use the login. Short, for the 108-byte socket path limit.
         self._control_dir: Path | None = None
 
-    @property
-    def _control_path(self) -> Path:
+    def _private_dir(self) -> Path:
+        """This transport's 0700 directory (control socket, staging), made on first use."""
         if self._control_dir is None:
             parent = Path(os.environ.get("RUNTIME_DIRECTORY") or tempfile.gettempdir())
             _remove_stale_control_dirs(parent)
@@ -133,7 +135,11 @@ class RsyncTransport(Transport):
             self._control_dir = Path(
                 tempfile.mkdtemp(prefix=f"{CONTROL_PREFIX}{os.getpid()}-", dir=parent)
             )
-        return self._control_dir / "master"
+        return self._control_dir
+
+    @property
+    def _control_path(self) -> Path:
+        return self._private_dir() / "master"
 
     @classmethod
     def check(cls, opts: Any, key: str) -> None:
@@ -182,8 +188,13 @@ class RsyncTransport(Transport):
         errfile = self._control_path.with_name("master.err")
         with open(errfile, "w+") as err:
             try:
-                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=err, start_new_session=True)  # fmt: skip
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=err,
+                    start_new_session=True,
+                )
             except OSError as exc:
                 raise PermanentError(f"cannot run ssh: {exc}") from exc
             try:
@@ -218,8 +229,11 @@ class RsyncTransport(Transport):
         if self.opts["compress"]:
             argv.insert(1, "--compress")
         proc = run_command(argv, timeout=timeout)
-        return (proc.returncode, proc.stdout.decode(errors="replace"),
-                proc.stderr.decode(errors="replace"))  # fmt: skip
+        return (
+            proc.returncode,
+            proc.stdout.decode(errors="replace"),
+            proc.stderr.decode(errors="replace"),
+        )
 
     def publish(self, local: Path, remote: str, *, size: int, digest: str) -> bool:
         """Publish one file (a batch of one); False if the NAS holds the same content.
@@ -227,10 +241,9 @@ class RsyncTransport(Transport):
         Raises PermanentError (host key, auth, permission, no space, other content
         under the name) or TransientError (network, timeout, server restart).
         """
-        item = Item(local, remote, size, digest)
-        for _, sent in self.publish_batch([item]):
-            return sent
-        raise TransientError(f"rsync {remote}: not verified on the NAS")  # unreachable
+        # publish_batch yields every item it does not raise for: exactly one here.
+        ((_, sent),) = self.publish_batch([Item(local, remote, size, digest)])
+        return sent
 
     def publish_batch(self, items: Sequence[Item]) -> Iterator[tuple[Item, bool]]:
         """Publish ``items`` in rsync calls of up to CALL_BYTES each (see the module doc).
@@ -269,10 +282,18 @@ class RsyncTransport(Transport):
         with self._staging(items) as (root, staged, refused):
             if not staged:
                 return refused
-            code, out, err = self._rsync("-r", "--copy-links", "--mkpath", "--ignore-existing",
-                                         "--fsync", source=root, timeout=timeout)  # fmt: skip
-            sent = {path for flags, path in _itemized(out)
-                    if flags.startswith("<f") and path in staged}  # fmt: skip
+            code, out, err = self._rsync(
+                "-r",
+                "--copy-links",
+                "--mkpath",
+                "--ignore-existing",
+                "--fsync",
+                source=root,
+                timeout=timeout,
+            )
+            sent = {
+                path for flags, path in _itemized(out) if flags.startswith("<f") and path in staged
+            }
             failure: PublishError | None = None
             if code == 0:
                 # rsync exits 0 only after every file was verified and renamed.
@@ -299,8 +320,9 @@ class RsyncTransport(Transport):
                     yield check[path], path in sent
                 refused += conflicts
                 if failure is None and unverified:
-                    failure = TransientError(f"{what}: not on the NAS after all: "
-                                             + ", ".join(unverified[:3]))  # fmt: skip
+                    failure = TransientError(
+                        f"{what}: not on the NAS after all: " + ", ".join(unverified[:3])
+                    )
             if failure is not None:
                 raise failure
         return refused
@@ -313,11 +335,13 @@ class RsyncTransport(Transport):
         Returns (identical paths, conflicts, paths missing or not itemized).
         Raises PublishError when the dry run itself fails.
         """
-        code, out, err = self._rsync("-r", "--copy-links", "--dry-run", "--checksum", "-ii",
-                                     source=root, timeout=timeout)  # fmt: skip
+        code, out, err = self._rsync(
+            "-r", "--copy-links", "--dry-run", "--checksum", "-ii", source=root, timeout=timeout
+        )
         if code not in (0, *PARTIAL):
             raise classify(err, f"rsync --checksum to {self.opts['host']}:{self.opts['path']}")
-        same, conflicts = [], []
+        same: list[str] = []
+        conflicts: list[PermanentError] = []
         left = dict(check)
         for flags, path in _itemized(out):
             if left.pop(path, None) is None:
@@ -327,10 +351,8 @@ class RsyncTransport(Transport):
             elif flags.startswith("<f+"):
                 left[path] = check[path]  # not there (after a failure: simply not sent)
             else:
-                target = posixpath.join(self.opts["path"], path)
-                conflicts.append(ConflictError(
-                    f"{target} already exists on the NAS with other content; "
-                    f"not overwritten ({flags})", remote=check[path].remote))  # fmt: skip
+                where = f"{self.opts['host']}:{posixpath.join(self.opts['path'], path)}"
+                conflicts.append(conflict(where, check[path].remote))
         return same, conflicts, sorted(left)
 
     @contextlib.contextmanager
@@ -341,9 +363,7 @@ class RsyncTransport(Transport):
         rsync follows the links (``--copy-links``, a sender-side option rrsync
         never sees) and recreates the tree, directories included, on the NAS.
         """
-        self._control_path  # noqa: B018 - makes the private directory
-        assert self._control_dir is not None
-        root = Path(tempfile.mkdtemp(prefix="stage-", dir=self._control_dir))
+        root = Path(tempfile.mkdtemp(prefix="stage-", dir=self._private_dir()))
         # Directories as rsync should make them: 0777 less the NAS's umask, as --mkpath.
         # Private all the same: the 0700 control directory holds them.
         root.chmod(0o777)
@@ -351,11 +371,12 @@ class RsyncTransport(Transport):
         refused: list[PermanentError] = []
         try:
             for item in items:
-                path = posixpath.normpath(item.remote)
-                if (path.startswith(("/", "../")) or path in (".", "..")
-                        or any(c < " " or c in "\\\x7f" for c in path)):  # fmt: skip
-                    refused.append(PermanentError(f"unsafe remote path {item.remote!r}"))
+                try:
+                    check_remote(item.remote)
+                except PermanentError as exc:
+                    refused.append(exc)
                     continue
+                path = posixpath.normpath(item.remote)
                 link = root / path
                 try:
                     for d in reversed(link.relative_to(root).parents[:-1]):
@@ -411,23 +432,12 @@ def _socket_alive(path: Path) -> bool:
             return False
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
-    return True
-
-
 def _remove_stale_control_dirs(parent: Path) -> None:
     """Remove control directories that a killed shipper left in ``parent``.
 
     A directory is stale when it is ours, the pid in its name is gone and no
     master listens on its socket (a master outliving its shipper ends after
     ``control_persist``; its directory goes at the next start after that).
-    Directories of the old, pid-less naming count once they are a day old.
     """
     uid = os.getuid()
     with contextlib.suppress(OSError):
@@ -439,10 +449,7 @@ def _remove_stale_control_dirs(parent: Path) -> None:
                 pid = d.name[len(CONTROL_PREFIX) :].split("-", 1)[0]
                 if not d.is_dir() or d.is_symlink() or st.st_uid != uid:
                     continue
-                if pid.isdigit():
-                    if _pid_alive(int(pid)):
-                        continue
-                elif time.time() - st.st_mtime < 86400:
+                if not pid.isdigit() or pid_alive(int(pid)):
                     continue
                 if _socket_alive(d / "master"):
                     continue

@@ -1,9 +1,11 @@
 """The ``smb`` transport: SMB2/3 from Python (smbprotocol), no kernel mount.
 
-Write ``.<name>.part`` beside the target (a fixed name: a retry overwrites its own
-leftover), check its size, rename it into place; SMB's rename refuses to replace
-an existing file, so nothing is ever overwritten. "Already there" means same size
-and, read back only then, the same SHA-256.
+It fills in the one publish protocol (``livecam.publish``) with SMB requests:
+write ``.<name>.part`` beside the target (a fixed name: a retry overwrites its own
+leftover), query its size on the open handle, then rename (without replacing:
+``replace_if_exists`` false, so a file that appeared under the name meanwhile is
+kept and compared, never overwritten) and close in one compound request. "Already
+there" means same size and, read back only then, the same SHA-256.
 
 Encryption (SMB3) is required by default: a server that cannot encrypt is an
 error, never a silent downgrade; ``encrypt: false`` allows plaintext. The password
@@ -12,9 +14,9 @@ password is picked up), never logged or shown.
 
 Round trips, not bytes, limit a backlog over a link with latency: directories
 made are remembered for the connection (forgotten on reconnect), writes overlap
-(``WINDOW`` requests in flight), the size is queried on the open handle and the
-rename (no replace) and close go in one compound request; a batch keeps
-``WORKERS`` segments in flight over the one session.
+(``WINDOW`` requests in flight), and a batch keeps three segments in flight over
+the one session. Those need smbprotocol's internals, all in one section below
+(``upstream_problems`` says when an upgrade moved them).
 
 The connection is kept between publishes in this transport's own pool. After any
 network failure (an smbd restart, a cut link) the pool is dropped and the next
@@ -28,33 +30,21 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
-import hashlib
-import ntpath
+import importlib
 import threading
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
-
-from livecam_plugins._batch import run_concurrently
+from typing import Any, BinaryIO, ClassVar
 
 from livecam import hookimpl
 from livecam import options as o
 from livecam.options import ConfigError, Option
-from livecam.transport import (
-    ConflictError,
-    Item,
-    PermanentError,
-    PublishError,
-    TransientError,
-    Transport,
-)
+from livecam.publish import BLOCK, Directories, TempFile, TempRenameStore, read_digest
+from livecam.store_transport import StoreTransport
+from livecam.transport import Item, PermanentError, PublishError, TransientError
 
 CONNECT_TIMEOUT = 10
-BLOCK = 1 << 20
-# Segments in flight at once in a batch: with 40 ms RTT one 2 MB segment spends
-# about as long on its round trips as on its data; three keep the link busy.
-WORKERS = 3
 WINDOW = 4  # write requests in flight per segment (of up to BLOCK each)
 CREDIT_GROWTH = 8  # extra credits asked per write, so several workers can write at once
 
@@ -80,16 +70,119 @@ def _smbclient() -> Any:
     return smbclient
 
 
-if _smbclient() is not None:
-    # The compound and raw-handle helpers smbclient builds its own calls from.
-    from smbclient._io import SMBFileIO, SMBFileTransaction, query_info, set_info
-    from smbprotocol import MAX_PAYLOAD_SIZE
-    from smbprotocol.file_info import FileRenameInformation, FileStandardInformation
-    from smbprotocol.open import FilePipePrinterAccessMask
+class SmbStore(TempRenameStore):
+    """The protocol's operations as SMB requests; one per worker, one session."""
+
+    def __init__(self, transport: SmbTransport, kw: dict[str, Any]):
+        super().__init__(transport.dirs, transport.opts["path"].strip("/"))
+        self.t, self.kw = transport, kw
+
+    def unc(self, path: str) -> str:
+        """``path`` (below the share, POSIX) as smbclient names it."""
+        rel = "\\".join(p for p in path.split("/") if p)
+        return f"\\\\{self.t.opts['server']}\\{self.t.opts['share']}\\{rel}"
+
+    def full(self, remote: str) -> str:
+        return "/".join(p for p in (self.root, remote) if p)
+
+    def where(self, remote: str) -> str:
+        return f"smb {self.t.opts['server']}/{self.t.opts['share']}/{self.full(remote)}"
+
+    def size(self, remote: str) -> int | None:
+        try:
+            return int(_smbclient().stat(self.unc(self.full(remote)), **self.kw).st_size)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:  # SMBOSError: no FileNotFoundError subclass
+                raise
+            return None
+
+    def digest(self, remote: str) -> str:
+        with _smbclient().open_file(self.unc(self.full(remote)), "rb", **self.kw) as f:
+            return read_digest(f)
+
+    def mkdir(self, directory: str) -> None:
+        try:
+            _smbclient().mkdir(self.unc(directory), **self.kw)
+        except OSError as exc:
+            raise _as_builtin(exc) from None
+
+    def open_temp(self, temp: str) -> TempFile:
+        try:
+            raw = open_raw(self.unc(self.full(temp)), self.kw)
+        except OSError as exc:
+            raise _as_builtin(exc) from None
+        return SmbTemp(self, temp, raw)
 
 
-class SmbTransport(Transport):
-    """SMB2/3 via smbprotocol: temp name, size check, rename (see the module doc)."""
+class SmbTemp(TempFile):
+    """``.<name>.part`` open on the NAS for writing, size queries and the rename."""
+
+    def __init__(self, store: SmbStore, temp: str, raw: Any):
+        self.store, self.temp, self.raw = store, temp, raw
+
+    def write(self, src: BinaryIO) -> None:
+        """Write ``src`` with WINDOW requests in flight.
+
+        One request at a time (smbclient's own write) waits a round trip per MB;
+        overlapping them keeps the link busy. Each request needs credits; they are
+        taken under a lock shared by the batch's workers (smbprotocol refuses a
+        send it has no credits for rather than wait).
+        """
+        conn = self.raw.fd.connection
+        pending: deque[tuple[Any, int]] = deque()
+
+        def finish() -> None:
+            wait, length = pending.popleft()
+            if wait() != length:
+                raise TransientError(f"smb: the NAS took part of a {length} byte write")
+
+        offset = 0
+        while block := src.read(min(BLOCK, conn.max_write_size)):
+            view = memoryview(block)
+            while view:
+                with self.store.t.credit_lock:
+                    length, free = writable(conn, len(view))
+                    if free or not pending:
+                        wait = send_write(self.raw, bytes(view[:length]), offset, CREDIT_GROWTH)
+                    else:
+                        length = 0
+                if not length:  # out of credits: a reply brings more
+                    finish()
+                    continue
+                pending.append((wait, length))
+                view, offset = view[length:], offset + length
+                while len(pending) >= WINDOW:
+                    finish()
+        while pending:
+            finish()
+
+    def size(self) -> int:
+        return query_size(self.raw)
+
+    def rename(self, remote: str) -> None:
+        try:
+            rename_and_close(self.raw, self.store.unc(self.store.full(remote)))
+        except OSError as exc:
+            raise _as_builtin(exc) from None
+
+    def remove(self) -> None:
+        try:
+            self.raw.close()
+        finally:
+            _smbclient().remove(self.store.unc(self.store.full(self.temp)), **self.store.kw)
+
+
+def _as_builtin(exc: OSError) -> OSError:
+    """An SMBOSError as the builtin the protocol knows (FileExistsError...), else itself."""
+    if exc.errno == errno.EEXIST:
+        return FileExistsError(exc.errno, str(exc))
+    if exc.errno == errno.ENOENT:
+        return FileNotFoundError(exc.errno, str(exc))
+    return exc
+
+
+class SmbTransport(StoreTransport):
+    """SMB2/3 via smbprotocol: the publish protocol over one session (see the module doc)."""
 
     description = "SMB2/3 (smbprotocol), encrypted by default, no kernel mount"
     options: ClassVar = {
@@ -101,7 +194,6 @@ class SmbTransport(Transport):
         "password_file": Option(o.path, help="a file holding only the password (mode 0600)"),
         "encrypt": Option(o.boolean, True, "require SMB3 encryption"),
     }
-
     batch_size: ClassVar[int] = 32
 
     def __init__(self, options: Any, *, timeout: float):
@@ -109,16 +201,15 @@ class SmbTransport(Transport):
         self._cache: dict[str, Any] = {}
         self._timed_out = False
         self._conn: Any = None
-        # Directories made or seen on this connection; forgotten on reconnect, as
-        # a restarted NAS may have lost them.
-        self._dirs: set[str] = set()
-        self._credit_lock = threading.Lock()
-        self._dirs_lock = threading.Lock()
+        self.dirs = Directories()  # forgotten on a new connection
+        self.credit_lock = threading.Lock()
 
     @classmethod
     def check(cls, opts: Any, key: str) -> None:
         if _smbclient() is None:
             raise ConfigError(f"{key}.plugin: smb needs smbprotocol (pip install 'livecam[smb]')")
+        if problems := upstream_problems():
+            raise ConfigError(f"{key}.plugin: {problems}")
         o.readable_file(str(opts["password_file"]), f"{key}.password_file")
         if not read_password(opts["password_file"]):
             raise ConfigError(f"{key}.password_file: {opts['password_file']} is empty")
@@ -129,204 +220,43 @@ class SmbTransport(Transport):
     def describe(self) -> str:
         o_ = self.opts
         crypt = "encrypted" if o_["encrypt"] else "NOT encrypted"
-        where = posix(o_["share"], o_["path"])
+        where = "/".join(p.strip("/") for p in (o_["share"], o_["path"]) if p.strip("/"))
         return f"smb to {o_['username']}@{o_['server']}:{o_['port']}/{where} ({crypt})"
 
-    def _unc(self, remote: str) -> str:
-        parts = [self.opts["path"], remote]
-        rel = "\\".join(p.replace("/", "\\").strip("\\") for p in parts if p.strip("/"))
-        return f"\\\\{self.opts['server']}\\{self.opts['share']}\\{rel}"
-
-    def _session_kwargs(self) -> dict[str, Any]:
-        o_ = self.opts
-        return {"username": o_["username"], "password": read_password(o_["password_file"]),
-                "port": o_["port"], "encrypt": o_["encrypt"] or None,
-                "connection_timeout": CONNECT_TIMEOUT, "connection_cache": self._cache}  # fmt: skip
-
-    # --- publish -----------------------------------------------------------------------------
-
-    def publish(self, local: Path, remote: str, *, size: int, digest: str) -> bool:
-        """Publish over SMB; False if the same size and SHA-256 are there already.
-
-        Raises PermanentError (logon refused, access denied, disk full, read-only,
-        missing share, no encryption, other content under the name) or
-        TransientError (network, server restart, timeout).
-        """
-        kw = self._session()
-        return self._publish_item(kw, Item(local, remote, size, digest), 1)
-
-    def publish_batch(self, items: Sequence[Item]) -> Iterator[tuple[Item, bool]]:
-        """Publish up to WORKERS segments at once over the one session.
-
-        Yields ``(item, sent)`` once that item is renamed into place; raises
-        PermanentError or TransientError (as ``publish``) for the rest, after the
-        items in flight have ended. See ``run_concurrently``.
-        """
-        kw = self._session()
-        n = min(WORKERS, len(items))
-        yield from run_concurrently(items, [functools.partial(self._publish_item, kw, share=n)] * n)
-
-    def _session(self) -> dict[str, Any]:
-        """Connect (or reuse the connection); the smbclient keyword arguments. Raises
+    def stores(self, count: int) -> list[SmbStore]:
+        """Connect (or reuse the connection); ``count`` stores on its session. Raises
         PublishError."""
         smbclient = _smbclient()
         if smbclient is None:
             raise PermanentError("smb: smbprotocol is not installed")
+        if problems := upstream_problems():
+            raise PermanentError(f"smb: {problems}")
         self._timed_out = False
-        where = f"smb {self.opts['server']}/{self.opts['share']}"
+        o_ = self.opts
+        kw = {
+            "username": o_["username"],
+            "password": read_password(o_["password_file"]),
+            "port": o_["port"],
+            "encrypt": o_["encrypt"] or None,
+            "connection_timeout": CONNECT_TIMEOUT,
+            "connection_cache": self._cache,
+        }
         try:
             with self._watchdog(self.timeout):
-                kw = self._session_kwargs()
-                session = smbclient.register_session(self.opts["server"], **kw)
-                if session.connection is not self._conn:  # a new connection: forget
-                    self._conn, self._dirs = session.connection, set()
-                return kw
+                session = smbclient.register_session(o_["server"], **kw)
         except Exception as exc:
             self.close()
-            raise classify(exc, where, self._timed_out) from None
+            raise classify(exc, f"smb {o_['server']}/{o_['share']}", self._timed_out) from None
+        if session.connection is not self._conn:  # a new connection: forget
+            self._conn, self.dirs = session.connection, Directories()
+        return [SmbStore(self, kw) for _ in range(count)]
 
-    def _publish_item(self, kw: dict[str, Any], item: Item, share: int) -> bool:
-        """One item; ``share`` segments share the link meanwhile (the time limit grows)."""
-        smbclient = _smbclient()
-        target = self._unc(item.remote)
-        where = f"smb {self.opts['server']}/{self.opts['share']}/"
-        where += posix(self.opts["path"], item.remote)
-        try:
-            with self._watchdog(self.timeout * share):
-                return self._publish(smbclient, kw, item, target, where)
-        except PublishError:
-            raise
-        except Exception as exc:
-            self.close()  # a fresh connection next time: the old one may be dead
-            raise classify(exc, where, self._timed_out) from None
+    def attempt(self, store: Any, limit: float) -> contextlib.AbstractContextManager[None]:
+        return self._watchdog(limit)
 
-    def _publish(self, smbclient: Any, kw: dict[str, Any], item: Item, target: str,
-                 where: str) -> bool:  # fmt: skip
-        """Round trips besides the data: stat target, create, size query, then
-        rename and close in one compound (plus a makedirs per new directory)."""
-        directory, name = ntpath.split(target)
-        self._makedirs(smbclient, kw, directory)
-        try:
-            st = smbclient.stat(target, **kw)
-        except OSError as exc:
-            # SMBOSError carries ENOENT but is no FileNotFoundError subclass.
-            if exc.errno != errno.ENOENT:
-                raise
-            st = None
-        if st is not None:
-            if (
-                st.st_size == item.size
-                and self._remote_digest(smbclient, kw, target) == item.digest
-            ):
-                return False
-            raise ConflictError(
-                f"{where} already exists with other content; not overwritten",
-                remote=item.remote,
-            )
-        tmp = ntpath.join(directory, f".{name}.part")
-        raw = self._create(smbclient, kw, tmp, directory)
-        try:
-            with open(item.local, "rb") as src:
-                self._write(raw, src)
-            with SMBFileTransaction(raw) as query:
-                query_info(query, FileStandardInformation)
-            written = query.results[0]["end_of_file"].get_value()
-            if written != item.size:
-                raise TransientError(f"{where}: size check failed: {written} of {item.size} bytes")
-            # Rename on the handle the data went through, and close it, in one
-            # compound; FileRenameInformation without replace never overwrites.
-            rename = FileRenameInformation()
-            rename["replace_if_exists"] = False
-            rename["file_name"] = ntpath.join(ntpath.dirname(raw.fd.file_name), name)
-            with SMBFileTransaction(raw) as commit:
-                set_info(commit, rename)
-                raw.close(transaction=commit)
-        except (OSError, PublishError):
-            # A partial temp would hold space on a full disk; the session may still work.
-            with contextlib.suppress(Exception):
-                raw.close()
-            with contextlib.suppress(Exception):
-                smbclient.remove(tmp, **kw)
-            raise
-        return True
-
-    def _create(self, smbclient: Any, kw: dict[str, Any], tmp: str, directory: str) -> Any:
-        """Open ``tmp`` (truncated) for writing and renaming; a directory removed on
-        the NAS since it was remembered is made again (once). Raises SMBOSError."""
-        access = (FilePipePrinterAccessMask.FILE_WRITE_DATA | FilePipePrinterAccessMask.DELETE
-                  | FilePipePrinterAccessMask.FILE_READ_ATTRIBUTES)  # fmt: skip
-        for attempt in (1, 2):
-            raw = SMBFileIO(tmp, mode="w", desired_access=access, **kw)
-            try:
-                raw.open()
-                return raw
-            except OSError as exc:
-                if exc.errno != errno.ENOENT or attempt == 2:
-                    raise
-                self._dirs.discard(directory)
-                self._makedirs(smbclient, kw, directory)
-        raise AssertionError("unreachable")
-
-    def _write(self, raw: Any, src: Any) -> None:
-        """Write ``src`` to the open ``raw`` with WINDOW requests in flight.
-
-        One request at a time (smbclient's own write) waits a round trip per MB;
-        overlapping them keeps the link busy. Each request needs credits; they are
-        taken under a lock shared by the batch's workers (smbprotocol refuses a
-        send it has no credits for rather than wait). Raises SMBOSError or
-        TransientError (a short write).
-        """
-        fd = raw.fd
-        conn = fd.connection
-        sid, tid = fd.tree_connect.session.session_id, fd.tree_connect.tree_connect_id
-        pending: deque[tuple[Any, Any, int]] = deque()
-
-        def finish() -> None:
-            request, receive, length = pending.popleft()
-            if receive(request) != length:
-                raise TransientError(f"smb: the NAS took part of a {length} byte write")
-
-        offset = 0
-        while block := src.read(min(BLOCK, conn.max_write_size)):
-            view = memoryview(block)
-            while view:
-                with self._credit_lock:
-                    window = conn.sequence_window
-                    free = window["high"] - window["low"] - 1  # one left for a small request
-                    length = min(len(view), max(free, 1) * MAX_PAYLOAD_SIZE)
-                    if free >= 1 or not pending:
-                        credits = (length - 1) // MAX_PAYLOAD_SIZE + 1
-                        msg, receive = fd.write(bytes(view[:length]), offset=offset, send=False)
-                        request = conn.send(msg, sid=sid, tid=tid,
-                                            credit_request=credits + CREDIT_GROWTH)  # fmt: skip
-                    else:
-                        length = 0
-                if not length:  # out of credits: a reply brings more
-                    finish()
-                    continue
-                pending.append((request, receive, length))
-                view, offset = view[length:], offset + length
-                while len(pending) >= WINDOW:
-                    finish()
-        while pending:
-            finish()
-
-    def _makedirs(self, smbclient: Any, kw: dict[str, Any], directory: str) -> None:
-        """makedirs, remembered for this connection (forgotten on reconnect)."""
-        if directory in self._dirs:
-            return
-        # One worker makes a new directory while the others wait: no mkdir race.
-        with self._dirs_lock:
-            if directory not in self._dirs:
-                smbclient.makedirs(directory, exist_ok=True, **kw)
-                self._dirs.add(directory)
-
-    def _remote_digest(self, smbclient: Any, kw: dict[str, Any], target: str) -> str:
-        h = hashlib.sha256()
-        with smbclient.open_file(target, "rb", **kw) as f:
-            while block := f.read(BLOCK):
-                h.update(block)
-        return h.hexdigest()
+    def failure(self, exc: Exception, store: Any, item: Item) -> PublishError:
+        self.close()  # a fresh connection next time: the old one may be dead
+        return classify(exc, store.where(item.remote), self._timed_out)
 
     @contextlib.contextmanager
     def _watchdog(self, limit: float) -> Iterator[None]:
@@ -360,10 +290,6 @@ def read_password(path: Path) -> str:
     return lines[0] if lines else ""
 
 
-def posix(*parts: str) -> str:
-    return "/".join(p.strip("/") for p in parts if p.strip("/"))
-
-
 def classify(exc: Exception, where: str, timed_out: bool) -> PublishError:
     """An smbprotocol/smbclient failure as a Permanent or Transient error (no secrets)."""
     if timed_out:
@@ -376,9 +302,131 @@ def classify(exc: Exception, where: str, timed_out: bool) -> PublishError:
     if name == "SMBAuthenticationError" or "SpnegoError" in name:
         return PermanentError(f"{where}: logon refused: {text}")
     if "encryption is required" in text:
-        return PermanentError(f"{where}: the server cannot encrypt ({text}); "
-                              "set transport.encrypt: false only on a trusted network")  # fmt: skip
+        return PermanentError(
+            f"{where}: the server cannot encrypt ({text}); "
+            "set transport.encrypt: false only on a trusted network"
+        )
     return TransientError(f"{where}: {name}: {text}")
+
+
+# --- smbprotocol internals ----------------------------------------------------------------------
+# The only code that touches smbclient._io and smbprotocol's credit window (tested with
+# smbprotocol 1.17; pyproject caps it below 1.18). tests/transports/test_upstream.py runs
+# upstream_problems() and live_problems(), so an upgrade that moves any of these fails
+# there by name, and check-config refuses with the same one line.
+
+_MODULE_NAMES = {
+    "smbclient._io": ("SMBFileIO", "SMBFileTransaction", "query_info", "set_info"),
+    "smbprotocol": ("MAX_PAYLOAD_SIZE",),
+    "smbprotocol.file_info": ("FileRenameInformation", "FileStandardInformation"),
+    "smbprotocol.open": ("FilePipePrinterAccessMask", "Open"),
+    "smbprotocol.connection": ("Connection",),
+}
+# Attributes of live objects: a connection, and the ``fd`` (an Open) of a raw handle.
+_CONNECTION_ATTRS = ("sequence_window", "send", "max_write_size")
+_OPEN_ATTRS = ("write", "file_name", "connection", "tree_connect")
+
+
+@functools.cache
+def upstream_problems() -> str:
+    """'' when smbprotocol still has the internals used below, else what moved."""
+    missing = []
+    for module, names in _MODULE_NAMES.items():
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            missing.append(module)
+            continue
+        missing += [f"{module}.{n}" for n in names if not hasattr(mod, n)]
+    return _moved(missing)
+
+
+def live_problems(raw: Any) -> str:
+    """'' when an open raw handle and its connection still have what is used below."""
+    fd = getattr(raw, "fd", None)
+    missing = [f"Open.{a}" for a in _OPEN_ATTRS if not hasattr(fd, a)]
+    conn = getattr(fd, "connection", None)
+    missing += [f"Connection.{a}" for a in _CONNECTION_ATTRS if not hasattr(conn, a)]
+    window = getattr(conn, "sequence_window", None)
+    if not (isinstance(window, dict) and {"low", "high"} <= window.keys()):
+        missing.append("Connection.sequence_window['low'/'high']")
+    return _moved(missing)
+
+
+def _moved(missing: list[str]) -> str:
+    if not missing:
+        return ""
+    return (
+        f"smbprotocol changed internals that livecam's smb transport uses ({', '.join(missing)});"
+        " pin smbprotocol<1.18 (the versions tested) or update plugins/smb.py"
+    )
+
+
+def open_raw(unc: str, kw: dict[str, Any]) -> Any:
+    """Open ``unc`` truncated for writing, size queries, renaming: a raw smbclient handle."""
+    from smbclient._io import SMBFileIO
+    from smbprotocol.open import FilePipePrinterAccessMask as Access
+
+    access = Access.FILE_WRITE_DATA | Access.DELETE | Access.FILE_READ_ATTRIBUTES
+    raw = SMBFileIO(unc, mode="w", desired_access=access, **kw)
+    raw.open()
+    return raw
+
+
+def query_size(raw: Any) -> int:
+    """The end of file the server holds for the open ``raw`` handle."""
+    from smbclient._io import SMBFileTransaction, query_info
+    from smbprotocol.file_info import FileStandardInformation
+
+    with SMBFileTransaction(raw) as query:
+        query_info(query, FileStandardInformation)
+    return int(query.results[0]["end_of_file"].get_value())
+
+
+def rename_and_close(raw: Any, unc: str) -> None:
+    """Rename the open ``raw`` to ``unc`` WITHOUT replacing, and close it: one compound.
+    Raises SMBOSError (EEXIST when the name is taken)."""
+    import ntpath
+
+    from smbclient._io import SMBFileTransaction, set_info
+    from smbprotocol.file_info import FileRenameInformation
+
+    rename = FileRenameInformation()
+    rename["replace_if_exists"] = False
+    # Below the share, as the handle's own name is.
+    rename["file_name"] = ntpath.join(ntpath.dirname(raw.fd.file_name), ntpath.basename(unc))
+    with SMBFileTransaction(raw) as commit:
+        set_info(commit, rename)
+        raw.close(transaction=commit)
+
+
+def writable(conn: Any, want: int) -> tuple[int, bool]:
+    """(bytes of ``want`` one write may carry, whether credits for it are free now);
+    one credit stays for a small request. Call under the credit lock."""
+    from smbprotocol import MAX_PAYLOAD_SIZE
+
+    window = conn.sequence_window
+    free = window["high"] - window["low"] - 1
+    return min(want, max(free, 1) * MAX_PAYLOAD_SIZE), free >= 1
+
+
+def send_write(raw: Any, data: bytes, offset: int, growth: int) -> Any:
+    """Send one write of ``data`` at ``offset`` on ``raw`` without waiting, asking
+    ``growth`` credits more than it uses; returns a function that waits for the
+    reply and returns how many bytes the server took."""
+    from smbprotocol import MAX_PAYLOAD_SIZE
+
+    fd = raw.fd
+    conn = fd.connection
+    msg, receive = fd.write(data, offset=offset, send=False)
+    credits = (len(data) - 1) // MAX_PAYLOAD_SIZE + 1
+    request = conn.send(
+        msg,
+        sid=fd.tree_connect.session.session_id,
+        tid=fd.tree_connect.tree_connect_id,
+        credit_request=credits + growth,
+    )
+    return lambda: receive(request)
 
 
 @hookimpl

@@ -28,8 +28,8 @@ VARIANT = "minbase"
 # module and systemd for `systemctl enable` and `systemd-analyze`. Both kinds of
 # tree share one base; the roles' apt tasks then find their packages present.
 PACKAGES = sorted([
-    "ffmpeg", "openssh-client", "openssh-server", "python3", "python3-apt",
-    "python3-venv", "rsync", "systemd",
+    "ffmpeg", "openssh-client", "openssh-server", "prometheus-node-exporter", "python3",
+    "python3-apt", "python3-venv", "rsync", "systemd",
 ])  # fmt: skip
 
 RECAP_RE = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)",

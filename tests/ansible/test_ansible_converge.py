@@ -50,7 +50,7 @@ def test_node_tree(provisioned, node):
     cameras = {"node1": ["cam0", "cam1"]}.get(node, ["cam0"])
     wants = tree / "etc/systemd/system/multi-user.target.wants"
     enabled = sorted(p.name for p in wants.glob("livecam-*"))
-    assert enabled == sorted(["livecam-ship.service",
+    assert enabled == sorted(["livecam-ship.service", "livecam-metrics.service",
                               *(f"livecam-record@{c}.service" for c in cameras)])  # fmt: skip
 
     recorder = (tree / "etc/systemd/system/livecam-record@.service").read_text()
@@ -121,7 +121,11 @@ def test_units_are_hardened(provisioned):
     """systemd-analyze rates every livecam unit at exposure 2.0 or lower."""
     scores = {}
     units = {
-        provisioned.trees["node1"]: ["livecam-record@cam0.service", "livecam-ship.service"],
+        provisioned.trees["node1"]: [
+            "livecam-record@cam0.service",
+            "livecam-ship.service",
+            "livecam-metrics.service",
+        ],
         provisioned.trees["nas"]: ["livecam-retention.service", "livecam-nas-audit.service"],
     }
     for tree, names in units.items():

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import errno
 import os
-import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
 from livecam_plugins.nfs import DirectoryTransport, NfsTransport
 
+from livecam import dirstore
+from livecam.dirstore import DirStore, DirTemp, open_root
+from livecam.publish import publish as run_protocol
 from livecam.segment import file_digest
-from livecam.transport import ConflictError, PermanentError, TransientError
+from livecam.state import pid_alive
+from livecam.transport import ConflictError, Item, PermanentError, TransientError
 from tests.core.node import Share, sh
 
 
@@ -93,16 +99,120 @@ def test_read_only_share_is_permanent(share, segment):
     assert publish(nfs(share.mnt), segment) is True
 
 
+def helpers() -> set[int]:
+    """Live child processes of this test process running the nfs copy helper."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == os.getpid() and any(a.endswith(b"_nfs_child.py") for a in argv):
+            found.add(int(entry))
+    return found
+
+
 def test_a_hung_copy_is_cut_off_by_the_timeout(share, segment, tmp_path):
     # A FIFO in place of the local file blocks the copy helper forever, as a hung
     # hard mount would; the transport must give up at its timeout, not hang.
     fifo = tmp_path / "blocked.mp4"
     os.mkfifo(fifo)
     t = nfs(share.mnt, timeout=1.5)
-    with pytest.raises(TransientError, match=r"timed out after 1\.5s"):
-        t.publish(fifo, "lab/x.mp4", size=10, digest="0" * 64)
-    helpers = subprocess.run(["pgrep", "-f", str(fifo)], capture_output=True, text=True).stdout
-    assert not helpers.strip(), "the stuck helper was killed"
+    seen: set[int] = set()
+    publishing = threading.Event()
+    publishing.set()
+
+    def watch() -> None:
+        while publishing.is_set():
+            seen.update(helpers())
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        with pytest.raises(TransientError, match=r"timed out after 1\.5s"):
+            t.publish(fifo, "lab/x.mp4", size=10, digest="0" * 64)
+    finally:
+        publishing.clear()
+        watcher.join()
+    assert seen, "the helper was seen running while the copy hung"
+    assert not [pid for pid in seen if pid_alive(pid)], "the stuck helper was killed"
+    assert not share.hidden(), "the temp of the cut-off copy was removed"
+
+
+def plant_before_rename(monkeypatch, target: Path, content: bytes) -> list[Path]:
+    """Wrap DirTemp.rename: write ``content`` at ``target`` just before the real one."""
+    planted: list[Path] = []
+    real = DirTemp.rename
+
+    def rename(self, remote: str) -> None:
+        target.write_bytes(content)
+        planted.append(target)
+        real(self, remote)
+
+    monkeypatch.setattr(DirTemp, "rename", rename)
+    return planted
+
+
+def publish_in_process(share: Share, segment: Path, remote: str) -> bool:
+    """The protocol with the directory store, as the helper process runs it."""
+    fd = open_root(str(share.mnt), ["tmpfs"])
+    try:
+        store = DirStore(fd, str(share.mnt))
+        item = Item(segment, remote, segment.stat().st_size, file_digest(segment))
+        return run_protocol(store, item)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("links", [True, False], ids=["link", "renameat2"])
+def test_a_file_planted_before_the_final_step_is_never_replaced(share, segment, monkeypatch, links):
+    if not links:  # a filesystem without hard links (FAT): RENAME_NOREPLACE instead
+
+        def no_link(*args, **kw):
+            raise OSError(errno.EPERM, "Operation not permitted")
+
+        monkeypatch.setattr(dirstore.os, "link", no_link)
+    target = share.store / "lab/x.mp4"
+    planted = plant_before_rename(monkeypatch, target, b"theirs")
+    with pytest.raises(ConflictError, match="other content") as err:
+        publish_in_process(share, segment, "lab/x.mp4")
+    assert planted == [target], "the file was planted in the window"
+    assert err.value.remote == "lab/x.mp4"
+    assert target.read_bytes() == b"theirs", "the planted file was replaced"
+    assert not share.hidden(), "the temp was left behind"
+    # The same content planted: proven there, not sent again.
+    planted.clear()
+    target2 = share.store / "lab/y.mp4"
+    monkeypatch.undo()
+    if not links:
+        monkeypatch.setattr(dirstore.os, "link", no_link)
+    planted = plant_before_rename(monkeypatch, target2, segment.read_bytes())
+    assert publish_in_process(share, segment, "lab/y.mp4") is False
+    assert planted and target2.read_bytes() == segment.read_bytes()
+    assert not share.hidden()
+
+
+def test_a_filesystem_that_cannot_refuse_to_replace_is_refused(share, segment, monkeypatch):
+    def refuse(*args, **kw):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(dirstore.os, "link", refuse)
+    monkeypatch.setattr(dirstore, "RENAME_NOREPLACE", 1 << 30)  # a flag no kernel takes
+    with pytest.raises(PermanentError, match="neither hard links nor a rename"):
+        publish_in_process(share, segment, "lab/x.mp4")
+    assert not share.segments() and not share.hidden()
+
+
+@pytest.mark.parametrize("remote", ["/abs/x.mp4", "../up/x.mp4", "a/\x07/x.mp4", "a\\b.mp4"])
+def test_an_unsafe_remote_path_is_refused(share, segment, remote):
+    with pytest.raises(PermanentError, match="unsafe remote path"):
+        publish(nfs(share.mnt), segment, remote)
+    assert not os.listdir(share.store)
 
 
 def test_local_transport_creates_its_directory(tmp_path, segment):

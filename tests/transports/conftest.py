@@ -104,8 +104,9 @@ class Attempt:
         assert isinstance(self.error, TransientError), (self.result, self.error)
 
 
-def record_calls(monkeypatch, owner: Any, name: str,
-                 before: Callable[[int], None] | None = None) -> list[tuple]:  # fmt: skip
+def record_calls(
+    monkeypatch, owner: Any, name: str, before: Callable[[int], None] | None = None
+) -> list[tuple]:
     """Wrap ``owner.name`` to record each call's arguments (``before(n)`` runs first
     on the n-th call); the list fills as the code under test calls it."""
     calls: list[tuple] = []

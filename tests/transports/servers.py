@@ -58,8 +58,7 @@ def ensure_user(name: str) -> pwd.struct_passwd:
     try:
         return pwd.getpwnam(name)
     except KeyError:
-        sh("useradd", "--system", "--no-create-home", "--home-dir", "/",
-           "--shell", "/bin/sh", name)  # fmt: skip
+        sh("useradd", "--system", "--no-create-home", "--home-dir", "/", "--shell", "/bin/sh", name)
     # '*' instead of useradd's '!': sshd without PAM treats '!' as a locked account.
     sh("usermod", "-p", "*", name)
     return pwd.getpwnam(name)
@@ -139,8 +138,14 @@ class Daemon:
 class Sshd(Daemon):
     """sshd with an rrsync-restricted account and a chrooted SFTP-only account."""
 
-    def __init__(self, base: Path, *, host: str = "127.0.0.1", port: int | None = None,
-                 netns: str | None = None):  # fmt: skip
+    def __init__(
+        self,
+        base: Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        netns: str | None = None,
+    ):
         super().__init__(netns)
         self.base = base
         self.host = host
@@ -156,8 +161,11 @@ class Sshd(Daemon):
         self.sftp_root = self.chroot / "upload"
         rsync_user = ensure_user(RSYNC_USER)
         sftp_user = ensure_user(SFTP_USER)
-        for d, owner in ((self.rsync_root, rsync_user), (self.chroot, None),
-                         (self.sftp_root, sftp_user)):  # fmt: skip
+        for d, owner in (
+            (self.rsync_root, rsync_user),
+            (self.chroot, None),
+            (self.sftp_root, sftp_user),
+        ):
             d.mkdir(mode=0o755)
             if owner:
                 os.chown(d, owner.pw_uid, owner.pw_gid)
@@ -209,9 +217,15 @@ Match User {SFTP_USER}
         self.start()
 
     def rsync_options(self, path: str = ".") -> dict:
-        return {"plugin": "rsync", "host": self.host, "port": self.port, "user": RSYNC_USER,
-                "path": path, "identity_file": str(self.client_key),
-                "known_hosts_file": str(self.known_hosts)}  # fmt: skip
+        return {
+            "plugin": "rsync",
+            "host": self.host,
+            "port": self.port,
+            "user": RSYNC_USER,
+            "path": path,
+            "identity_file": str(self.client_key),
+            "known_hosts_file": str(self.known_hosts),
+        }
 
     def sftp_options(self, path: str = "/upload") -> dict:
         return {**self.rsync_options(path), "plugin": "sftp", "user": SFTP_USER}
@@ -220,8 +234,14 @@ Match User {SFTP_USER}
 class Smbd(Daemon):
     """smbd on a high loopback port with one share ``nas`` and one user with a password."""
 
-    def __init__(self, base: Path, *, host: str = "127.0.0.1", port: int | None = None,
-                 netns: str | None = None):  # fmt: skip
+    def __init__(
+        self,
+        base: Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        netns: str | None = None,
+    ):
         super().__init__(netns)
         self.host = host
         self.port = port or free_port()
@@ -268,8 +288,15 @@ class Smbd(Daemon):
         self.set_password(SMB_PASSWORD)
 
     def set_password(self, password: str) -> None:
-        sh("smbpasswd", "-c", str(self.config), "-s", "-a", SMB_USER,
-           input=f"{password}\n{password}\n")  # fmt: skip
+        sh(
+            "smbpasswd",
+            "-c",
+            str(self.config),
+            "-s",
+            "-a",
+            SMB_USER,
+            input=f"{password}\n{password}\n",
+        )
 
     def argv(self) -> list[str]:
         return ["/usr/sbin/smbd", "--foreground", "--no-process-group", "--debug-stdout",
@@ -279,9 +306,15 @@ class Smbd(Daemon):
         self._spawn(self.host, self.port)
 
     def smb_options(self, path: str = "incoming") -> dict:
-        return {"plugin": "smb", "server": self.host, "port": self.port, "share": "nas",
-                "path": path, "username": SMB_USER,
-                "password_file": str(self.password_file)}  # fmt: skip
+        return {
+            "plugin": "smb",
+            "server": self.host,
+            "port": self.port,
+            "share": "nas",
+            "path": path,
+            "username": SMB_USER,
+            "password_file": str(self.password_file),
+        }
 
 
 class NetNs:

@@ -9,13 +9,16 @@ from tests.transports.servers import SMB_PASSWORD
 
 
 def config(tmp_path, transport: dict) -> str:
-    path = write_config(tmp_path / "livecam.yaml", {
-        "cameras": {"cam0": {}},
-        "buffer": {"path": str(tmp_path / "buffer")},
-        "spool": {"path": str(tmp_path / "spool")},
-        "transport": transport,
-        "plugin_dirs": [],
-    })  # fmt: skip
+    path = write_config(
+        tmp_path / "livecam.yaml",
+        {
+            "cameras": {"cam0": {}},
+            "buffer": {"path": str(tmp_path / "buffer")},
+            "spool": {"path": str(tmp_path / "spool")},
+            "transport": transport,
+            "plugin_dirs": [],
+        },
+    )
     return str(path)
 
 
@@ -24,8 +27,15 @@ def ssh_transport(tmp_path, plugin: str, **changes) -> dict:
     key.write_text("not really a key\n")
     known = tmp_path / "known_hosts"
     known.write_text("[nas.lan]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE\n")
-    t = {"plugin": plugin, "host": "nas.lan", "port": 2222, "user": "node01", "path": "x",
-         "identity_file": str(key), "known_hosts_file": str(known)}  # fmt: skip
+    t = {
+        "plugin": plugin,
+        "host": "nas.lan",
+        "port": 2222,
+        "user": "node01",
+        "path": "x",
+        "identity_file": str(key),
+        "known_hosts_file": str(known),
+    }
     t.update(changes)
     return {k: v for k, v in t.items() if v is not None}
 
@@ -56,8 +66,13 @@ def test_ssh_transport_ok(tmp_path, run_livecam):
 
 
 def test_smb_password_file_checked_and_never_shown(tmp_path, run_livecam):
-    t = {"plugin": "smb", "server": "nas.lan", "share": "cams", "username": "node01",
-         "password_file": str(tmp_path / "missing")}  # fmt: skip
+    t = {
+        "plugin": "smb",
+        "server": "nas.lan",
+        "share": "cams",
+        "username": "node01",
+        "password_file": str(tmp_path / "missing"),
+    }
     result = run_livecam("-c", config(tmp_path, t), "check-config")
     assert result.returncode == 2
     assert "transport.password_file:" in result.stderr

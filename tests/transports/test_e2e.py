@@ -64,8 +64,11 @@ def test_changed_host_key_alarms_in_status_and_keeps_the_data(nas, tmp_path):
     try:
         nas.server.change_host_key()
         proc = n.start()
-        wait_for(lambda: (n.status()["shipper"].get("last_error") or {}).get("permanent"),
-                 30, "a permanent alarm")  # fmt: skip
+        wait_for(
+            lambda: (n.status()["shipper"].get("last_error") or {}).get("permanent"),
+            30,
+            "a permanent alarm",
+        )
         assert "host key" in n.status()["shipper"]["last_error"]["message"]
         assert not nas.segments()
         assert n.local_segments("buffer") + n.local_segments("spool")

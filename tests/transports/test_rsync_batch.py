@@ -10,16 +10,16 @@ control directory of a killed shipper is cleaned up by the next one.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 from livecam_plugins import rsync
 
-from livecam.transport import Item, PermanentError
+from livecam.transport import ConflictError, Item, PermanentError
 from tests.conftest import sha256
-from tests.core.node import Watcher
+from tests.core.node import Watcher, wait_for
 from tests.transports.conftest import (
     Attempt,
     backlog,
@@ -39,9 +39,7 @@ def test_backlog_goes_in_one_call_per_batch(nas, tmp_path, monkeypatch):
     t = nas.transport()
     items = backlog(tmp_path, 30)
     calls = count_calls(t, monkeypatch)
-    t0 = time.monotonic()
     done = list(t.publish_batch(items))
-    seconds = time.monotonic() - t0
     assert sorted(i.local for i, _ in done) == sorted(i.local for i in items)
     assert all(sent for _, sent in done)
     assert len(calls) == 1, calls  # no dry run: nothing was there
@@ -51,8 +49,7 @@ def test_backlog_goes_in_one_call_per_batch(nas, tmp_path, monkeypatch):
         assert got[item.local.name] == nas.store / item.remote
     assert len({p.parent for p in got.values()}) == 6
     assert not nas.hidden()
-    # One rsync start-up for 30 files, not 30 (~0.15 s each on their own).
-    assert seconds < 2, f"{seconds:.2f}s"
+    # What one rsync start-up for 30 files costs is measured by bench/transports.py.
     # Published again (a shipper that died before deleting): all already there.
     assert sorted((i.local, sent) for i, sent in t.publish_batch(items)) == sorted(
         (i.local, False) for i in items
@@ -87,9 +84,12 @@ def test_batch_with_files_already_there_and_one_conflict(nas, tmp_path):
     on_nas = sha256(nas.segments()[conflict.local.name])
     conflict.local.write_bytes(os.urandom(conflict.size))  # other content, same name
     done: dict[Path, bool] = {}
-    with pytest.raises(PermanentError, match="other content") as err:
+    # A ConflictError, not only a PermanentError: only that makes the shipper set
+    # the segment aside and go on.
+    with pytest.raises(ConflictError, match="other content") as err:
         for item, sent in t.publish_batch(items):
             done[item.local] = sent
+    assert err.value.remote == conflict.remote
     assert conflict.remote in str(err.value)
     assert done == {
         **{i.local: False for i in items[:3]},
@@ -122,15 +122,22 @@ def test_server_killed_mid_batch_leaves_nothing_partial_and_heals(nas, tmp_path)
     done: list = []
     with Watcher(nas) as watcher:
         attempt = Attempt(lambda: done.extend(t.publish_batch(items)))
-        time.sleep(1.5)  # some files renamed into place, one in flight
+        # Stopped as soon as some files are renamed into place, the rest to come.
+        wait_for(nas.segments, 30, "a first segment renamed into place", interval=0.05)
         nas.server.stop()
+        at_stop = len(nas.segments())
         attempt.failed_transient(timeout=30)
         assert not done, "an item was handed back before its call succeeded"
-        assert 0 < len(nas.segments()) < len(items)
+        assert 0 < at_stop < len(items), "the server was stopped mid-batch"
+        assert len(nas.segments()) == at_stop
         nas.server.start()
         retry_proves_what_arrived(t, items, nas, watcher)
-    # A receiver killed hard may leave its dot-named temp; never a final name.
-    assert all(p.name.startswith(".") for p in nas.hidden())
+    # A receiver killed hard may leave its temp (.<name>.XXXXXX beside the target);
+    # the retry put every item under its final name and nothing else is there.
+    names = {i.local.name for i in items}
+    assert set(nas.segments()) == names
+    for p in nas.hidden():
+        assert re.fullmatch(r"\.(.+)\.\w{6}", p.name) and p.name[1:-7] in names, p
 
 
 def test_stale_control_dirs_of_dead_shippers_are_removed(tmp_path, monkeypatch):
@@ -143,9 +150,17 @@ def test_stale_control_dirs_of_dead_shippers_are_removed(tmp_path, monkeypatch):
     for d in (stale, live, other):
         d.mkdir()
         (d / "master.err").write_text("")
-    opts = {"host": "h", "port": 22, "user": "u", "path": ".", "identity_file": "k",
-            "known_hosts_file": "kh", "bwlimit": 0, "compress": False,
-            "control_persist": 300}  # fmt: skip
+    opts = {
+        "host": "h",
+        "port": 22,
+        "user": "u",
+        "path": ".",
+        "identity_file": "k",
+        "known_hosts_file": "kh",
+        "bwlimit": 0,
+        "compress": False,
+        "control_persist": 300,
+    }
     t = rsync.RsyncTransport(opts, timeout=5)
     mine = t._control_path.parent
     assert mine.parent == tmp_path and mine.name.startswith(f"livecam-ssh-{os.getpid()}-")

@@ -8,18 +8,28 @@ back the same segment arrives intact.
 
 from __future__ import annotations
 
+import contextlib
 import os
-import time
 
 import pytest
 
 from livecam.segment import file_digest
 from tests.conftest import sha256
-from tests.core.node import Watcher
+from tests.core.node import Watcher, wait_for
 from tests.transports import servers
 from tests.transports.conftest import Attempt, Nas, backlog, retry_proves_what_arrived
 
 pytestmark = pytest.mark.slow
+
+
+def partial(nas: Nas) -> list:
+    """Dot-named temps holding some bytes: a file in flight."""
+    found = []
+    for p in nas.hidden():
+        with contextlib.suppress(FileNotFoundError):
+            if p.stat().st_size > 0:
+                found.append(p)
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +54,13 @@ def test_link_cut_mid_file_is_transient_and_heals(ns_sshd, tmp_path):
     remote = f"lab/node01/cam0/{seg.name}"
     try:
         with Watcher(nas) as watcher:
-            attempt = Attempt(lambda: t.publish(seg, remote, size=seg.stat().st_size,
-                                                digest=file_digest(seg)))  # fmt: skip
-            time.sleep(2.5)  # mid-file
+            attempt = Attempt(
+                lambda: t.publish(seg, remote, size=seg.stat().st_size, digest=file_digest(seg))
+            )
+            # Cut once data flows into the temp and before the final name exists.
+            wait_for(lambda: partial(nas), 30, "the temp receiving data", interval=0.05)
             netns.link(up=False)
+            assert not nas.segments(), "the cut came mid-file"
             attempt.failed_transient(timeout=60)
             # Noticed by keepalives/--timeout in seconds, not by TCP's minutes.
             assert attempt.seconds < 35
@@ -72,12 +85,15 @@ def test_link_cut_mid_batch_keeps_what_is_unproven_and_heals(ns_sshd, tmp_path):
     try:
         with Watcher(nas) as watcher:
             attempt = Attempt(lambda: done.extend(t.publish_batch(items)))
-            time.sleep(3)  # mid-batch: some files renamed into place, one in flight
+            # Cut once some files are renamed into place, the rest to come.
+            wait_for(nas.segments, 30, "a first segment renamed into place", interval=0.05)
             netns.link(up=False)
+            at_cut = len(nas.segments())
             attempt.failed_transient(timeout=60)
             assert attempt.seconds < 35
             # Nothing is handed back (so nothing deleted locally) without proof.
             assert not done
+            assert 0 < at_cut < len(items), "the cut came mid-batch"
             assert len(nas.segments()) < len(items)
             netns.link(up=True)
             retry_proves_what_arrived(t, items, nas, watcher)
