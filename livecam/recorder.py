@@ -112,6 +112,7 @@ class Recorder:
             self.backend.stop()
 
     def _prepare(self) -> BufferSink:
+        self.buffer.path.mkdir(parents=True, exist_ok=True)
         ready_dir = self.buffer.camera_dir(self.camera.name)
         (ready_dir / ".open").mkdir(parents=True, exist_ok=True)
         mine = [
@@ -121,8 +122,20 @@ class Recorder:
             if s.camera == self.camera.name
         ]
         seq = SequenceCounter(
-            self.spool.state_dir, self.camera.name, floor=1 + max(mine, default=-1)
+            self.spool.state_dir,
+            self.camera.name,
+            fallback_dir=self.buffer.state_dir,
+            floor=1 + max(mine, default=-1),
         )
+        if seq.spool_error:
+            log.error(
+                "SPOOL FAILED: camera %s: %s; reserving in RAM (%s) and recording on",
+                self.camera.name,
+                seq.spool_error,
+                self.buffer.state_dir,
+            )
+        with self.state.edit() as st:
+            st.spool_failed = seq.spool_error
         return BufferSink(
             self.camera.name,
             self.backend_cls,

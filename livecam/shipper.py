@@ -51,8 +51,11 @@ class Shipper:
         self.config = config
         self.buffer = build.tier(config, plugins, "buffer")
         self.spool = build.tier(config, plugins, "spool")
-        for tier in (self.buffer, self.spool):
-            tier.path.mkdir(parents=True, exist_ok=True)
+        self.buffer.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.spool.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # the housekeeper reports it and runs RAM-only
+            log.error("cannot create the spool %s: %s", self.spool.path, exc)
         self.transport = transport or build.transport(config, plugins)
         self.stopping = threading.Event()
         self.state_file = StateFile(
@@ -76,7 +79,13 @@ class Shipper:
             state=self.state_file,
             stopping=self.stopping,
         )
-        self.evictor = Evictor(plugins, claims, Ledger(self.spool.state_dir / "evictions.json"))
+        self.evictor = Evictor(
+            plugins,
+            claims,
+            Ledger(
+                self.spool.state_dir / "evictions.json", self.buffer.state_dir / "evictions.json"
+            ),
+        )
         self.housekeeper = Housekeeper(
             plugins,
             buffer=self.buffer,
@@ -126,6 +135,8 @@ class Shipper:
         signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
         signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
         self.spool.discard_partials()
+        for tier in (self.buffer, self.spool):
+            self.evictor.finish_interrupted(tier)
         log.info(
             "shipping from %s and %s via %s",
             self.buffer.path,

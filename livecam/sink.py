@@ -12,15 +12,18 @@ from __future__ import annotations
 import logging
 import os
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
+from livecam import clock
 from livecam.camera import BadSegment, CameraBackend
 from livecam.plugins import Plugins
 from livecam.segment import Segment, SequenceCounter, segment_name
-from livecam.state import RecorderState, StateFile
+from livecam.state import ClockStep, RecorderState, StateFile
 
 log = logging.getLogger("livecam.recorder")
+
+STEP_TOLERANCE = 2.0  # seconds the wall clock may drift from the monotonic one between segments
 
 
 class BufferSink:
@@ -47,6 +50,7 @@ class BufferSink:
         self.state = state
         #: When the last segment closed (monotonic); the recorder's watchdog reads it.
         self.last_closed = time.monotonic()
+        self._last_end: tuple[datetime, float] | None = None  # (wall, monotonic)
 
     def close(self, path: Path, *, duration: float | None = None) -> Segment | None:
         return self.segment_done(Path(path), duration)
@@ -72,9 +76,16 @@ class BufferSink:
             log.error("camera %s: discarding %s: %s", self.camera, path.name, exc)
             path.unlink(missing_ok=True)
             return None
-        start = (end or datetime.now(UTC)) - timedelta(seconds=duration or self.segment_seconds)
+        if end is None:
+            end = clock.now()
+            stepped = self._clock_step(end)
+        else:
+            stepped = None  # a salvaged file's end is its mtime, not now
+        start = end - timedelta(seconds=duration or self.segment_seconds)
         seq = self.seq.take()
         dest = self.ready_dir / segment_name(self.camera, start, seq)
+        if stepped is not None:
+            self._report_step(stepped, dest.name)
         os.rename(path, dest)  # atomic: from here on the shipper sees it
         segment = Segment(self.camera, start.replace(microsecond=0), seq, dest)
         self.last_closed = time.monotonic()
@@ -83,9 +94,33 @@ class BufferSink:
             st.segments += 1
             st.last_segment = dest.name
             st.last_closed_at = time.time()
+            st.spool_failed = self.seq.spool_error
         log.info("camera %s: closed %s (%d bytes)", self.camera, dest.name, dest.stat().st_size)
         self.plugins.segment_closed(segment=segment)
         return segment
+
+    def _clock_step(self, end: datetime) -> float | None:
+        """Seconds the wall clock jumped since the last segment closed (None: no step).
+
+        The monotonic clock never steps, so any difference between the two
+        clocks' progress beyond ``STEP_TOLERANCE`` is a step of the wall clock."""
+        mono = time.monotonic()
+        last, self._last_end = self._last_end, (end, mono)
+        if last is None:
+            return None
+        jump = (end - last[0]).total_seconds() - (mono - last[1])
+        return jump if abs(jump) > STEP_TOLERANCE else None
+
+    def _report_step(self, seconds: float, name: str) -> None:
+        with self.state.edit() as st:
+            st.clock_steps += 1
+            st.last_clock_step = ClockStep(time.time(), round(seconds, 1), name)
+        log.warning(
+            "camera %s: the clock stepped %+.1fs before %s; order follows the sequence",
+            self.camera,
+            seconds,
+            name,
+        )
 
     def salvage(self) -> None:
         """Keep what plays of the files a crashed camera or recorder left open."""
@@ -97,7 +132,7 @@ class BufferSink:
                 )
                 leftover.unlink(missing_ok=True)
                 continue
-            end = datetime.fromtimestamp(leftover.stat().st_mtime, UTC)
+            end = clock.at(leftover.stat().st_mtime)
             segment = self.segment_done(leftover, found.seconds, end)
             if segment is not None:
                 with self.state.edit() as st:

@@ -117,6 +117,15 @@ class LastError:
 
 
 @dataclass
+class ClockStep:
+    """A jump of the wall clock between two segments of one camera."""
+
+    time: float
+    seconds: float  # how far the clock jumped: negative is a step back
+    segment: str  # the first segment named after the step
+
+
+@dataclass
 class ShipperState:
     """``shipper.json``: what the shipper did since it started."""
 
@@ -132,6 +141,8 @@ class ShipperState:
     failures: int = 0
     last_success: LastSuccess | None = None
     last_error: LastError | None = None
+    spool_failed: str | None = None  # why the spool cannot be written, while it cannot
+    longest_housekeeping: float = 0.0  # seconds, the longest housekeeping pass so far
 
 
 @dataclass
@@ -148,6 +159,9 @@ class RecorderState:
     dropped_frames: int = 0
     bad_segments: int = 0
     salvaged: int = 0
+    clock_steps: int = 0
+    last_clock_step: ClockStep | None = None
+    spool_failed: str | None = None  # why sequence numbers are reserved in RAM, while they are
     last_segment: str | None = None
     last_closed_at: float | None = None
     last_error: str | None = None
