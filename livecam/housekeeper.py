@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import threading
 import time
 
@@ -88,6 +89,7 @@ class Housekeeper:
                 break
             if self.spill(segment) and high:
                 high = self.buffer.above_high_water()
+        self.spool_usable()  # notice a failed spool even when nothing is due
         need, reason = self.buffer.bytes_to_free()
         if need > 0:
             self.evictor.evict(self.buffer, need, reason)
@@ -111,7 +113,7 @@ class Housekeeper:
     def spool_usable(self) -> bool:
         """False while the spool is failed (probing it again now and then)."""
         if self.state.current.spool_failed is None:
-            return True
+            return self._looks_usable()
         if time.monotonic() < self._probe_at:
             return False
         self._probe_at = time.monotonic() + SPOOL_RETRY
@@ -127,6 +129,26 @@ class Housekeeper:
         with self.state.edit() as st:
             st.spool_failed = None
         return True
+
+    def _looks_usable(self) -> bool:
+        """Now and then, notice a failed spool without writing to it (a healthy node
+        writes nothing to its SD card): gone, read-only, or without a free block."""
+        if time.monotonic() < self._probe_at:
+            return True
+        self._probe_at = time.monotonic() + SPOOL_RETRY
+        try:
+            st = os.statvfs(self.spool.path)
+        except OSError as exc:
+            problem = f"spool {self.spool.path} is gone: {exc}"
+        else:
+            if st.f_flag & os.ST_RDONLY:
+                problem = f"spool {self.spool.path} is mounted read-only"
+            elif st.f_bavail < 2 and not self.spool.segments():  # ours would be evicted
+                problem = f"spool {self.spool.path} is full (of other files)"
+            else:
+                return True
+        self._spool_failed(problem)
+        return False
 
     def _spool_failed(self, error: str) -> None:
         if self.state.current.spool_failed is None:

@@ -9,6 +9,7 @@ the backend's threads only change the state in memory.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -113,6 +114,8 @@ class Recorder:
 
     def _prepare(self) -> BufferSink:
         self.buffer.path.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):  # not parents: a vanished spool mount stays gone
+            self.spool.path.mkdir(exist_ok=True)
         ready_dir = self.buffer.camera_dir(self.camera.name)
         (ready_dir / ".open").mkdir(parents=True, exist_ok=True)
         mine = [

@@ -115,9 +115,10 @@ class SequenceCounter:
     When the spool cannot be written (a failed SD card goes read-only), the
     reservation is kept in the RAM buffer's state directory instead and numbers
     continue from the spool's limit upward. A start that can write the spool
-    therefore begins one block above the spool's limit: the block a RAM-only
-    run may have used before a reboot wiped the buffer is never handed out
-    again. Numbers stay unique and increasing; gaps are harmless.
+    therefore begins ``ram_blocks`` blocks above the spool's limit: what RAM-only
+    runs may have used before a reboot wiped the buffer (up to 100 000 segments,
+    35 days at 30 s) is never handed out again. Numbers stay unique and
+    increasing; gaps are harmless.
     """
 
     def __init__(
@@ -128,6 +129,7 @@ class SequenceCounter:
         fallback_dir: Path | None = None,
         floor: int = 0,
         block: int = 1000,
+        ram_blocks: int = 100,
     ):
         self.file = state_dir / f"seq-{camera}"
         self.fallback = (fallback_dir or state_dir) / f"seq-{camera}"
@@ -136,7 +138,7 @@ class SequenceCounter:
         self.spool_error: str | None = None
         self._retry_at = time.monotonic() + SPOOL_RETRY
         spooled, in_ram = _read_limit(self.file), _read_limit(self.fallback)
-        self._next = max(spooled + block if spooled else 0, in_ram, floor)
+        self._next = max(spooled + ram_blocks * block if spooled else 0, in_ram, floor)
         self._reserve()
         if self.spool_error is not None:  # RAM-only: continue right above the spool's limit
             self._next = max(spooled, in_ram, floor)

@@ -53,7 +53,7 @@ class Shipper:
         self.spool = build.tier(config, plugins, "spool")
         self.buffer.path.mkdir(parents=True, exist_ok=True)
         try:
-            self.spool.path.mkdir(parents=True, exist_ok=True)
+            self.spool.path.mkdir(exist_ok=True)  # not parents: never on a vanished mount's disk
         except OSError as exc:  # the housekeeper reports it and runs RAM-only
             log.error("cannot create the spool %s: %s", self.spool.path, exc)
         self.transport = transport or build.transport(config, plugins)
