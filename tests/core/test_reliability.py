@@ -145,8 +145,9 @@ class SpoolDisk:
                 while True:
                     f.write(b"\0" * (1 << 20))
                     f.flush()
-        elif how == "removed":  # the disk is gone: its mount point is empty
+        elif how == "removed":  # the disk is gone, and where it was mounted
             sh("umount", "-l", str(self.mnt))
+            self.mnt.rmdir()
         else:
             raise ValueError(how)
 
