@@ -52,7 +52,7 @@ class Ledger:
         }
         for path in self.paths:
             try:
-                write_json(path, record, durable=True)
+                write_json(path, record, durable=True, parents=False)
             except OSError as exc:
                 log.error("cannot write the eviction count to %s: %s", path, exc)
         return int(record["count"])

@@ -21,9 +21,14 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 
-def write_json(path: Path, data: dict[str, Any], *, durable: bool = False) -> None:
-    """Replace ``path`` atomically; with ``durable``, fsync it (for disk state)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def write_json(
+    path: Path, data: dict[str, Any], *, durable: bool = False, parents: bool = True
+) -> None:
+    """Replace ``path`` atomically; with ``durable``, fsync it (for disk state).
+
+    Without ``parents`` only the file's own directory may be created, never the
+    tier above it (a vanished spool must not reappear on the root disk)."""
+    path.parent.mkdir(parents=parents, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w") as f:
         json.dump(data, f, indent=1, sort_keys=True, default=str)
