@@ -43,11 +43,6 @@ class Segment:
     def size(self) -> int:
         return self.path.stat().st_size
 
-    @property
-    def sort_key(self) -> tuple[str, int]:
-        """Order within one camera: the sequence alone (the clock only names files)."""
-        return (self.camera, self.seq)
-
     def at(self, path: Path) -> Segment:
         """The same segment at another path (after a spill)."""
         return Segment(self.camera, self.start, self.seq, path)

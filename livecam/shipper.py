@@ -11,8 +11,10 @@ Two threads share the work and never wait on each other for long:
   tier's limits force it. It never touches the network, so an outage or a hung
   mount cannot stop it.
 
-A segment being worked on by one thread is claimed (``livecam.claims``), and the
-other skips it. The main thread is the only writer of ``shipper.json``.
+A segment being worked on by one thread is claimed (``livecam.claims``); eviction
+skips a claimed one, and a spill of one copies it without taking it from the
+publisher, so neither thread ever waits for the other. The main thread is the
+only writer of ``shipper.json``.
 """
 
 from __future__ import annotations
