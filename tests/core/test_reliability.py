@@ -10,19 +10,23 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
+import os
 import re
 import subprocess
+import threading
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from livecam.segment import Segment, SequenceCounter
+from livecam import config as configmod
+from livecam import hookimpl
+from livecam.segment import Segment, SequenceCounter, oldest_first, segment_name
+from livecam.shipper import Shipper
 from tests.conftest import livecam_cmd
 from tests.core.node import Node, Share, assert_all_arrived, sh, wait_for
-
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
@@ -66,6 +70,7 @@ def named_time(name: str) -> datetime:
 # --- the clock ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_stepped_clock_reorders_nothing_and_status_reports_it(tmp_path, share, monkeypatch):
     offset = tmp_path / "clock-offset"
     offset.write_text("0\n")
@@ -166,6 +171,7 @@ def spooldisk(tmp_path):
     disk.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["readonly", "full", "removed"])
 def test_a_failed_spool_degrades_to_ram_only_and_counts_every_loss(tmp_path, share, spooldisk, how):
     n = Node(
@@ -249,3 +255,103 @@ def test_sequence_numbers_never_repeat_across_a_read_only_spool_and_a_reboot(spo
     after = [counter.take() for _ in range(5)]
     assert min(after) > max(taken), (taken, after)
     assert taken == sorted(set(taken)), "numbers repeat within the read-only runs"
+
+
+# --- the shipper's two threads, driven directly on real files -------------------------------
+
+
+@pytest.fixture
+def shipper_setup(tmp_path):
+    raw = {
+        "node": "node01",
+        "site": "lab",
+        "segment_seconds": 1,
+        "cameras": {"cam0": {}},
+        "buffer": {"path": str(tmp_path / "buffer"), "max_bytes": "1M"},
+        "spool": {"path": str(tmp_path / "spool"), "max_bytes": "250K", "min_free_bytes": 0},
+        "transport": {"plugin": "local", "path": str(tmp_path / "nas")},
+        "spill_after": "1s",
+        "plugin_dirs": [],
+    }
+    cfg, plugins = configmod.parse(raw)
+    return cfg, Shipper(cfg, plugins)
+
+
+def put(tier_path: Path, seq: int, *, start_minute: int = 0, age: float = 0) -> Segment:
+    start = datetime(2026, 11, 26, 12, start_minute, seq % 60, tzinfo=UTC)
+    path = tier_path / "cam0" / segment_name("cam0", start, seq)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(os.urandom(100_000))
+    if age:
+        os.utime(path, (time.time() - age, time.time() - age))
+    segment = Segment.from_path(path)
+    assert segment is not None
+    return segment
+
+
+def test_a_segment_being_published_is_spilled_all_the_same(shipper_setup):
+    cfg, shipper = shipper_setup
+    seg = put(cfg.buffer.path, 1, age=5)
+    in_spool = cfg.spool.path / "cam0" / seg.name
+    with shipper.publisher.claims.claim(seg.name) as mine:  # the publisher holds it
+        assert mine
+        shipper.housekeep()
+        assert in_spool.exists(), "due, so on disk although its publish is in flight"
+        assert seg.path.exists(), "the publisher still reads the RAM copy"
+    assert shipper.state.spilled == 1
+    shipper.housekeep()  # the attempt failed: the next pass drops the RAM copy
+    assert not seg.path.exists() and in_spool.exists()
+    assert shipper.state.spilled == 1, "spilled once"
+    assert shipper.publish_next() is True
+    assert not in_spool.exists()
+    assert [p.name for p in (cfg.spool.path.parent / "nas").rglob("*.mp4")] == [seg.name]
+
+
+def test_eviction_skips_a_segment_in_flight_without_waiting_and_counts_before_deleting(
+    shipper_setup,
+):
+    cfg, shipper = shipper_setup
+    segs = [put(cfg.spool.path, i) for i in range(1, 5)]  # 400K in a 250K spool
+    seen_at_event = []
+
+    class Witness:
+        @hookimpl
+        def livecam_segment_evicted(self, segment, tier, reason):
+            seen_at_event.append((segment.name, segment.path.exists()))
+
+    shipper.evictor.plugins.pm.register(Witness(), name="evict-witness")
+    released = threading.Event()
+    holding = threading.Event()
+
+    def publisher():  # holds the oldest for as long as a hanging batch would
+        with shipper.publisher.claims.claim(segs[0].name):
+            holding.set()
+            released.wait(30)
+
+    t = threading.Thread(target=publisher)
+    t.start()
+    holding.wait(5)
+    try:
+        need, reason = shipper.spool.bytes_to_free()
+        assert shipper.evict(shipper.spool, need, reason) is True
+        assert not released.is_set(), "eviction returned while the claim was still held"
+    finally:
+        released.set()
+        t.join()
+        shipper.evictor.plugins.pm.unregister(name="evict-witness")
+    kept = sorted(p.name for p in (cfg.spool.path / "cam0").glob("*.mp4"))
+    assert kept == [segs[0].name, segs[3].name], "the one in flight is skipped, then oldest first"
+    assert [name for name, _ in seen_at_event] == [segs[1].name, segs[2].name]
+    assert all(there for _, there in seen_at_event), "announced before it was deleted"
+    ledger = json.loads((cfg.buffer.path / ".livecam" / "evictions.json").read_text())
+    assert ledger["count"] == 2, "counted in RAM too"
+
+
+def test_order_follows_the_sequence_not_the_clock(shipper_setup):
+    cfg, shipper = shipper_setup
+    # Sequence 1..3 named an hour late, then NTP stepped back: 4..5 look older.
+    segs = [put(cfg.buffer.path, i, start_minute=59) for i in range(1, 4)]
+    segs += [put(cfg.buffer.path, i, start_minute=0) for i in range(4, 6)]
+    assert [s.seq for s in shipper.ready()] == [1, 2, 3, 4, 5]
+    assert [s.seq for s in shipper.buffer.segments()] == [1, 2, 3, 4, 5]
+    assert oldest_first(reversed(segs)) == segs
