@@ -1,8 +1,17 @@
 """Eviction: deleting unshipped segments when a tier's limits force it, and counting each.
 
-Every eviction is recorded data lost on purpose, so each one is counted in a
-durable ledger in the spool's state directory (it survives reboots; ``status``
-shows it), logged with the segment's name, and fired as an event.
+Every eviction is recorded data lost on purpose. Each one is counted, logged
+with the segment's name and fired as an event *before* the segment is gone: it
+is first renamed to a hidden name (which also proves the tier can still delete),
+then counted, logged and announced, then deleted. The count is kept in memory
+and written to every ledger file that can take it (the spool's, which survives a
+reboot, and the RAM buffer's, which survives a failed SD card); ``status`` reads
+the larger. The log line is written whatever the disks do.
+
+Order: the plugins' choice first, then oldest first (each camera strictly by
+sequence). A segment the publisher holds at that moment is skipped without
+waiting: it is on its way to the NAS, and if that attempt fails it is the
+oldest again at the next pass. Eviction never waits on the network.
 """
 
 from __future__ import annotations
@@ -10,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 from livecam.claims import Claims
 from livecam.losses import LOSS_CAMERA, LossWriter
@@ -20,18 +30,19 @@ from livecam.tiers import Tier
 
 log = logging.getLogger("livecam.shipper")
 
-EVICT_WAIT = 2.0  # how long eviction waits for a segment that is being published
+EVICTING = ".evicting"  # suffix of a segment renamed aside on its way out
 
 
 class Ledger:
-    """``evictions.json``: how many segments and bytes were evicted, and the last one."""
+    """``evictions.json`` in each of ``paths``: segments and bytes evicted, and the last one."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, *paths: Path):
+        self.paths = paths
+        self.record: dict[str, Any] = best(paths)
 
     def count(self, segment: Segment, tier: Tier, reason: str, size: int) -> int:
-        """Record one eviction durably; returns the count so far."""
-        record = read_json(self.path)
+        """Record one eviction wherever a disk takes it; returns the count so far."""
+        record = self.record
         record["count"] = record.get("count", 0) + 1
         record["bytes"] = record.get("bytes", 0) + size
         by_place = record.setdefault("by_camera_tier", {})  # livecam_evicted_segments_total
@@ -43,12 +54,22 @@ class Ledger:
             "reason": reason,
             "time": time.time(),
         }
-        write_json(self.path, record, durable=True)
+        for path in self.paths:
+            try:
+                write_json(path, record, durable=True, parents=False)
+            except OSError as exc:
+                log.error("cannot write the eviction count to %s: %s", path, exc)
         return int(record["count"])
 
 
+def best(paths: tuple[Path, ...] | list[Path]) -> dict[str, Any]:
+    """The ledger with the highest count among ``paths`` ({} if none is readable)."""
+    records = [read_json(p) for p in paths]
+    return max(records, key=lambda r: int(r.get("count", 0)), default={})
+
+
 class Evictor:
-    """Frees room in a tier: the plugins' choice first, then oldest first."""
+    """Frees room in a tier; see the module doc."""
 
     def __init__(
         self, plugins: Plugins, claims: Claims, ledger: Ledger, losses: LossWriter | None = None
@@ -69,33 +90,59 @@ class Evictor:
         for segment in order:
             if freed >= bytes_needed:
                 break
-            # The oldest is often the one being published; a failing attempt ends
-            # quickly, so wait a little to keep the order strictly oldest first.
-            with self.claims.claim(segment.name, wait=EVICT_WAIT) as mine:
-                if not mine:
-                    continue
-                try:
-                    size = segment.size
-                    # The record first: a power cut between the two must not leave a
-                    # hole no record explains (one for a segment kept explains nothing).
-                    if self.losses is not None:
-                        self.losses.record("evicted", segment.camera, [segment.seq],
-                                           f"evicted from {tier.role} ({reason} limit)",
-                                           segment=segment.name, tier=tier.role,
-                                           limit=reason, bytes=size)  # fmt: skip
-                    segment.path.unlink()
-                except FileNotFoundError:
-                    continue
-            freed += size
-            count = self.ledger.count(segment, tier, reason, size)
-            log.warning(
-                "EVICTED %s from %s (%s limit): %d bytes of recording deleted unshipped "
-                "(%d so far)",
-                segment.name,
-                tier.role,
-                reason,
-                size,
-                count,
-            )
-            self.plugins.segment_evicted(segment=segment, tier=tier, reason=reason)
+            with self.claims.claim(segment.name) as mine:
+                if mine:
+                    freed += self._evict(segment, tier, reason)
         return freed >= bytes_needed
+
+    def _evict(self, segment: Segment, tier: Tier, reason: str) -> int:
+        aside = segment.path.with_name(f".{segment.name}{EVICTING}")
+        try:
+            size = segment.size
+            # The loss record first: a power cut between it and the delete must not
+            # leave a hole no record explains (one for a segment kept explains nothing).
+            if self.losses is not None:
+                self.losses.record(
+                    "evicted",
+                    segment.camera,
+                    [segment.seq],
+                    f"evicted from {tier.role} ({reason} limit)",
+                    segment=segment.name,
+                    tier=tier.role,
+                    limit=reason,
+                    bytes=size,
+                )
+            segment.path.rename(aside)
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:  # a read-only or failing disk: it stays, nothing is lost
+            log.error("cannot evict %s from %s: %s", segment.name, tier.role, exc)
+            return 0
+        self._count(segment.at(aside), tier, reason, size)
+        aside.unlink(missing_ok=True)
+        return size
+
+    def _count(self, segment: Segment, tier: Tier, reason: str, size: int) -> None:
+        count = self.ledger.count(segment, tier, reason, size)
+        log.warning(
+            "EVICTED %s from %s (%s limit): %d bytes of recording deleted unshipped (%d so far)",
+            segment.name,
+            tier.role,
+            reason,
+            size,
+            count,
+        )
+        self.plugins.segment_evicted(segment=segment, tier=tier, reason=reason)
+
+    def finish_interrupted(self, tier: Tier) -> None:
+        """Count and delete what a crash left renamed aside mid-eviction."""
+        for aside in sorted(tier.path.glob(f"*/.*{EVICTING}")):
+            segment = Segment.from_path(aside.with_name(aside.name[1 : -len(EVICTING)]))
+            if segment is None:
+                continue
+            try:
+                size = aside.stat().st_size
+                self._count(segment.at(aside), tier, "interrupted", size)
+                aside.unlink()
+            except OSError as exc:
+                log.error("cannot finish evicting %s: %s", aside, exc)

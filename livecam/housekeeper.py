@@ -1,14 +1,28 @@
 """The housekeeper: spills what is due from RAM to disk and evicts what limits force.
 
-It touches only local storage, never the network, so an outage or a hung mount
-cannot stop it. A buffer segment is due when it is older than ``spill_after`` or
-the buffer is above its high-water mark; oldest first.
+It touches only local storage, never the network, and never waits for the
+publisher, so nothing the network does can stall it. A buffer segment is due
+when it has been ready for ``spill_after`` (timed on the monotonic clock from
+when it was first seen, so a clock step neither delays nor hurries a spill
+beyond that) or the buffer is above its high-water mark; oldest first.
+
+A due segment the publisher is sending right now is copied to the spool all
+the same (the publisher keeps reading the RAM copy): from then on a power cut
+cannot take it. The name is then in both tiers, which ships once; the RAM copy
+goes with the verified publish, or at the next pass if the attempt failed.
+
+A spool that cannot be written (read-only, full beyond what eviction can free,
+vanished) is reported loudly once (``SPOOL FAILED`` in the log, ``spool_failed``
+in status) and the node runs RAM-only: the buffer keeps what it can hold and
+evicts, counted, when it is full. The spool is probed again every
+``SPOOL_RETRY`` seconds.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import os
 import threading
 import time
 
@@ -20,6 +34,8 @@ from livecam.state import ShipperState, StateFile
 from livecam.tiers import Tier
 
 log = logging.getLogger("livecam.shipper")
+
+SPOOL_RETRY = 5.0  # seconds between probes of a failed spool
 
 
 class Housekeeper:
@@ -45,52 +61,144 @@ class Housekeeper:
         self.evictor = evictor
         self.state = state
         self.stopping = stopping
+        self._seen: dict[str, float] = {}  # buffer segment name -> monotonic time it was ready
+        self._probe_at = 0.0
 
     def housekeep(self) -> None:
-        """Spill what is due, evict what limits force. Never touches the network."""
-        now = time.time()
-        for segment in self.buffer.segments():
+        """Spill what is due, evict what limits force; record the pass's duration."""
+        t0 = time.monotonic()
+        try:
+            self._housekeep()
+        finally:
+            took = time.monotonic() - t0
+            if took > self.state.current.longest_housekeeping:
+                with self.state.edit() as st:
+                    st.longest_housekeeping = round(took, 3)
+
+    def _housekeep(self) -> None:
+        segments = self.buffer.segments()
+        now = time.monotonic()
+        self._seen = {s.name: self._seen.get(s.name) or self._ready_since(s, now) for s in segments}
+        high = self.buffer.above_high_water()
+        for segment in segments:
             if self.stopping.is_set():
                 return
-            try:
-                age = now - segment.path.stat().st_mtime
-            except FileNotFoundError:
-                continue
-            if age < self.spill_after and not self.buffer.above_high_water():
-                break  # the rest is younger still
-            self._spill_unclaimed(segment)
+            if now - self._seen[segment.name] < self.spill_after and not high:
+                continue  # not due yet
+            if not self.spool_usable():
+                break
+            if self.spill(segment) and high:
+                high = self.buffer.above_high_water()
+        self.spool_usable()  # notice a failed spool even when nothing is due
         need, reason = self.buffer.bytes_to_free()
         if need > 0:
             self.evictor.evict(self.buffer, need, reason)
 
+    def _ready_since(self, segment: Segment, now: float) -> float:
+        """When a newly seen segment became ready, on the monotonic clock: its file's
+        age, bounded by ``spill_after`` so a stepped clock cannot delay it."""
+        try:
+            age = time.time() - segment.path.stat().st_mtime
+        except OSError:
+            age = 0.0
+        return now - min(max(age, 0.0), self.spill_after)
+
     def spill_all(self) -> None:
         """On a clean stop, move what is left in RAM to disk: a reboot may follow."""
         for segment in self.buffer.segments():
-            self._spill_unclaimed(segment)
+            if not self.spool_usable():
+                return
+            self.spill(segment)
 
-    def _spill_unclaimed(self, segment: Segment) -> None:
-        """Spill ``segment`` unless the publisher holds it or it is gone already."""
-        with self.claims.claim(segment.name) as mine:
-            if mine and segment.path.exists():
-                self.spill(segment)
+    def spool_usable(self) -> bool:
+        """False while the spool is failed (probing it again now and then)."""
+        if self.state.current.spool_failed is None:
+            return self._looks_usable()
+        if time.monotonic() < self._probe_at:
+            return False
+        self._probe_at = time.monotonic() + SPOOL_RETRY
+        probe = self.spool.state_dir / ".probe"
+        try:
+            self.spool.state_dir.mkdir(exist_ok=True)
+            with open(probe, "wb") as f:
+                f.write(b"livecam spool probe\n")
+            probe.unlink()
+        except OSError:
+            return False
+        log.warning("spool %s works again: spilling resumes", self.spool.path)
+        with self.state.edit() as st:
+            st.spool_failed = None
+        return True
+
+    def _looks_usable(self) -> bool:
+        """Now and then, notice a failed spool without writing to it (a healthy node
+        writes nothing to its SD card): gone, read-only, or without a free block."""
+        if time.monotonic() < self._probe_at:
+            return True
+        self._probe_at = time.monotonic() + SPOOL_RETRY
+        try:
+            st = os.statvfs(self.spool.path)
+        except OSError as exc:
+            problem = f"spool {self.spool.path} is gone: {exc}"
+        else:
+            if st.f_flag & os.ST_RDONLY:
+                problem = f"spool {self.spool.path} is mounted read-only"
+            elif st.f_bavail < 2 and not self.spool.segments():  # ours would be evicted
+                problem = f"spool {self.spool.path} is full (of other files)"
+            else:
+                return True
+        self._spool_failed(problem)
+        return False
+
+    def _spool_failed(self, error: str) -> None:
+        if self.state.current.spool_failed is None:
+            log.error(
+                "SPOOL FAILED: %s; running RAM-only (recording and shipping go on, "
+                "the buffer evicts when full)",
+                error,
+            )
+        with self.state.edit() as st:
+            st.spool_failed = error
+        self._probe_at = time.monotonic() + SPOOL_RETRY
 
     def spill(self, segment: Segment) -> bool:
-        """Move one segment from RAM to the spool durably. False if the spool has no room."""
-        size = segment.size
-        need, reason = self.spool.bytes_to_free(incoming=size)
-        if need > 0 and not self.evictor.evict(self.spool, need, reason):
-            return False
+        """Copy one segment from RAM to the spool durably and drop the RAM copy unless
+        the publisher is reading it. False if the spool could not take it."""
+        with self.claims.claim(segment.name) as mine:
+            if not segment.path.exists():
+                return False  # published or evicted meanwhile
+            if not (self.spool.path / segment.camera / segment.name).exists():
+                copy = self._copy(segment)
+                if copy is None:
+                    return False
+                if not mine and not segment.path.exists():
+                    # Published while we copied: the copy is not needed.
+                    copy.path.unlink(missing_ok=True)
+                    return True
+            if mine:
+                segment.path.unlink(missing_ok=True)
+        return True
+
+    def _copy(self, segment: Segment) -> Segment | None:
         try:
+            size = segment.size
+            need, reason = self.spool.bytes_to_free(incoming=size)
+            if need > 0 and not self.evictor.evict(self.spool, need, reason):
+                return None
             copy = self.spool.accept(segment)
+        except FileNotFoundError as exc:
+            if exc.filename is not None and str(exc.filename) == str(segment.path):
+                return None  # published or evicted meanwhile
+            self._spool_failed(f"cannot spill to {self.spool.path}: {exc}")
+            return None
         except OSError as exc:
-            log.error("cannot spill %s to %s: %s", segment.name, self.spool.path, exc)
-            if exc.errno == errno.ENOSPC:
-                self.evictor.evict(self.spool, size, "min_free_bytes")
-            return False
-        segment.path.unlink(missing_ok=True)
+            if exc.errno == errno.ENOSPC and self.evictor.evict(self.spool, size, "min_free_bytes"):
+                return None  # room made; the next pass spills it
+            self._spool_failed(f"cannot spill to {self.spool.path}: {exc}")
+            return None
         with self.state.edit() as st:
             st.spilled += 1
             st.spilled_bytes += size
         log.info("spilled %s to spool (%d bytes)", segment.name, size)
         self.plugins.segment_spilled(segment=copy)
-        return True
+        return copy

@@ -47,7 +47,6 @@ log = logging.getLogger("livecam.losses")
 FORMAT = "livecam-loss/1"
 LOSS_CAMERA = "livecam-losses"
 KINDS = ("evicted", "restart", "salvaged", "camera_down", "clock_step")
-CLOCK_STEP_SECONDS = 2.0  # a wall-clock jump bigger than this against the monotonic clock
 
 
 def is_loss_record(path: Path) -> bool:
@@ -197,19 +196,3 @@ def note_start(
     )  # fmt: skip
     marker.unlink(missing_ok=True)  # consumed: the next start after a crash finds none
     return path
-
-
-class ClockWatch:
-    """Notices the wall clock stepping (NTP at boot, an operator) against the monotonic one."""
-
-    def __init__(self) -> None:
-        self.offset = time.time() - time.monotonic()
-
-    def step(self) -> float:
-        """Seconds the wall clock jumped since the last call (0.0 below the threshold).
-
-        Only the change since the last call counts: NTP slewing the clock a little
-        each second adds up over days, but never to seconds between two segments."""
-        offset = time.time() - time.monotonic()
-        jump, self.offset = offset - self.offset, offset
-        return jump if abs(jump) >= CLOCK_STEP_SECONDS else 0.0

@@ -16,7 +16,7 @@ from pathlib import Path
 from livecam.claims import Claims
 from livecam.config import Config
 from livecam.plugins import Plugins
-from livecam.segment import Segment
+from livecam.segment import Segment, oldest_first
 from livecam.state import LastError, LastSuccess, ShipperState, StateFile
 from livecam.tiers import Tier
 from livecam.transport import (
@@ -81,13 +81,14 @@ class Publisher:
         self.state = state
         self.stopping = stopping
         self._conflicts: dict[str, str] = {}  # segment name -> conflict remote path
+        self._undeletable: set[str] = set()  # published, but a failed spool keeps a copy
 
     def ready(self) -> list[Segment]:
         """Every ready segment, oldest first; a name in both tiers (a spill that
         crashed before deleting its source) appears once, at its spool path."""
         by_name = {s.name: s for s in self.buffer.segments()}
         by_name.update({s.name: s for s in self.spool.segments()})
-        return sorted(by_name.values(), key=lambda s: s.sort_key)
+        return oldest_first(s for s in by_name.values() if s.name not in self._undeletable)
 
     def publish_next(self) -> bool:
         """Publish the oldest ready segments. False when there is none (or stopping).
@@ -159,7 +160,13 @@ class Publisher:
         self._conflicts.pop(segment.name, None)
         # Verified on the NAS: only now may the local copies go.
         for tier in (self.buffer, self.spool):
-            (tier.path / segment.camera / segment.name).unlink(missing_ok=True)
+            try:
+                (tier.path / segment.camera / segment.name).unlink(missing_ok=True)
+            except OSError as exc:  # a read-only spool: never ship this one again
+                self._undeletable.add(segment.name)
+                log.error(
+                    "published %s but cannot delete it from %s: %s", segment.name, tier.role, exc
+                )
         now = time.time()
         # A segment can close a little early (its real length is not known here)
         # and clocks step: the lag is a delay, never below zero.

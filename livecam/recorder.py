@@ -9,6 +9,7 @@ the backend's threads only change the state in memory.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -125,6 +126,9 @@ class Recorder:
             self.backend.stop()
 
     def _prepare(self) -> BufferSink:
+        self.buffer.path.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):  # not parents: a vanished spool mount stays gone
+            self.spool.path.mkdir(exist_ok=True)
         ready_dir = self.buffer.camera_dir(self.camera.name)
         (ready_dir / ".open").mkdir(parents=True, exist_ok=True)
         mine = [
@@ -136,8 +140,20 @@ class Recorder:
         note_start(self.spool.path, self.spool.state_dir, self.camera.name,
                    site=self.config.site, node=self.config.node)  # fmt: skip
         seq = SequenceCounter(
-            self.spool.state_dir, self.camera.name, floor=1 + max(mine, default=-1)
+            self.spool.state_dir,
+            self.camera.name,
+            fallback_dir=self.buffer.state_dir,
+            floor=1 + max(mine, default=-1),
         )
+        if seq.spool_error:
+            log.error(
+                "SPOOL FAILED: camera %s: %s; reserving in RAM (%s) and recording on",
+                self.camera.name,
+                seq.spool_error,
+                self.buffer.state_dir,
+            )
+        with self.state.edit() as st:
+            st.spool_failed = seq.spool_error
         return BufferSink(
             self.camera.name,
             self.backend_cls,

@@ -11,8 +11,10 @@ Two threads share the work and never wait on each other for long:
   tier's limits force it. It never touches the network, so an outage or a hung
   mount cannot stop it.
 
-A segment being worked on by one thread is claimed (``livecam.claims``), and the
-other skips it. The main thread is the only writer of ``shipper.json``.
+A segment being worked on by one thread is claimed (``livecam.claims``); eviction
+skips a claimed one, and a spill of one copies it without taking it from the
+publisher, so neither thread ever waits for the other. The main thread is the
+only writer of ``shipper.json``.
 """
 
 from __future__ import annotations
@@ -53,8 +55,11 @@ class Shipper:
         self.config = config
         self.buffer = build.tier(config, plugins, "buffer")
         self.spool = build.tier(config, plugins, "spool")
-        for tier in (self.buffer, self.spool):
-            tier.path.mkdir(parents=True, exist_ok=True)
+        self.buffer.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.spool.path.mkdir(exist_ok=True)  # not parents: never on a vanished mount's disk
+        except OSError as exc:  # the housekeeper reports it and runs RAM-only
+            log.error("cannot create the spool %s: %s", self.spool.path, exc)
         self.transport = transport or build.transport(config, plugins)
         self.stopping = threading.Event()
         self.state_file = StateFile(
@@ -83,9 +88,13 @@ class Shipper:
         self.heartbeat = ShipperHeartbeat(
             config.transport_timeout + max(config.retry_max, config.retry_permanent) + 30
         )
-        losses = LossWriter(self.spool.path, config.site, config.node)
         self.evictor = Evictor(
-            plugins, claims, Ledger(self.spool.state_dir / "evictions.json"), losses
+            plugins,
+            claims,
+            Ledger(
+                self.spool.state_dir / "evictions.json", self.buffer.state_dir / "evictions.json"
+            ),
+            LossWriter(self.spool.path, config.site, config.node),
         )
         self.housekeeper = Housekeeper(
             plugins,
@@ -140,6 +149,8 @@ class Shipper:
         signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
         signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
         self.spool.discard_partials()
+        for tier in (self.buffer, self.spool):
+            self.evictor.finish_interrupted(tier)
         log.info(
             "shipping from %s and %s via %s",
             self.buffer.path,

@@ -12,16 +12,19 @@ from __future__ import annotations
 import logging
 import os
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
+from livecam import clock
 from livecam.camera import BadSegment, CameraBackend
-from livecam.losses import ClockWatch, LossWriter
+from livecam.losses import LossWriter
 from livecam.plugins import Plugins
 from livecam.segment import Segment, SequenceCounter, segment_name
-from livecam.state import RecorderState, StateFile
+from livecam.state import ClockStep, RecorderState, StateFile
 
 log = logging.getLogger("livecam.recorder")
+
+STEP_TOLERANCE = 2.0  # seconds the wall clock may drift from the monotonic one between segments
 
 
 class BufferSink:
@@ -48,9 +51,9 @@ class BufferSink:
         self.plugins = plugins
         self.state = state
         self.losses = losses  # salvage and clock steps, for the NAS audit
-        self.clock = ClockWatch()
         #: When the last segment closed (monotonic); the recorder's watchdog reads it.
         self.last_closed = time.monotonic()
+        self._last_end: tuple[datetime, float] | None = None  # (wall, monotonic)
 
     def close(self, path: Path, *, duration: float | None = None) -> Segment | None:
         return self.segment_done(Path(path), duration)
@@ -76,12 +79,16 @@ class BufferSink:
             log.error("camera %s: discarding %s: %s", self.camera, path.name, exc)
             path.unlink(missing_ok=True)
             return None
-        start = (end or datetime.now(UTC)) - timedelta(seconds=duration or self.segment_seconds)
+        if end is None:
+            end = clock.now()
+            stepped = self._clock_step(end)
+        else:
+            stepped = None  # a salvaged file's end is its mtime, not now
+        start = end - timedelta(seconds=duration or self.segment_seconds)
         seq = self.seq.take()
-        if (step := self.clock.step()) and self.losses is not None:  # before it is visible
-            self.losses.record("clock_step", self.camera, [seq],
-                               f"wall clock stepped {step:+.1f}s", step_seconds=step)  # fmt: skip
         dest = self.ready_dir / segment_name(self.camera, start, seq)
+        if stepped is not None:
+            self._report_step(stepped, seq, dest.name)  # before the segment is visible
         os.rename(path, dest)  # atomic: from here on the shipper sees it
         segment = Segment(self.camera, start.replace(microsecond=0), seq, dest)
         self.last_closed = time.monotonic()
@@ -90,9 +97,41 @@ class BufferSink:
             st.segments += 1
             st.last_segment = dest.name
             st.last_closed_at = time.time()
+            st.spool_failed = self.seq.spool_error
         log.info("camera %s: closed %s (%d bytes)", self.camera, dest.name, dest.stat().st_size)
         self.plugins.segment_closed(segment=segment)
         return segment
+
+    def _clock_step(self, end: datetime) -> float | None:
+        """Seconds the wall clock jumped since the last segment closed (None: no step).
+
+        The monotonic clock never steps, so any difference between the two
+        clocks' progress beyond ``STEP_TOLERANCE`` is a step of the wall clock."""
+        mono = time.monotonic()
+        last, self._last_end = self._last_end, (end, mono)
+        if last is None:
+            return None
+        jump = (end - last[0]).total_seconds() - (mono - last[1])
+        return jump if abs(jump) > STEP_TOLERANCE else None
+
+    def _report_step(self, seconds: float, seq: int, name: str) -> None:
+        if self.losses is not None:  # for the NAS audit: why this segment's time jumps
+            self.losses.record(
+                "clock_step",
+                self.camera,
+                [seq],
+                f"wall clock stepped {seconds:+.1f}s",
+                step_seconds=seconds,
+            )
+        with self.state.edit() as st:
+            st.clock_steps += 1
+            st.last_clock_step = ClockStep(time.time(), round(seconds, 1), name)
+        log.warning(
+            "camera %s: the clock stepped %+.1fs before %s; order follows the sequence",
+            self.camera,
+            seconds,
+            name,
+        )
 
     def salvage(self) -> None:
         """Keep what plays of the files a crashed camera or recorder left open."""
@@ -104,7 +143,7 @@ class BufferSink:
                 )
                 leftover.unlink(missing_ok=True)
                 continue
-            end = datetime.fromtimestamp(leftover.stat().st_mtime, UTC)
+            end = clock.at(leftover.stat().st_mtime)
             segment = self.segment_done(leftover, found.seconds, end)
             if segment is not None:
                 with self.state.edit() as st:

@@ -21,9 +21,14 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 
-def write_json(path: Path, data: dict[str, Any], *, durable: bool = False) -> None:
-    """Replace ``path`` atomically; with ``durable``, fsync it (for disk state)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def write_json(
+    path: Path, data: dict[str, Any], *, durable: bool = False, parents: bool = True
+) -> None:
+    """Replace ``path`` atomically; with ``durable``, fsync it (for disk state).
+
+    Without ``parents`` only the file's own directory may be created, never the
+    tier above it (a vanished spool must not reappear on the root disk)."""
+    path.parent.mkdir(parents=parents, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w") as f:
         json.dump(data, f, indent=1, sort_keys=True, default=str)
@@ -117,6 +122,15 @@ class LastError:
 
 
 @dataclass
+class ClockStep:
+    """A jump of the wall clock between two segments of one camera."""
+
+    time: float
+    seconds: float  # how far the clock jumped: negative is a step back
+    segment: str  # the first segment named after the step
+
+
+@dataclass
 class ShipperState:
     """``shipper.json``: what the shipper did since it started."""
 
@@ -133,6 +147,8 @@ class ShipperState:
     failures_by_kind: dict[str, int] = field(default_factory=dict)  # transient, permanent, conflict
     last_success: LastSuccess | None = None
     last_error: LastError | None = None
+    spool_failed: str | None = None  # why the spool cannot be written, while it cannot
+    longest_housekeeping: float = 0.0  # seconds, the longest housekeeping pass so far
 
 
 @dataclass
@@ -149,6 +165,9 @@ class RecorderState:
     dropped_frames: int = 0
     bad_segments: int = 0
     salvaged: int = 0
+    clock_steps: int = 0
+    last_clock_step: ClockStep | None = None
+    spool_failed: str | None = None  # why sequence numbers are reserved in RAM, while they are
     last_segment: str | None = None
     last_closed_at: float | None = None
     last_error: str | None = None

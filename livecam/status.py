@@ -12,7 +12,9 @@ from typing import Any
 
 from livecam import build
 from livecam.config import Config
+from livecam.evictions import best
 from livecam.plugins import Plugins
+from livecam.segment import oldest_first
 from livecam.state import pid_alive, read_json
 
 
@@ -39,7 +41,7 @@ def gather(config: Config, plugins: Plugins) -> dict[str, Any]:
     for name in config.cameras:
         st = read_json(buffer.state_dir / f"recorder-{name}.json")
         mine = [s for t in segments.values() for s in t if s.camera == name]
-        newest = max(mine, key=lambda s: s.sort_key, default=None)
+        newest = max(mine, key=lambda s: s.seq, default=None)
         state = st.get("state", "never started")
         if st and state not in ("stopped",) and not pid_alive(st.get("pid")):
             state = "dead"
@@ -56,14 +58,15 @@ def gather(config: Config, plugins: Plugins) -> dict[str, Any]:
             "dropped_frames": st.get("dropped_frames", 0),
             "bad_segments": st.get("bad_segments", 0),
             "salvaged": st.get("salvaged", 0),
+            "clock_steps": st.get("clock_steps", 0),
+            "last_clock_step": st.get("last_clock_step"),
+            "spool_failed": st.get("spool_failed") if state != "dead" else None,
             "last_error": st.get("last_error"),
         }
 
     ship = read_json(buffer.state_dir / "shipper.json")
-    evictions = read_json(spool.state_dir / "evictions.json")
-    backlog = sorted(
-        {s.name: s for t in segments.values() for s in t}.values(), key=lambda s: s.sort_key
-    )
+    evictions = best([spool.state_dir / "evictions.json", buffer.state_dir / "evictions.json"])
+    backlog = oldest_first({s.name: s for t in segments.values() for s in t}.values())
     oldest_backlog = min((_mtime(s.path) for s in backlog), default=None)
     state = ship.get("state", "never started")
     if ship and state != "stopped" and not pid_alive(ship.get("pid")):
@@ -84,7 +87,10 @@ def gather(config: Config, plugins: Plugins) -> dict[str, Any]:
         "evicted_bytes": evictions.get("bytes", 0),
         "evicted_by": evictions.get("by_camera_tier", {}),
         "last_eviction": evictions.get("last"),
+        "longest_housekeeping": ship.get("longest_housekeeping"),
     }
+    failed = [ship.get("spool_failed")] if state not in ("dead", "stopped") else []
+    failed += [c["spool_failed"] for c in cameras.values()]
     return {
         "node": config.node,
         "site": config.site,
@@ -92,6 +98,7 @@ def gather(config: Config, plugins: Plugins) -> dict[str, Any]:
         "cameras": cameras,
         "tiers": by_role,
         "shipper": shipper,
+        "spool_failed": next((f for f in failed if f), None),
     }
 
 
@@ -108,16 +115,25 @@ def _last_success(value: object) -> dict[str, Any] | None:
 def render(status: dict[str, Any]) -> str:
     """A few lines a person reads at a glance."""
     now = status["time"]
-    lines = [f"node {status['node']} (site {status['site']})", "cameras:"]
+    lines = [f"node {status['node']} (site {status['site']})"]
+    if status["spool_failed"]:
+        lines.append(f"SPOOL FAILED, running RAM-only: {status['spool_failed']}")
+    lines.append("cameras:")
     for name, cam in status["cameras"].items():
         line = f"  {name:<8} {cam['state']:<12} newest {cam['newest_segment'] or '-'}"
         if cam["last_closed_age"] is not None:
             line += f" ({cam['last_closed_age']:.0f}s ago)"
-        counters = ("restarts", "dropped_frames", "bad_segments", "salvaged")
+        counters = ("restarts", "dropped_frames", "bad_segments", "salvaged", "clock_steps")
         extras = [f"{k.replace('_', ' ')} {cam[k]}" for k in counters if cam[k]]
         if extras:
             line += "; " + ", ".join(extras)
         lines.append(line)
+        if cam["last_clock_step"]:
+            step = cam["last_clock_step"]
+            lines.append(
+                f"           clock stepped {step['seconds']:+.0f}s {now - step['time']:.0f}s ago,"
+                f" before {step['segment']}"
+            )
         if cam["last_error"] and cam["state"] != "recording":
             lines.append(f"           last error: {cam['last_error']}")
     lines.append("tiers:")

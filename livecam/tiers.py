@@ -14,7 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
-from livecam.segment import Segment, fsync_dir
+from livecam.segment import Segment, fsync_dir, oldest_first
 
 log = logging.getLogger("livecam.tiers")
 
@@ -53,7 +53,7 @@ class Tier:
 
     def camera_dir(self, camera: str) -> Path:
         d = self.path / camera
-        d.mkdir(parents=True, exist_ok=True)
+        d.mkdir(exist_ok=True)  # not parents: a vanished spool is an error, not a new folder
         return d
 
     def holds(self, segment: Segment) -> bool:
@@ -61,26 +61,29 @@ class Tier:
         return segment.path.parent.parent == self.path
 
     def segments(self) -> list[Segment]:
-        """Ready segments of every camera, oldest first."""
+        """Ready segments of every camera, oldest first (``segment.oldest_first``)."""
         found = []
         try:
             cams = [d for d in os.scandir(self.path) if d.is_dir() and not d.name.startswith(".")]
-        except FileNotFoundError:
+        except OSError:  # vanished, or a failing disk: nothing here to ship
             return []
         for cam in cams:
-            for entry in os.scandir(cam.path):
+            try:
+                entries = list(os.scandir(cam.path))
+            except OSError:
+                continue
+            for entry in entries:
                 if entry.name.startswith(".") or not entry.is_file():
                     continue
                 seg = Segment.from_path(Path(entry.path))
                 if seg is not None:
                     found.append(seg)
-        found.sort(key=lambda s: s.sort_key)
-        return found
+        return oldest_first(found)
 
     def used_bytes(self) -> int:
         """Bytes of every file below the tier's camera folders, open files included."""
         total = 0
-        for root, dirs, files in os.walk(self.path):
+        for root, dirs, files in os.walk(self.path):  # a vanished tier walks as empty
             if root == str(self.path):
                 dirs[:] = [d for d in dirs if d != STATE_DIR]
             for name in files:
@@ -133,4 +136,7 @@ class Tier:
         for cam in self.path.glob("*/"):
             for tmp in cam.glob(".*.part"):
                 log.info("removing partial copy %s left by a crash", tmp)
-                tmp.unlink(missing_ok=True)
+                try:
+                    tmp.unlink(missing_ok=True)
+                except OSError as exc:  # a read-only spool: the copy stays, never shipped
+                    log.error("cannot remove %s: %s", tmp, exc)

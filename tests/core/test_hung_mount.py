@@ -87,8 +87,14 @@ def test_the_node_keeps_spilling_through_a_hung_mount_and_catches_up(sshfs, tmp_
         wait_for(lambda: len(target.segments()) >= 4, 30, "publishing through sshfs")
         freeze()
         wait_for(lambda: len(node.local_segments("spool")) >= 8, 30, "spilling while hung")
-        status = node.status()  # answers while the share hangs
-        assert status["shipper"]["state"] in ("retrying", "alarm")
+        # Status answers while the share hangs. Spilling no longer waits for the hung
+        # attempt (its segment is copied while in flight), so the spool can fill
+        # before that first attempt has timed out: wait for its verdict.
+        status = wait_for(
+            lambda: (s := node.status())["shipper"]["state"] in ("retrying", "alarm") and s,
+            10,
+            "status reports the hung publish",
+        )
         assert "timed out" in status["shipper"]["last_error"]["message"]
         thaw()
         wait_for(lambda: not node.local_segments("spool"), 60, "caught up after the thaw")

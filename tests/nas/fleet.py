@@ -20,27 +20,21 @@ from tests.transports.servers import Daemon, ensure_user, free_port, keygen, rem
 USER = "lcnas-rsync"
 CLOCK_STEP = '''
 """Test site plugin: once the file {flag!r} exists, this process's wall clock is an
-hour ahead, the way an NTP step moves it (time.time and datetime.now together).
+hour ahead, the way an NTP step moves it (time.time and the naming clock together).
 The machine's real clock is shared and must not be stepped by a test."""
-import datetime as _dt, os, time
+import os, time
 from livecam import hookimpl
-import livecam.sink as _sink
+import livecam.clock as _clock
 
 FLAG = {flag!r}
 _real_time = time.time
-
-
-class _SteppedDatetime(_dt.datetime):
-    @classmethod
-    def now(cls, tz=None):
-        return _dt.datetime.fromtimestamp(time.time(), tz)
 
 
 @hookimpl
 def livecam_segment_closed(segment):
     if os.path.exists(FLAG) and time.time is _real_time:
         time.time = lambda: _real_time() + 3600
-        _sink.datetime = _SteppedDatetime  # where a closed segment's start is taken
+        _clock.offset = lambda: 3600.0  # the clock that names segments (livecam.clock)
 '''
 
 
