@@ -159,22 +159,29 @@ def mark_clean_stop(state_dir: Path, camera: str, last_segment: str | None) -> N
 
 
 def note_start(
-    spool: Path, state_dir: Path, camera: str, *, site: str = "", node: str = ""
+    spool: Path,
+    state_dir: Path,
+    camera: str,
+    *,
+    previous_limit: int | None,
+    starts_at: int,
+    site: str = "",
+    node: str = "",
 ) -> Path | None:
-    """Record a recorder start; call it before the new sequence block is reserved.
+    """Record a recorder start, once its sequence counter has reserved a block.
 
-    Every start skips the rest of the previous run's reserved block, so the audit
-    needs this record to explain that sequence jump. ``reserved_below`` is the end
-    of that block: the previous run used only numbers below it. ``clean`` says
+    Every start skips the rest of the previous run's reserved block (and, with a
+    working spool, the range a RAM-only run may have used: see
+    ``SequenceCounter``), so the audit needs this record to explain that sequence
+    jump. ``previous_limit`` is the end of the reservation before this start
+    (None: a first start); ``reserved_below`` in the record is ``starts_at``, the
+    first number this run hands out: earlier runs used only numbers below it. ``clean`` says
     whether the previous run stopped cleanly (then nothing was lost, and
     ``last_seq`` is its last segment); if not, numbers it reserved but the NAS
     never gets were lost in the crash or power cut (or never used).
     """
     state_dir = Path(state_dir)
-    try:
-        reserved: int | None = int((state_dir / f"seq-{camera}").read_text().strip())
-    except (OSError, ValueError):
-        reserved = None  # a first start, or the node was reinstalled
+    reserved = None if previous_limit is None else starts_at
     marker = _stop_marker(state_dir, camera)
     try:
         stopped: dict[str, Any] | None = json.loads(marker.read_text())

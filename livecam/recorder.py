@@ -137,13 +137,20 @@ class Recorder:
             for s in t.segments()
             if s.camera == self.camera.name
         ]
-        note_start(self.spool.path, self.spool.state_dir, self.camera.name,
-                   site=self.config.site, node=self.config.node)  # fmt: skip
         seq = SequenceCounter(
             self.spool.state_dir,
             self.camera.name,
             fallback_dir=self.buffer.state_dir,
             floor=1 + max(mine, default=-1),
+        )
+        note_start(
+            self.spool.path,
+            self.spool.state_dir,
+            self.camera.name,
+            previous_limit=seq.previous_limit,
+            starts_at=seq.first,
+            site=self.config.site,
+            node=self.config.node,
         )
         if seq.spool_error:
             log.error(

@@ -133,11 +133,15 @@ class SequenceCounter:
         self.spool_error: str | None = None
         self._retry_at = time.monotonic() + SPOOL_RETRY
         spooled, in_ram = _read_limit(self.file), _read_limit(self.fallback)
+        #: The reservation's end before this start (None: a first start, or a reinstall).
+        self.previous_limit = max(spooled, in_ram) or None
         self._next = max(spooled + ram_blocks * block if spooled else 0, in_ram, floor)
         self._reserve()
         if self.spool_error is not None:  # RAM-only: continue right above the spool's limit
             self._next = max(spooled, in_ram, floor)
             self._reserve()
+        #: The first number this run hands out.
+        self.first = self._next
 
     def _reserve_again(self) -> None:
         """Put the RAM reservation back on the spool once it can be written again."""
