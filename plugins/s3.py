@@ -193,13 +193,13 @@ class S3Transport(StoreTransport):
                 "(the standard credential chain)"
             )
         if ident:
-            path = o.readable_file(opts["secret_access_key_file"], f"{key}.secret_access_key_file")
+            path = o.readable_file(secret, f"{key}.secret_access_key_file")
             if path.stat().st_mode & 0o077:
                 raise ConfigError(
                     f"{key}.secret_access_key_file: {path} is readable by others; chmod 600 it"
                 )
         if str(opts["ca_file"]) not in ("", "."):
-            o.readable_file(opts["ca_file"], f"{key}.ca_file")
+            o.readable_file(str(opts["ca_file"]), f"{key}.ca_file")
 
     def describe(self) -> str:
         where = f"s3 {self.opts['endpoint'] or 'aws'} bucket {self.opts['bucket']}/{self.prefix}"
@@ -265,6 +265,8 @@ class S3Transport(StoreTransport):
         key = store.key(PROBE)
         kw = {"Bucket": store.bucket, "Key": key, "Body": b"livecam probe\n"}
         try:
+            # A GET first: a HEAD's refusal carries no reason (which key, which bucket).
+            store.client.list_objects_v2(Bucket=store.bucket, Prefix=key, MaxKeys=1)
             if store.size(PROBE) is None:
                 store.client.put_object(**kw, **self.put_extra())
             store.client.put_object(**kw, **self.put_extra(), IfNoneMatch="*")
@@ -285,6 +287,8 @@ class S3Transport(StoreTransport):
             return PermanentError(f"{where}: {code}: {PERMANENT_CODES[code]}")
         if code in TRANSIENT_CODES or status >= 500 or status in (408, 429):
             return TransientError(f"{where}: {code or status}")
+        if status == 403:  # a HEAD: no body, so no code
+            return PermanentError(f"{where}: access denied (wrong key or secret, or the policy)")
         if status:
             return PermanentError(f"{where}: the server refused: {code or status}")
         name = type(exc).__name__

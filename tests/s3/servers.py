@@ -49,7 +49,7 @@ class Seaweed:
         self.data = root / "data"
         self.data.mkdir(parents=True)
         self.log = root / "weed.log"
-        (m, mg, v, vg, f, fg, s, sg) = free_ports(8)
+        (m, mg, v, vg, f, fg, s, sg, ice, lance, iam) = free_ports(11)
         self.port = s
         self.endpoint = f"http://127.0.0.1:{s}"
         self.config = root / "s3.json"
@@ -64,7 +64,8 @@ class Seaweed:
             "-dir", str(self.data), "-master.port", str(m), "-master.port.grpc", str(mg),
             "-volume.port", str(v), "-volume.port.grpc", str(vg), "-filer",
             "-filer.port", str(f), "-filer.port.grpc", str(fg), "-s3", "-s3.port", str(s),
-            "-s3.port.grpc", str(sg), "-s3.config", str(self.config),
+            "-s3.port.grpc", str(sg), "-s3.port.iceberg", str(ice), "-s3.port.lance", str(lance),
+            "-iam.port", str(iam), "-s3.config", str(self.config),
             "-master.volumeSizeLimitMB", "64", "-volume.max", "20",
         ]  # fmt: skip
         self.proc: subprocess.Popen[bytes] | None = None
