@@ -44,14 +44,14 @@ class Seaweed:
 
     kind = "seaweedfs"
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, host: str = "127.0.0.1", netns: str | None = None):
         self.root = root
         self.data = root / "data"
         self.data.mkdir(parents=True)
         self.log = root / "weed.log"
         (m, mg, v, vg, f, fg, s, sg, ice, lance, iam) = free_ports(11)
         self.port = s
-        self.endpoint = f"http://127.0.0.1:{s}"
+        self.endpoint = f"http://{host}:{s}"
         self.config = root / "s3.json"
         self.config.write_text(json.dumps({"identities": [
             {"name": "admin", "credentials": [{"accessKey": ADMIN[0], "secretKey": ADMIN[1]}],
@@ -60,7 +60,8 @@ class Seaweed:
              "actions": [f"Read:{BUCKET}", f"Write:{BUCKET}", f"List:{BUCKET}"]},
         ]}))  # fmt: skip
         self.argv = [
-            weed(), "server", "-ip", "127.0.0.1", "-ip.bind", "127.0.0.1",
+            *(["ip", "netns", "exec", netns] if netns else []),
+            weed(), "server", "-ip", host, "-ip.bind", host,
             "-dir", str(self.data), "-master.port", str(m), "-master.port.grpc", str(mg),
             "-volume.port", str(v), "-volume.port.grpc", str(vg), "-filer",
             "-filer.port", str(f), "-filer.port.grpc", str(fg), "-s3", "-s3.port", str(s),
