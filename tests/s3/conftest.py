@@ -1,4 +1,5 @@
-"""Fixtures for the s3 transport tests: one real SeaweedFS per session, a prefix per test.
+"""Fixtures for the s3 transport tests: each real object store (SeaweedFS, Ceph RGW)
+once per session, a prefix per test; every test runs on both.
 
 Run under the suite's own lock: ``flock /tmp/lc-lock-s3 .venv/bin/python -m pytest tests/s3``.
 """
@@ -6,8 +7,10 @@ Run under the suite's own lock: ``flock /tmp/lc-lock-s3 .venv/bin/python -m pyte
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +18,9 @@ from typing import Any
 import pytest
 
 from livecam.options import check_options
-from tests.s3.servers import BUCKET, NODE, Seaweed
+from tests.s3.servers import BUCKET, NODE, Rgw, Seaweed
+
+Server = Seaweed | Rgw
 
 _prefixes = itertools.count()
 
@@ -23,7 +28,7 @@ _prefixes = itertools.count()
 class Bucket:
     """One test's view of the server: its prefix, node transports, and what arrived."""
 
-    def __init__(self, server: Seaweed, tmp: Path):
+    def __init__(self, server: Server, tmp: Path):
         self.server, self.tmp = server, tmp
         self.prefix = f"lcs3-{os.getpid()}-{next(_prefixes)}"
         self.store = tmp / "bucket-copy"  # what segments() downloaded, for tests.core.node
@@ -67,7 +72,8 @@ class Bucket:
         return found
 
     def read(self, key: str) -> bytes:
-        body = self.server.client().get_object(Bucket=BUCKET, Key=f"{self.prefix}/{key}")
+        # With the node's key: on RGW the node owns its objects (no ACL for the admin).
+        body = self.server.client(NODE).get_object(Bucket=BUCKET, Key=f"{self.prefix}/{key}")
         return body["Body"].read()
 
     def segments(self) -> dict[str, Path]:
@@ -86,21 +92,49 @@ class Bucket:
         return []  # an object store has no temp files: a PUT is visible whole or not at all
 
 
-@pytest.fixture(scope="session")
-def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed]:
-    server = Seaweed(tmp_path_factory.mktemp("lcs3-weed"))
-    server.start()
+def set_policy(server: Server, *, deny_delete: bool) -> None:
+    policy = server.policy(deny_delete=deny_delete)
+    if policy is None:
+        server.client().delete_bucket_policy(Bucket=BUCKET)
+    else:
+        server.client().put_bucket_policy(Bucket=BUCKET, Policy=json.dumps(policy))
+
+
+@pytest.fixture(scope="session", params=["seaweedfs", "rgw"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp(f"lcs3-{request.param}")
+    made: Server
+    if request.param == "rgw":
+        if not shutil.which("radosgw"):
+            pytest.skip("radosgw is not installed (scripts/bootstrap installs it)")
+        made = Rgw(root)
+    else:
+        made = Seaweed(root)
+        made.start()
     try:
-        server.client().create_bucket(Bucket=BUCKET)
-        yield server
+        # RGW's first bucket call waits for its pools: give it time.
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                made.client().create_bucket(Bucket=BUCKET)
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
+        if made.policy(deny_delete=False) is not None:
+            set_policy(made, deny_delete=False)
+        yield made
     finally:
-        server.stop()
+        made.close()
 
 
 @pytest.fixture
-def bucket(seaweed: Seaweed, tmp_path: Path) -> Iterator[Bucket]:
-    if seaweed.proc is None:  # a test stopped it and failed before starting it again
-        seaweed.start()
-    yield Bucket(seaweed, tmp_path)
-    if seaweed.proc is None:
-        seaweed.start()
+def bucket(server: Server, tmp_path: Path) -> Iterator[Bucket]:
+    if server.proc is None:  # a test stopped it and failed before starting it again
+        server.start()
+    yield Bucket(server, tmp_path)
+    if server.proc is None:
+        server.start()
