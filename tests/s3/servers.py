@@ -97,6 +97,9 @@ class Seaweed:
     def close(self) -> None:
         self.stop()
 
+    def quota_bucket(self, name: str, max_bytes: int) -> None:
+        raise NotImplementedError("SeaweedFS enforces bucket quotas only periodically")
+
     def policy(self, *, deny_delete: bool) -> dict[str, Any] | None:
         """The bucket policy: the identities file already lets the node put, get and
         list (and delete: its Write covers it); with ``deny_delete`` nobody may delete."""
@@ -149,6 +152,9 @@ osd data = {d}/osd/$cluster-$id
 rgw data = {d}/rgw
 rgw frontends = beast endpoint=127.0.0.1:{rgw}
 keyring = {d}/keyring
+rgw bucket quota ttl = 0
+rgw user quota bucket sync interval = 0
+rgw user quota sync interval = 0
 """
 
 
@@ -245,6 +251,16 @@ class Rgw:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=20)
         self.daemons = []
+
+    def quota_bucket(self, name: str, max_bytes: int) -> None:
+        """Make bucket ``name`` (the node may write it) with a quota of ``max_bytes``."""
+        self.client().create_bucket(Bucket=name)
+        policy = json.dumps(self.policy(deny_delete=False)).replace(BUCKET, name)
+        self.client().put_bucket_policy(Bucket=name, Policy=policy)
+        self._run("radosgw-admin", *self.c, "quota", "set", "--quota-scope=bucket",
+                  f"--bucket={name}", f"--max-size={max_bytes}")  # fmt: skip
+        self._run("radosgw-admin", *self.c, "quota", "enable", "--quota-scope=bucket",
+                  f"--bucket={name}")  # fmt: skip
 
     def client(self, creds: tuple[str, str] = ADMIN) -> Any:
         return Seaweed.client(self, creds)  # type: ignore[arg-type]

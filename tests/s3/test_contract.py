@@ -186,3 +186,18 @@ def test_node_credentials_cannot_delete_or_overwrite(bucket, tmp_path):
         assert sha(bucket.read(f"{DAY}/{seg.name}")) == file_digest(seg)
     finally:
         set_policy(bucket.server, deny_delete=False)
+
+
+def test_quota_exceeded_is_permanent(bucket, tmp_path):
+    if bucket.server.kind != "rgw":
+        pytest.skip("SeaweedFS enforces bucket quotas only periodically (weed shell)")
+    name = f"lcs3-quota-{bucket.prefix}"
+    bucket.server.quota_bucket(name, 1_000_000)
+    t = bucket.transport(bucket=name)
+    sent = 0
+    with pytest.raises(PermanentError, match="QuotaExceeded: quota exceeded") as err:
+        for seq in range(1, 10):
+            publish(t, segment(tmp_path, seq, 300_000))
+            sent += 1
+    assert sent == 3, "the quota refused before it was full"
+    assert NODE[1] not in str(err.value)
