@@ -267,13 +267,18 @@ class S3Transport(StoreTransport):
         try:
             # A GET first: a HEAD's refusal carries no reason (which key, which bucket).
             store.client.list_objects_v2(Bucket=store.bucket, Prefix=key, MaxKeys=1)
+            # Conditional both times: a policy may refuse every PUT without the header.
             if store.size(PROBE) is None:
-                store.client.put_object(**kw, **self.put_extra())
+                store.client.put_object(**kw, **self.put_extra(), IfNoneMatch="*")
             store.client.put_object(**kw, **self.put_extra(), IfNoneMatch="*")
             self.conditional = False
         except Exception as exc:
-            if _error_code(exc)[1] == 412:
+            code, status = _error_code(exc)
+            if status == 412:
                 self.conditional = True
+                return
+            if code == "NotImplemented":  # refuses the header rather than ignore it
+                self.conditional = False
                 return
             raise self.classify(exc, f"s3 {store.bucket}/{key}") from None
 
