@@ -252,6 +252,12 @@ class Rgw:
                 proc.wait(timeout=20)
         self.daemons = []
 
+    def locked_bucket(self, name: str) -> None:
+        """Make bucket ``name`` with Object Lock (and so versioning); the node may write it."""
+        self.client().create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
+        policy = json.dumps(self.policy(deny_delete=False)).replace(BUCKET, name)
+        self.client().put_bucket_policy(Bucket=name, Policy=policy)
+
     def quota_bucket(self, name: str, max_bytes: int) -> None:
         """Make bucket ``name`` (the node may write it) with a quota of ``max_bytes``."""
         self.client().create_bucket(Bucket=name)
@@ -270,7 +276,8 @@ class Rgw:
         nobody may delete."""
         statements: list[dict[str, Any]] = [
             {"Effect": "Allow", "Principal": {"AWS": ["arn:aws:iam:::user/lcs3node"]},
-             "Action": ["s3:PutObject", "s3:GetObject", "s3:ListBucket"],
+             "Action": ["s3:PutObject", "s3:GetObject", "s3:ListBucket",
+                        "s3:PutObjectRetention", "s3:GetObjectVersion"],
              "Resource": [f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"]},
         ]  # fmt: skip
         if deny_delete:

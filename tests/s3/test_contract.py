@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -201,3 +202,30 @@ def test_quota_exceeded_is_permanent(bucket, tmp_path):
             sent += 1
     assert sent == 3, "the quota refused before it was full"
     assert NODE[1] not in str(err.value)
+
+
+def test_object_lock_keeps_history_from_the_node(bucket, tmp_path):
+    """With ``object_lock`` each segment is stored under COMPLIANCE retention: a
+    stolen node key that overwrites it without If-None-Match only adds a version,
+    and nobody (not even the admin) can remove the segment's version."""
+    if bucket.server.kind != "rgw":
+        pytest.skip("Object Lock is tested on RGW")
+    name = f"lcs3-lock-{bucket.prefix}"
+    bucket.server.locked_bucket(name)
+    t = bucket.transport(bucket=name, object_lock=1)
+    seg = segment(tmp_path)
+    assert publish(t, seg) is True
+    key = f"{bucket.prefix}/{DAY}/{seg.name}"
+    node = bucket.server.client(NODE)
+    head = node.head_object(Bucket=name, Key=key)
+    assert head["ObjectLockMode"] == "COMPLIANCE"
+    assert head["ObjectLockRetainUntilDate"].timestamp() > time.time() + 23 * 3600
+    node.put_object(Bucket=name, Key=key, Body=b"forged")  # what a stolen key could do
+    admin = bucket.server.client()
+    versions = admin.list_object_versions(Bucket=name, Prefix=key)["Versions"]
+    assert len(versions) == 2
+    original = next(v for v in versions if not v["IsLatest"])
+    with pytest.raises(Exception, match="AccessDenied"):
+        admin.delete_object(Bucket=name, Key=key, VersionId=original["VersionId"])
+    body = node.get_object(Bucket=name, Key=key, VersionId=original["VersionId"])["Body"]
+    assert sha(body.read()) == file_digest(seg)
