@@ -82,7 +82,11 @@ class Seaweed:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"weed exited: {self.log.read_text()[-2000:]}")
             try:
-                self.client(ADMIN).list_buckets()
+                admin = self.client(ADMIN)
+                names = [b["Name"] for b in admin.list_buckets()["Buckets"]]
+                if BUCKET in names:  # a restart: ready once it stores and serves objects
+                    admin.put_object(Bucket=BUCKET, Key="lcs3-ready", Body=b"ready")
+                    admin.get_object(Bucket=BUCKET, Key="lcs3-ready")["Body"].read()
                 return
             except Exception:
                 time.sleep(0.3)
