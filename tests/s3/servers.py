@@ -187,6 +187,7 @@ class Rgw:
         self.daemons: list[subprocess.Popen[bytes]] = []
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = root / "log"
+        self.users_made = False
         try:
             self._cluster(mon)
         except BaseException:
@@ -224,6 +225,7 @@ class Rgw:
         self._run("ceph-osd", *self.c, "-i", osd_id, "--mkfs", "--osd-uuid", osd_uuid)
         self.daemons.append(self._daemon("ceph-osd", *self.c, "-f", "-i", osd_id))
         self.start(timeout=120)
+        self.users_made = True
         for uid, (key, secret) in (("lcs3admin", ADMIN), ("lcs3node", NODE)):
             self._run("radosgw-admin", *self.c, "user", "create", f"--uid={uid}",
                       f"--display-name={uid}", f"--access-key={key}",
@@ -237,8 +239,13 @@ class Rgw:
                 raise RuntimeError(f"radosgw exited, see {self.log}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return
-            except OSError:
+                    pass
+                admin = self.client(ADMIN)
+                if self.users_made:  # a restart: ready once it stores and serves objects
+                    admin.put_object(Bucket=BUCKET, Key="lcs3-ready", Body=b"ready")
+                    admin.get_object(Bucket=BUCKET, Key="lcs3-ready")["Body"].read()
+                return
+            except Exception:
                 time.sleep(0.3)
         raise RuntimeError(f"radosgw not up after {timeout}s, see {self.log}")
 
