@@ -1,0 +1,231 @@
+"""The transport contract for ``s3``, against real SeaweedFS and Ceph RGW on loopback.
+
+Each test publishes the way the shipper does, then looks at the bucket with the
+admin's credentials: what arrived, byte for byte, and that nothing was replaced.
+Failures are real: the server killed mid-batch and started again, a wrong secret,
+a missing bucket, a server that is not there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from livecam.options import ConfigError
+from livecam.segment import file_digest
+from livecam.transport import ConflictError, Item, PermanentError, TransientError
+from tests.s3.conftest import set_policy
+from tests.s3.servers import ADMIN, BUCKET, NODE, free_ports
+
+NAME = "cam0-20261126T121530Z-{:06d}.mp4"
+DAY = "lab/node01/cam0/2026-11-26"
+
+
+def segment(tmp_path: Path, seq: int = 1, size: int = 300_000) -> Path:
+    path = tmp_path / NAME.format(seq)
+    path.write_bytes(os.urandom(size))
+    return path
+
+
+def publish(t, local: Path, remote: str | None = None) -> bool:
+    remote = remote or f"{DAY}/{local.name}"
+    return t.publish(local, remote, size=local.stat().st_size, digest=file_digest(local))
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_publishes_once_and_answers_already_there(bucket, tmp_path):
+    t = bucket.transport()
+    seg = segment(tmp_path)
+    assert publish(t, seg) is True
+    key = f"{DAY}/{seg.name}"
+    assert bucket.objects()[key] == seg.stat().st_size
+    assert sha(bucket.read(key)) == file_digest(seg)
+    # SeaweedFS keeps the SHA-256 the PUT carried (what "already there" compares);
+    # RGW 16 keeps none, so "already there" reads the object back.
+    head = bucket.server.client(NODE).head_object(
+        Bucket=BUCKET, Key=f"{bucket.prefix}/{key}", ChecksumMode="ENABLED"
+    )
+    assert bool(head.get("ChecksumSHA256")) == (bucket.server.kind == "seaweedfs")
+    assert publish(t, seg) is False  # a retry after a crash before the local delete
+    assert publish(bucket.transport(), seg) is False  # a restarted shipper
+    assert set(bucket.objects()) == {".livecam-probe", key}
+
+
+def test_check_config_says_conditional_writes_are_honoured(bucket):
+    t = bucket.transport()
+    where = t.describe()
+    assert t.conditional is True
+    assert "conditional writes honoured" in where, where
+    assert NODE[1] not in where
+
+
+def test_never_overwrites_other_content(bucket, tmp_path):
+    t = bucket.transport()
+    seg = segment(tmp_path)
+    publish(t, seg)
+    key = f"{DAY}/{seg.name}"
+    first = bucket.read(key)
+    seg.write_bytes(os.urandom(300_000))
+    with pytest.raises(ConflictError, match="other content") as err:
+        publish(t, seg)
+    assert err.value.remote == key
+    assert bucket.read(key) == first
+
+
+def test_a_writer_between_head_and_put_is_not_overwritten(bucket, tmp_path, monkeypatch):
+    """The conditional PUT itself refuses (412): HEAD says missing, another writer
+    stores the key, then the node's PUT arrives."""
+    from livecam_plugins.s3 import S3Store
+
+    t = bucket.transport()
+    t.stores(1)  # connected and probed before the race is staged
+    seg = segment(tmp_path)
+    key = f"{DAY}/{seg.name}"
+    other = os.urandom(1000)
+    real_size = S3Store.size
+    calls = []
+
+    def size(store, remote):
+        calls.append(remote)
+        if len(calls) == 1:  # the other writer wins the race right after our HEAD
+            bucket.server.client().put_object(Bucket=BUCKET, Key=store.key(remote), Body=other)
+            return None
+        return real_size(store, remote)
+
+    monkeypatch.setattr(S3Store, "size", size)
+    with pytest.raises(ConflictError):
+        publish(t, seg)
+    assert len(calls) == 2  # HEAD, refused PUT, HEAD again
+    assert bucket.read(key) == other
+
+
+def test_batch_survives_the_server_killed_and_restarted(bucket, tmp_path):
+    t = bucket.transport(timeout=5)
+    segs = [segment(tmp_path, i, 1_000_000) for i in range(1, 25)]
+    items = [Item(s, f"{DAY}/{s.name}", s.stat().st_size, file_digest(s)) for s in segs]
+    done: list[Item] = []
+    with pytest.raises(TransientError):
+        for item, sent in t.publish_batch(items):
+            assert sent
+            done.append(item)
+            if len(done) == 3:
+                bucket.server.stop()
+    assert 3 <= len(done) < len(items)
+    bucket.server.start()
+    # Everything yielded is there, whole; what was in flight is published by the retry.
+    again = {i.remote: sent for i, sent in t.publish_batch(items)}
+    assert len(again) == len(items)
+    assert not any(again[i.remote] for i in done)  # already there: not sent twice
+    objects = bucket.objects()
+    for item in items:
+        assert objects[item.remote] == item.size
+        assert sha(bucket.read(item.remote)) == item.digest
+
+
+def test_a_server_that_is_down_is_transient(bucket, tmp_path):
+    (port,) = free_ports(1)
+    t = bucket.transport(endpoint=f"http://127.0.0.1:{port}")
+    assert "not reached" in t.describe()
+    with pytest.raises(TransientError):
+        publish(t, segment(tmp_path))
+
+
+def test_wrong_secret_is_permanent_and_never_shown(bucket, tmp_path):
+    wrong = (NODE[0], "not-the-secret-0123456789")
+    t = bucket.transport(creds=wrong)
+    with pytest.raises(PermanentError) as err:
+        publish(t, segment(tmp_path))
+    assert "SignatureDoesNotMatch: signature refused" in str(err.value), err.value
+    assert wrong[1] not in str(err.value) and wrong[1] not in t.describe()
+    assert not bucket.objects()
+
+
+def test_unknown_access_key_is_permanent(bucket, tmp_path):
+    t = bucket.transport(creds=("lcs3nobody", "whatever-0123456789"))
+    with pytest.raises(PermanentError, match=r"InvalidAccessKeyId|AccessDenied"):
+        publish(t, segment(tmp_path))
+
+
+def test_missing_bucket_is_permanent(bucket, tmp_path):
+    # A key allowed everywhere hears "no such bucket"; the node's key, limited to its
+    # bucket, is refused first (the line says so).
+    t = bucket.transport(bucket="lcs3-no-such-bucket", creds=ADMIN)
+    with pytest.raises(PermanentError, match="NoSuchBucket: no such bucket"):
+        publish(t, segment(tmp_path))
+    t = bucket.transport(bucket="lcs3-no-such-bucket")
+    with pytest.raises(PermanentError, match=r"AccessDenied: access denied|NoSuchBucket"):
+        publish(t, segment(tmp_path))
+
+
+def test_secret_file_readable_by_others_is_refused(bucket):
+    opts = bucket.options()
+    Path(opts["secret_access_key_file"]).chmod(0o640)
+    with pytest.raises(ConfigError, match=r"transport.secret_access_key_file: .* chmod 600"):
+        bucket.transport()
+
+
+def test_node_credentials_cannot_delete_or_overwrite(bucket, tmp_path):
+    """With the documented bucket policy (Deny s3:DeleteObject), the node's own key
+    can neither delete a segment nor replace it with a conditional PUT."""
+    set_policy(bucket.server, deny_delete=True)
+    try:
+        seg = segment(tmp_path)
+        assert publish(bucket.transport(), seg) is True
+        key = f"{bucket.prefix}/{DAY}/{seg.name}"
+        node = bucket.server.client(NODE)
+        with pytest.raises(Exception, match="AccessDenied"):
+            node.delete_object(Bucket=BUCKET, Key=key)
+        with pytest.raises(Exception, match="PreconditionFailed"):
+            node.put_object(Bucket=BUCKET, Key=key, Body=b"forged", IfNoneMatch="*")
+        assert sha(bucket.read(f"{DAY}/{seg.name}")) == file_digest(seg)
+    finally:
+        set_policy(bucket.server, deny_delete=False)
+
+
+def test_quota_exceeded_is_permanent(bucket, tmp_path):
+    if bucket.server.kind != "rgw":
+        pytest.skip("SeaweedFS enforces bucket quotas only periodically (weed shell)")
+    name = f"lcs3-quota-{bucket.prefix}"
+    bucket.server.quota_bucket(name, 1_000_000)
+    t = bucket.transport(bucket=name)
+    sent = 0
+    with pytest.raises(PermanentError, match="QuotaExceeded: quota exceeded") as err:
+        for seq in range(1, 10):
+            publish(t, segment(tmp_path, seq, 300_000))
+            sent += 1
+    assert sent == 3, "the quota refused before it was full"
+    assert NODE[1] not in str(err.value)
+
+
+def test_object_lock_keeps_history_from_the_node(bucket, tmp_path):
+    """With ``object_lock`` each segment is stored under COMPLIANCE retention: a
+    stolen node key that overwrites it without If-None-Match only adds a version,
+    and nobody (not even the admin) can remove the segment's version."""
+    if bucket.server.kind != "rgw":
+        pytest.skip("Object Lock is tested on RGW")
+    name = f"lcs3-lock-{bucket.prefix}"
+    bucket.server.locked_bucket(name)
+    t = bucket.transport(bucket=name, object_lock=1)
+    seg = segment(tmp_path)
+    assert publish(t, seg) is True
+    key = f"{bucket.prefix}/{DAY}/{seg.name}"
+    node = bucket.server.client(NODE)
+    head = node.head_object(Bucket=name, Key=key)
+    assert head["ObjectLockMode"] == "COMPLIANCE"
+    assert head["ObjectLockRetainUntilDate"].timestamp() > time.time() + 23 * 3600
+    node.put_object(Bucket=name, Key=key, Body=b"forged")  # what a stolen key could do
+    admin = bucket.server.client()
+    versions = admin.list_object_versions(Bucket=name, Prefix=key)["Versions"]
+    assert len(versions) == 2
+    original = next(v for v in versions if not v["IsLatest"])
+    with pytest.raises(Exception, match="AccessDenied"):
+        admin.delete_object(Bucket=name, Key=key, VersionId=original["VersionId"])
+    body = node.get_object(Bucket=name, Key=key, VersionId=original["VersionId"])["Body"]
+    assert sha(body.read()) == file_digest(seg)
