@@ -41,6 +41,7 @@ def nas_role_var(name: str) -> str:
 
 
 RRSYNC_OPTIONS = nas_role_var("__livecam_nas_rrsync_options")
+SFTP_DENIED = nas_role_var("__livecam_nas_sftp_denied")
 
 
 def sh(*argv: str, check: bool = True, **kw) -> subprocess.CompletedProcess[str]:
@@ -204,7 +205,7 @@ AllowUsers {RSYNC_USER} {SFTP_USER}
 Subsystem sftp internal-sftp
 Match User {SFTP_USER}
     ChrootDirectory {self.chroot}
-    ForceCommand internal-sftp
+    ForceCommand internal-sftp -P {SFTP_DENIED}
     AllowTcpForwarding no
 """)
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)

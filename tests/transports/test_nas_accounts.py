@@ -115,3 +115,105 @@ def test_livecam_proves_already_there_and_conflicts_under_no_overwrite(shipped, 
     after = {p.name: sha256(p) for p in (nas.store / REMOTE).iterdir()}
     assert after == before
     assert not [p for p in Path(nas.store).rglob(".*") if p.name != "."]
+
+
+def sftp_as_node(sshd: servers.Sshd):
+    """paramiko with the node's key, as the sftp account, and nothing of livecam's."""
+    import paramiko
+
+    client = paramiko.SSHClient()
+    client.load_host_keys(str(sshd.known_hosts))
+    client.connect(
+        sshd.host,
+        port=sshd.port,
+        username=servers.SFTP_USER,
+        key_filename=str(sshd.client_key),
+        look_for_keys=False,
+        allow_agent=False,
+    )
+    return client, client.open_sftp()
+
+
+@pytest.fixture
+def sftp_shipped(sshd, tmp_path):
+    """Three segments livecam published to the sftp account: (nas, {name: sha256})."""
+    nas = Nas("sftp", sshd)
+    t = nas.transport()
+    for i in range(3):
+        seg = tmp_path / f"cam0-20261126T1215{i:02d}Z-{i:06d}.mp4"
+        seg.write_bytes(os.urandom(50_000 + i))
+        assert t.publish(seg, f"{REMOTE}/{seg.name}", size=seg.stat().st_size,
+                         digest=file_digest(seg))  # fmt: skip
+    before = {p.name: sha256(p) for p in (nas.store / REMOTE).iterdir()}
+    assert len(before) == 3
+    yield nas, before
+    nas.close()
+
+
+def test_sftp_account_cannot_delete_overwrite_rename_or_truncate(sftp_shipped, sshd):
+    nas, before = sftp_shipped
+    assert "remove" in servers.SFTP_DENIED.split(",")
+    for p in (nas.store / REMOTE).iterdir():
+        assert p.stat().st_mode & 0o777 == 0o444  # read-only from its creation
+    d = f"/upload/{nas.store.name}/{REMOTE}"
+    name = sorted(before)[0]
+    target = f"{d}/{name}"
+    client, sftp = sftp_as_node(sshd)
+    try:
+        import io
+
+        sftp.putfo(io.BytesIO(b"forged"), f"{d}/forged.mp4")  # adding works
+        attempts = {
+            "remove": lambda: sftp.remove(target),
+            "rename-over": lambda: sftp.rename(f"{d}/forged.mp4", target),
+            "posix-rename-over": lambda: sftp.posix_rename(f"{d}/forged.mp4", target),
+            "truncate-open": lambda: sftp.open(target, "w"),
+            "overwrite-open": lambda: sftp.open(target, "r+").write(b"x"),
+            "append": lambda: sftp.open(target, "a").write(b"x"),
+            "truncate-setstat": lambda: sftp.truncate(target, 0),
+            "chmod": lambda: sftp.chmod(target, 0o644),
+            "rmdir": lambda: sftp.rmdir(d),
+            "symlink": lambda: sftp.symlink(target, f"{d}/link.mp4"),
+        }
+        refused = {}
+        for what, attempt in attempts.items():
+            try:
+                attempt()
+            except OSError as exc:
+                refused[what] = str(exc)
+            after = {p.name: sha256(p) for p in (nas.store / REMOTE).iterdir() if p.name in before}
+            assert after == before, what
+        assert set(refused) == set(attempts), set(attempts) - set(refused)
+    finally:
+        client.close()
+
+
+def test_livecam_sftp_retries_and_answers_already_there_under_the_restrictions(
+    sftp_shipped, tmp_path
+):
+    nas, before = sftp_shipped
+    t = nas.transport()
+    name = sorted(before)[0]
+    copy = tmp_path / "again" / name
+    copy.parent.mkdir()
+    copy.write_bytes((nas.store / REMOTE / name).read_bytes())
+    assert t.publish(copy, f"{REMOTE}/{name}", size=copy.stat().st_size,
+                     digest=file_digest(copy)) is False  # fmt: skip
+    other = tmp_path / "other" / name
+    other.parent.mkdir()
+    other.write_bytes(os.urandom(1000))
+    with pytest.raises(ConflictError):
+        t.publish(other, f"{REMOTE}/{name}", size=1000, digest=file_digest(other))
+    # A cut attempt left its read-only temp, which the account can neither
+    # truncate nor remove: the retry writes beside it and publishes.
+    seg = tmp_path / "cam0-20261126T121700Z-000042.mp4"
+    seg.write_bytes(os.urandom(40_000))
+    leftover = nas.store / REMOTE / f".{seg.name}.part"
+    leftover.write_bytes(b"half")
+    uid = servers.pwd.getpwnam(servers.SFTP_USER)
+    os.chown(leftover, uid.pw_uid, uid.pw_gid)
+    leftover.chmod(0o444)
+    assert t.publish(seg, f"{REMOTE}/{seg.name}", size=seg.stat().st_size,
+                     digest=file_digest(seg)) is True  # fmt: skip
+    assert sha256(nas.store / REMOTE / seg.name) == sha256(seg)
+    assert leftover.read_bytes() == b"half"  # not removable: left for the NAS's retention
