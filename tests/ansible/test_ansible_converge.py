@@ -82,7 +82,9 @@ def test_nas_tree(provisioned):
     for node in NODES:
         pub = (provisioned.trees[node] / "etc/livecam/ssh/id_ed25519.pub").read_text().split()
         line = next(ln for ln in lines if pub[1] in ln)
-        assert line.startswith(f'command="rrsync -wo /srv/livecam/test/{node}",restrict '), line
+        assert line.startswith(
+            f'command="rrsync -wo -no-del -no-overwrite /srv/livecam/test/{node}",restrict '
+        ), line
         d = nas / f"srv/livecam/test/{node}"
         assert d.is_dir() and oct(d.stat().st_mode & 0o777) == "0o750"
     # Links are absolute inside the tree: check the link, not its target.
@@ -95,7 +97,8 @@ def test_nas_tree(provisioned):
     assert keys[:2] == pub[:2]
     dropin = (nas / "etc/ssh/sshd_config.d/livecam.conf").read_text()
     assert f"Match User {account}" in dropin and "ChrootDirectory /srv/livecam/test" in dropin
-    assert "ForceCommand internal-sftp" in dropin
+    assert "ForceCommand internal-sftp -P remove,rmdir,posix-rename,setstat,fsetstat," in dropin
+    assert "Port " not in dropin  # every node connects to 22: the site's sshd ports stay
     d = nas / f"srv/livecam/test/{SFTP_NODE}"
     owner = fleet.sh("chroot", str(nas), "stat", "-c", "%U %a", f"/srv/livecam/test/{SFTP_NODE}")
     assert d.is_dir() and owner.stdout.split() == [account, "750"]
