@@ -368,7 +368,7 @@ class RsyncTransport(Transport):
         args = ["-r", "--copy-links", "--dry-run", "--checksum", "-ii"]
         subdir = ""
         if beside:
-            args.append("--compare-dest=" + posixpath.normpath("/" + self.opts["path"]))
+            args.append("--compare-dest=" + posixpath.normpath("/" + self.opts["path"].lstrip("/")))
             subdir = CHECK_DIR
         code, out, err = self._rsync(*args, source=root, timeout=timeout, subdir=subdir)
         if code not in (0, *PARTIAL):
