@@ -217,3 +217,98 @@ def test_livecam_sftp_retries_and_answers_already_there_under_the_restrictions(
                      digest=file_digest(seg)) is True  # fmt: skip
     assert sha256(nas.store / REMOTE / seg.name) == sha256(seg)
     assert leftover.read_bytes() == b"half"  # not removable: left for the NAS's retention
+
+
+def smbclient_as_node(smbd: servers.Smbd, auth: Path, command: str) -> str:
+    """Samba's own smbclient with the node's user and password; its output."""
+    proc = subprocess.run(
+        ["smbclient", "//127.0.0.1/nas", "-p", str(smbd.port), "-A", str(auth), "-m", "SMB3",
+         "-c", command],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    return proc.stdout + proc.stderr
+
+
+@pytest.fixture
+def smb_shipped(smbd, tmp_path):
+    """Three segments livecam published to the smb share: (nas, {name: sha256})."""
+    nas = Nas("smb", smbd)
+    t = nas.transport()
+    for i in range(3):
+        seg = tmp_path / f"cam0-20261126T1215{i:02d}Z-{i:06d}.mp4"
+        seg.write_bytes(os.urandom(50_000 + i))
+        assert t.publish(seg, f"{REMOTE}/{seg.name}", size=seg.stat().st_size,
+                         digest=file_digest(seg))  # fmt: skip
+    before = {p.name: sha256(p) for p in (nas.store / REMOTE).iterdir()}
+    assert len(before) == 3
+    yield nas, before
+    nas.close()
+
+
+def test_smb_account_cannot_delete_overwrite_rename_or_truncate(smb_shipped, smbd, tmp_path):
+    nas, before = smb_shipped
+    assert "worm" in servers.SMB_SHARE_OPTIONS
+    auth = tmp_path / "auth"
+    auth.write_text(f"username={servers.SMB_USER}\npassword={servers.SMB_PASSWORD}\n")
+    auth.chmod(0o600)
+    d = f"{nas.store.name}/{REMOTE}".replace("/", "\\")
+    name = sorted(before)[0]
+    forged = tmp_path / "forged"
+    forged.write_bytes(b"forged")
+    # Adding works (and proves the login and the path).
+    out = smbclient_as_node(smbd, auth, f'put "{forged}" "{d}\\added.mp4"')
+    assert (nas.store / REMOTE / "added.mp4").read_bytes() == b"forged", out
+    attempts = {
+        "delete": f'rm "{d}\\{name}"',
+        "overwrite": f'put "{forged}" "{d}\\{name}"',
+        "rename-over": f'rename "{d}\\added.mp4" "{d}\\{name}" -f',
+        "rename-away": f'rename "{d}\\{name}" "{d}\\away.mp4"',
+        "clear-read-only": f'setmode "{d}\\{name}" -r',
+        "delete-dir": f'deltree "{d}"',
+    }
+    for what, command in attempts.items():
+        out = smbclient_as_node(smbd, auth, command)
+        assert "NT_STATUS_ACCESS_DENIED" in out, f"{what}: {out}"
+        after = {p.name: sha256(p) for p in (nas.store / REMOTE).iterdir() if p.name in before}
+        assert after == before, what
+    # Truncate and append through smbprotocol, as livecam's own library would.
+    import smbclient
+
+    smbclient.register_session("127.0.0.1", username=servers.SMB_USER,
+                               password=servers.SMB_PASSWORD, port=smbd.port)  # fmt: skip
+    unc = rf"\\127.0.0.1\nas\{d}\{name}"
+    for mode in ("wb", "ab", "r+b"):
+        with pytest.raises(OSError):
+            smbclient.open_file(unc, mode, port=smbd.port).close()
+    smbclient.reset_connection_cache()
+    after = {p.name: sha256(p) for p in (nas.store / REMOTE).iterdir() if p.name in before}
+    assert after == before
+
+
+def test_livecam_smb_retries_and_answers_already_there_under_the_restrictions(
+    smb_shipped, tmp_path
+):
+    nas, before = smb_shipped
+    t = nas.transport()
+    name = sorted(before)[0]
+    copy = tmp_path / "again" / name
+    copy.parent.mkdir()
+    copy.write_bytes((nas.store / REMOTE / name).read_bytes())
+    assert t.publish(copy, f"{REMOTE}/{name}", size=copy.stat().st_size,
+                     digest=file_digest(copy)) is False  # fmt: skip
+    other = tmp_path / "other" / name
+    other.parent.mkdir()
+    other.write_bytes(os.urandom(1000))
+    with pytest.raises(ConflictError):
+        t.publish(other, f"{REMOTE}/{name}", size=1000, digest=file_digest(other))
+    # A cut attempt left its temp, now immutable: the retry writes beside it.
+    seg = tmp_path / "cam0-20261126T121700Z-000042.mp4"
+    seg.write_bytes(os.urandom(40_000))
+    leftover = nas.store / REMOTE / f".{seg.name}.part"
+    leftover.write_bytes(b"half")
+    uid = servers.pwd.getpwnam(servers.SMB_USER)
+    os.chown(leftover, uid.pw_uid, uid.pw_gid)
+    assert t.publish(seg, f"{REMOTE}/{seg.name}", size=seg.stat().st_size,
+                     digest=file_digest(seg)) is True  # fmt: skip
+    assert sha256(nas.store / REMOTE / seg.name) == sha256(seg)
+    assert leftover.read_bytes() == b"half"
