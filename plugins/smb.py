@@ -31,7 +31,6 @@ import contextlib
 import errno
 import functools
 import importlib
-import secrets
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -69,9 +68,6 @@ def _smbclient() -> Any:
     except ImportError:
         return None
     return smbclient
-
-
-ACCESS_DENIED = 0xC0000022  # NtStatus; smbprotocol gives it no errno
 
 
 class SmbStore(TempRenameStore):
@@ -112,21 +108,10 @@ class SmbStore(TempRenameStore):
 
     def open_temp(self, temp: str) -> TempFile:
         try:
-            return SmbTemp(self, temp, self._open(temp))
-        except OSError as exc:
-            # Our own leftover from a cut attempt on a share that makes every file
-            # immutable once closed (the NAS role's vfs_worm): write beside it; the
-            # NAS's retention clears leftovers.
-            if getattr(exc, "ntstatus", None) != ACCESS_DENIED or self.size(temp) is None:
-                raise
-            temp = f"{temp}-{secrets.token_hex(4)}"
-            return SmbTemp(self, temp, self._open(temp))
-
-    def _open(self, temp: str) -> Any:
-        try:
-            return open_raw(self.unc(self.full(temp)), self.kw)
+            raw = open_raw(self.unc(self.full(temp)), self.kw)
         except OSError as exc:
             raise _as_builtin(exc) from None
+        return SmbTemp(self, temp, raw)
 
 
 class SmbTemp(TempFile):
