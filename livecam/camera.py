@@ -31,6 +31,11 @@ class CameraError(Exception):
     """The camera failed: absent, busy, died, or produced unusable output."""
 
 
+class InputEnded(CameraError):
+    """The input has nothing more to give (a file read to its end). Recording it
+    again would repeat it from the start, so the backend refuses to from then on."""
+
+
 class BadSegment(CameraError):
     """The camera handed over a file that is not a usable segment."""
 

@@ -92,6 +92,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+# Libraries that log protocol exchanges at debug or info: smbprotocol and spnego
+# log every SMB packet, the NTLM CHALLENGE and AUTHENTICATE messages among them
+# (crackable offline), paramiko the SSH authentication. No log level of livecam's
+# lets them below WARNING.
+QUIET_LOGGERS = ("smbprotocol", "smbclient", "spnego", "paramiko")
+
+
 def _main(argv: list[str] | None) -> int:
     # A stop that comes while we are still starting is a clean stop: nothing runs yet.
     # Each role installs its own handler once it has something to finish.
@@ -107,6 +114,8 @@ def _main(argv: list[str] | None) -> int:
         format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
         stream=sys.stderr,
     )
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     try:
         if demo and config_file:
             raise ConfigError("--demo and -c/--config exclude each other")

@@ -207,6 +207,19 @@ def readable_file(value: Any, key: str) -> Path:
     return p
 
 
+def secret_file(value: Any, key: str) -> Path:
+    """A readable regular file that only its owner may access (a key, a password),
+    refused as ssh refuses a private key that group or others can read or write."""
+    p = readable_file(value, key)
+    mode = p.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise ConfigError(
+            f"{key}: permissions {mode:04o} for {p} are too open "
+            f"(group or others can access it); run chmod 600 {p}"
+        )
+    return p
+
+
 def frame_size(value: Any, key: str) -> tuple[int, int]:
     """[1280, 720] or '1280x720' -> (1280, 720)."""
     if isinstance(value, str) and re.fullmatch(r"\d+x\d+", value):

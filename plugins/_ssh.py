@@ -60,9 +60,10 @@ def known_host_listed(known_hosts: Path, host: str, port: int) -> bool:
 
 
 def check_ssh_options(opts: Mapping[str, Any], key: str) -> None:
-    """Raise ConfigError unless the key files are readable and the host key is pinned."""
-    for name in ("identity_file", "known_hosts_file"):
-        o.readable_file(str(opts[name]), f"{key}.{name}")
+    """Raise ConfigError unless the key files are readable (the private key by its
+    owner only) and the host key is pinned."""
+    o.secret_file(str(opts["identity_file"]), f"{key}.identity_file")
+    o.readable_file(str(opts["known_hosts_file"]), f"{key}.known_hosts_file")
     if not opts["host"].strip():
         raise ConfigError(f"{key}.host: must not be empty")
     if not known_host_listed(opts["known_hosts_file"], opts["host"], opts["port"]):

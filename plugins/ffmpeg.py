@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -24,13 +25,19 @@ from typing import Any, ClassVar
 
 from livecam import hookimpl
 from livecam import options as o
-from livecam.camera import CameraBackend, CameraError, Salvaged, SegmentSink
+from livecam.camera import CameraBackend, CameraError, InputEnded, Salvaged, SegmentSink
 from livecam.hookspecs import Register
 from livecam.options import ConfigError, Option
 from livecam.process import dies_with_parent
 
 log = logging.getLogger("livecam.ffmpeg")
 
+# ffmpeg's lines that give advice or a consequence, never the cause: skipped when
+# naming why it failed (the cause comes before them).
+NOT_A_CAUSE = re.compile(
+    r"^(To ignore this, add a trailing|Conversion failed|Error opening (input|output) files?"
+    r"|Error parsing options for|Failed to set value|Exiting normally)"
+)
 PATTERNS = ("testsrc2", "testsrc", "smptebars", "smptehdbars", "rgbtestsrc", "mandelbrot")
 
 
@@ -63,6 +70,10 @@ class FfmpegCamera(CameraBackend):
         "ffmpeg": Option(o.string, "ffmpeg", "the ffmpeg binary"),
         "extra_output_args": Option(o.string_list, []),
     }
+
+    #: Inputs (camera, input arguments) that ended in this process: a file read to
+    #: its end is not recorded again when the recorder restarts the backend.
+    _ended: ClassVar[set[tuple[str, ...]]] = set()
 
     def __init__(self, camera: str, options: Any, *, segment_seconds: float):
         super().__init__(camera, options, segment_seconds=segment_seconds)
@@ -157,7 +168,16 @@ class FfmpegCamera(CameraBackend):
             os.path.join(open_dir, "%09d.mp4"),
         ]  # fmt: skip
 
+    def _input_key(self) -> tuple[str, ...]:
+        return (self.camera, *(self.opts["input"] or ()))
+
+    def _source(self) -> str:
+        inp = self.opts["input"] or []
+        return inp[inp.index("-i") + 1] if "-i" in inp[:-1] else self.opts["pattern"]
+
     def record(self, sink: SegmentSink) -> None:
+        if self._input_key() in self._ended:
+            raise InputEnded(f"input ended: {self._source()} was recorded to its end already")
         argv = self.argv(str(sink.open_dir))
         log.debug("camera %s: %s", self.camera, shlex.join(argv))
         with self._lock:
@@ -177,7 +197,7 @@ class FfmpegCamera(CameraBackend):
             except OSError as exc:
                 raise CameraError(f"cannot start {argv[0]}: {exc.strerror}") from None
         proc = self._proc
-        errors: deque[str] = deque(maxlen=5)
+        errors: deque[str] = deque(maxlen=10)
         stderr_reader = threading.Thread(
             target=self._read_stderr, args=(proc, errors), daemon=True, name="ffmpeg-stderr"
         )
@@ -197,8 +217,13 @@ class FfmpegCamera(CameraBackend):
         stderr_reader.join(timeout=2)
         if self._stopping.is_set():
             return
-        detail = errors[-1] if errors else "no message"
-        raise CameraError(f"ffmpeg exited with code {code}: {detail}")
+        if code == 0 and self.opts["input"] is not None:
+            # ffmpeg ends on its own, without an error, only when its input ended.
+            if _is_live(self.opts["input"]):  # a stream closed: the camera may come back
+                raise CameraError(f"input ended: {self._source()} closed the stream")
+            self._ended.add(self._input_key())
+            raise InputEnded(f"input ended: {self._source()} (ffmpeg read it to its end)")
+        raise CameraError(f"ffmpeg exited with code {code}: {cause(errors)}")
 
     def _read_stderr(self, proc: subprocess.Popen[bytes], errors: deque[str]) -> None:
         assert proc.stderr is not None
@@ -221,6 +246,15 @@ class FfmpegCamera(CameraBackend):
             self._stopping.set()
             if self._proc is not None and self._proc.poll() is None:
                 self._proc.send_signal(sig)
+
+
+def cause(errors: deque[str]) -> str:
+    """The line of ffmpeg's last error lines that names the cause."""
+    causes = [line for line in errors if not NOT_A_CAUSE.match(line)]
+    line = (causes or list(errors) or ["no message"])[-1]
+    if "matches no streams" in line:
+        return f"the input has no video stream ({line.rstrip('.')})"
+    return line
 
 
 def _is_live(argv: list[str]) -> bool:

@@ -15,7 +15,11 @@ that:
 - ``--ignore-existing`` never overwrites a file on the NAS. For files rsync
   skipped because one is there, a second, dry run with ``--checksum`` asks the
   NAS to compare contents (the receiver hashes its own file; nothing is read
-  back), so "already there" means same size and same content.
+  back), so "already there" means same size and same content. Where the NAS
+  enforces ``--ignore-existing`` itself (``rrsync -no-overwrite``, as the NAS
+  role sets it up) that dry run skips existing files too; the files it skipped
+  are compared by a third dry run into a directory that is never made, with
+  ``path`` as its ``--compare-dest``.
 
 One SSH master connection (``ControlMaster``, socket in a private directory of
 this process) carries every rsync, so a backlog pays one handshake, and with
@@ -67,6 +71,8 @@ CALL_BYTES = 128 * 1024 * 1024
 PARTIAL = (23, 24)  # rsync: some files were not transferred / vanished; the rest may be there
 CONTROL_PREFIX = "livecam-ssh-"
 # An itemized line: 11 flag characters, a space, the path ('<f+++++++++ a/b.mp4').
+# The destination of the compare dry run under rrsync -no-overwrite: never made.
+CHECK_DIR = ".livecam-compare"
 ITEMIZED = re.compile(r"^([<>ch.*][fdLDS][ .+?a-zA-Z]{9}) (.+)$")
 
 # stderr text -> why a person must act. Anything else is transient (network, restarts).
@@ -211,14 +217,17 @@ class RsyncTransport(Transport):
 
     # --- rsync -----------------------------------------------------------------------------
 
-    def _rsync(self, *args: str, source: Path, timeout: float) -> tuple[int, str, str]:
-        """Run one rsync of the tree ``source`` into ``path`` over the master connection.
+    def _rsync(
+        self, *args: str, source: Path, timeout: float, subdir: str = ""
+    ) -> tuple[int, str, str]:
+        """Run one rsync of the tree ``source`` into ``path`` (or its ``subdir``) over
+        the master connection.
 
         Returns (exit code, stdout, stderr); raises only TransientError when
         ``timeout`` ran out and PermanentError when rsync cannot be started.
         """
         ssh = [*self._ssh_argv(), "-o", "ControlMaster=no"]
-        dest = posixpath.normpath(self.opts["path"]) + "/"
+        dest = posixpath.normpath(posixpath.join(self.opts["path"], subdir)) + "/"
         argv = [
             # -8: names are printed as they are (UTF-8), so itemized paths match ours.
             "rsync", "-8", "--timeout", str(KEEPALIVE * 4), "--itemize-changes", *args,
@@ -335,13 +344,38 @@ class RsyncTransport(Transport):
         Returns (identical paths, conflicts, paths missing or not itemized).
         Raises PublishError when the dry run itself fails.
         """
-        code, out, err = self._rsync(
-            "-r", "--copy-links", "--dry-run", "--checksum", "-ii", source=root, timeout=timeout
-        )
+        same, conflicts, missing, skipped = self._dry_run(root, check, timeout)
+        if skipped:
+            # Not itemized: the NAS enforces --ignore-existing (rrsync -no-overwrite)
+            # and skipped them unread. Compare them there as a reference directory.
+            more = {p: check[p] for p in skipped}
+            same2, conflicts2, missing2, skipped2 = self._dry_run(root, more, timeout, beside=True)
+            same += same2
+            conflicts += conflicts2
+            missing += missing2 + skipped2
+        return same, conflicts, sorted(missing)
+
+    def _dry_run(
+        self, root: Path, check: dict[str, Item], timeout: float, *, beside: bool = False
+    ) -> tuple[list[str], list[PermanentError], list[str], list[str]]:
+        """One ``--dry-run --checksum`` of ``root``; returns (identical, conflicts,
+        missing, not itemized) among ``check``.
+
+        ``beside``: into CHECK_DIR (never made: a dry run) with ``path`` as the
+        ``--compare-dest``, so the NAS compares files that --ignore-existing would
+        skip. The reference is anchored at the restricted root, as rrsync wants.
+        """
+        args = ["-r", "--copy-links", "--dry-run", "--checksum", "-ii"]
+        subdir = ""
+        if beside:
+            args.append("--compare-dest=" + posixpath.normpath("/" + self.opts["path"].lstrip("/")))
+            subdir = CHECK_DIR
+        code, out, err = self._rsync(*args, source=root, timeout=timeout, subdir=subdir)
         if code not in (0, *PARTIAL):
             raise classify(err, f"rsync --checksum to {self.opts['host']}:{self.opts['path']}")
         same: list[str] = []
         conflicts: list[PermanentError] = []
+        missing: list[str] = []
         left = dict(check)
         for flags, path in _itemized(out):
             if left.pop(path, None) is None:
@@ -349,11 +383,11 @@ class RsyncTransport(Transport):
             if flags.startswith(".f") and not flags[2:].strip():
                 same.append(path)
             elif flags.startswith("<f+"):
-                left[path] = check[path]  # not there (after a failure: simply not sent)
+                missing.append(path)  # not there (after a failure: simply not sent)
             else:
                 where = f"{self.opts['host']}:{posixpath.join(self.opts['path'], path)}"
                 conflicts.append(conflict(where, check[path].remote))
-        return same, conflicts, sorted(left)
+        return same, conflicts, missing, sorted(left)
 
     @contextlib.contextmanager
     def _staging(self, items: Sequence[Item]) -> Iterator[tuple[Path, dict[str, Item], list]]:

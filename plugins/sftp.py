@@ -6,7 +6,10 @@ FSTAT its size on the open handle after the pipelined writes, and the plain SFTP
 ``rename``, which never replaces (SFTP v3; OpenSSH's sftp-server links the new
 name and then unlinks the old): a file that appears under the name meanwhile is
 kept and compared, never overwritten. "Already there" means same size and, read
-back only then, the same SHA-256.
+back only then, the same SHA-256. Every file is created with mode 0444 (the open
+handle still writes): with the NAS role's ``internal-sftp -P`` list (no remove,
+no posix-rename, no setstat), nothing published can be truncated, overwritten
+or removed through this account, livecam's own included.
 
 The NAS host key must be in ``known_hosts_file``; anything else is refused. One
 connection is kept open between publishes, with SSH keepalives; every socket
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import posixpath
+import secrets
 import stat
 import time
 from collections.abc import Iterator
@@ -40,6 +44,7 @@ from livecam.store_transport import StoreTransport
 from livecam.transport import Item, PermanentError, PublishError, TransientError
 
 IO_TIMEOUT = 20  # a silent peer fails a read after this long
+READ_ONLY = 0o444  # every file this transport creates, from its creation
 
 
 def _paramiko() -> Any:
@@ -93,7 +98,45 @@ class SftpStore(TempRenameStore):
             return False
 
     def open_temp(self, temp: str) -> TempFile:
-        return SftpTemp(self, self.path(temp), self.sftp.open(self.path(temp), "wb"))
+        path = self.path(temp)
+        try:
+            return SftpTemp(self, path, self._create_read_only(path))
+        except PermissionError:
+            # Our own leftover from a cut attempt, read-only since it was made, on a
+            # NAS that refuses removes: write beside it (the NAS's retention
+            # clears leftovers; a NAS that allows removes gets this one removed).
+            if self.size(temp) is None:
+                raise
+            with contextlib.suppress(OSError):
+                self.sftp.remove(path)
+                return SftpTemp(self, path, self._create_read_only(path))
+            path = f"{path}-{secrets.token_hex(4)}"
+            return SftpTemp(self, path, self._create_read_only(path))
+
+    def _create_read_only(self, path: str) -> Any:
+        """Open ``path`` for writing (created or truncated), mode 0444 from its creation:
+        the handle writes, but nobody can open the file for writing again, so once
+        renamed into place it is never truncated or overwritten (the NAS role
+        refuses chmod). paramiko's ``open`` sends no mode, so the request is made here.
+        """
+        from paramiko.sftp import (
+            CMD_HANDLE,
+            CMD_OPEN,
+            SFTP_FLAG_CREATE,
+            SFTP_FLAG_TRUNC,
+            SFTP_FLAG_WRITE,
+            SFTPError,
+        )
+        from paramiko.sftp_attr import SFTPAttributes
+        from paramiko.sftp_file import SFTPFile
+
+        attrs = SFTPAttributes()
+        attrs.st_mode = READ_ONLY
+        flags = SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC
+        kind, msg = self.sftp._request(CMD_OPEN, path, flags, attrs)
+        if kind != CMD_HANDLE:
+            raise SFTPError("Expected handle")
+        return SFTPFile(self.sftp, msg.get_binary(), "wb")
 
     def short_write(self, remote: str, written: int, size: int) -> PublishError:
         # Pipelined writes that the server refused (ENOSPC) come back as a short file.

@@ -210,7 +210,7 @@ class SmbTransport(StoreTransport):
             raise ConfigError(f"{key}.plugin: smb needs smbprotocol (pip install 'livecam[smb]')")
         if problems := upstream_problems():
             raise ConfigError(f"{key}.plugin: {problems}")
-        o.readable_file(str(opts["password_file"]), f"{key}.password_file")
+        o.secret_file(str(opts["password_file"]), f"{key}.password_file")
         if not read_password(opts["password_file"]):
             raise ConfigError(f"{key}.password_file: {opts['password_file']} is empty")
         for name in ("server", "share", "username"):

@@ -17,6 +17,7 @@ NODES = ("node1", "node2")  # ship over rsync (the e2e cuts node1's link)
 SFTP_NODE = "node3"  # ships over sftp into a chrooted account
 ALL_NODES = (*NODES, SFTP_NODE)
 NAS_ADDRESS = "10.77.0.1"
+SFTP_PORT = 2422  # not 22: the NAS role must make its sshd listen there too
 
 
 @dataclass
@@ -45,7 +46,7 @@ def _inventory(trees: dict[str, Path]) -> dict:
              for n in ALL_NODES}  # fmt: skip
     hosts[SFTP_NODE]["livecam_node_transport"] = {
         "plugin": "sftp", "host": NAS_ADDRESS, "user": f"livecam-{SFTP_NODE}",
-        "path": f"/{SFTP_NODE}",
+        "path": f"/{SFTP_NODE}", "port": SFTP_PORT,
     }  # fmt: skip
     hosts[SFTP_NODE]["livecam_node_remote_path"] = "{camera}/{date}/{name}"
     return {

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from tests.ansible import fleet
-from tests.ansible.conftest import ALL_NODES, NODES, SFTP_NODE
+from tests.ansible.conftest import ALL_NODES, NODES, SFTP_NODE, SFTP_PORT
 
 pytestmark = pytest.mark.slow
 
@@ -67,7 +67,8 @@ def test_node_tree(provisioned, node):
 
     known = (tree / "etc/livecam/ssh/known_hosts").read_text().split()
     nas_key = (provisioned.trees["nas"] / "etc/ssh/ssh_host_ed25519_key.pub").read_text().split()
-    assert known == ["10.77.0.1", *nas_key[:2]]
+    pinned = f"[10.77.0.1]:{SFTP_PORT}" if node == SFTP_NODE else "10.77.0.1"
+    assert known == [pinned, *nas_key[:2]]
     transport = "sftp" if node == SFTP_NODE else "rsync"
     assert f"transport: {transport} to livecam" in check.stdout
     key = tree / "etc/livecam/ssh/id_ed25519"
@@ -79,10 +80,15 @@ def test_nas_tree(provisioned):
     lines = [ln for ln in (nas / "var/lib/livecam-nas/.ssh/authorized_keys").read_text()
              .splitlines() if ln and not ln.startswith("#")]  # fmt: skip
     assert len(lines) == len(NODES)
+    # -no-overwrite where the NAS's rrsync has it (rsync >= 3.4), never a refused option.
+    rrsync_help = fleet.sh("chroot", str(nas), "rrsync", "-h", check=False).stdout
+    options = "-wo -no-del" + (" -no-overwrite" if "-no-overwrite" in rrsync_help else "")
     for node in NODES:
         pub = (provisioned.trees[node] / "etc/livecam/ssh/id_ed25519.pub").read_text().split()
         line = next(ln for ln in lines if pub[1] in ln)
-        assert line.startswith(f'command="rrsync -wo /srv/livecam/test/{node}",restrict '), line
+        assert line.startswith(f'command="rrsync {options} /srv/livecam/test/{node}",restrict '), (
+            line
+        )
         d = nas / f"srv/livecam/test/{node}"
         assert d.is_dir() and oct(d.stat().st_mode & 0o777) == "0o750"
     # Links are absolute inside the tree: check the link, not its target.
@@ -95,7 +101,9 @@ def test_nas_tree(provisioned):
     assert keys[:2] == pub[:2]
     dropin = (nas / "etc/ssh/sshd_config.d/livecam.conf").read_text()
     assert f"Match User {account}" in dropin and "ChrootDirectory /srv/livecam/test" in dropin
-    assert "ForceCommand internal-sftp" in dropin
+    assert "ForceCommand internal-sftp -P remove,rmdir,posix-rename,setstat,fsetstat," in dropin
+    # The sftp node connects to SFTP_PORT: sshd listens there, and on 22 still.
+    assert f"Port 22\nPort {SFTP_PORT}\n" in dropin
     d = nas / f"srv/livecam/test/{SFTP_NODE}"
     owner = fleet.sh("chroot", str(nas), "stat", "-c", "%U %a", f"/srv/livecam/test/{SFTP_NODE}")
     assert d.is_dir() and owner.stdout.split() == [account, "750"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +33,11 @@ from tests.transports.servers import Smbd, Sshd
 _dirs = itertools.count()
 
 
+def _temp(path: Path) -> bool:
+    """A publish temp: ``.<name>.part``, or one written beside a leftover (``-<hex>``)."""
+    return path.name.startswith(".") and re.search(r"\.part(-[0-9a-f]{8})?$", path.name) is not None
+
+
 class Nas(Target):
     """One transport's target on a real server: ``store`` is its directory there."""
 
@@ -50,6 +56,15 @@ class Nas(Target):
             self.cls, self.user = SmbTransport, servers.SMB_USER
         super().__init__(self.store)
         self.transports: list[Transport] = []
+
+    def hidden(self) -> list[Path]:
+        """Temp files left on the NAS. The sftp account may not remove anything
+        (``internal-sftp -P``, as the NAS role sets it up), so a failed attempt's
+        temp stays there, read-only, for the NAS's retention: not counted here."""
+        left = super().hidden()
+        if self.kind == "sftp":
+            left = [p for p in left if not (_temp(p) and p.stat().st_mode & 0o777 == 0o444)]
+        return left
 
     def options(self) -> dict[str, Any]:
         """The YAML ``transport:`` mapping for this target."""

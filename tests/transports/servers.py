@@ -5,8 +5,8 @@ loopback or inside a network namespace the caller created, and is stopped and
 cleaned up by its owner. Nothing here touches the machine's own sshd or smbd.
 
 - ``Sshd``: OpenSSH's sshd with two accounts: ``lc-rsync`` whose key is restricted
-  with ``command="rrsync -wo <dir>",restrict``, and ``lc-sftp``, chrooted to an
-  internal-sftp-only jail.
+  with ``command="rrsync <options> <dir>",restrict`` (the NAS role's options), and
+  ``lc-sftp``, chrooted to an internal-sftp-only jail.
 - ``Smbd``: Samba's smbd on a high port, one share, one user with a password.
 - ``NetNs``: a network namespace joined to the host by a veth pair, where a link
   can be cut (``ip link set down``) and shaped (``tc tbf``).
@@ -29,6 +29,19 @@ RSYNC_USER = "lc-rsync"
 SFTP_USER = "lc-sftp"
 SMB_USER = "lc-smb"
 SMB_PASSWORD = "s3cret-Pa55"  # a test account on loopback only
+NAS_ROLE = Path(__file__).resolve().parents[2] / "ansible/roles/livecam_nas"
+
+
+def nas_role_var(name: str) -> str:
+    """A private variable of the NAS role (``vars/main.yml``): the servers here are
+    restricted with exactly the options the role renders."""
+    import yaml
+
+    return str(yaml.safe_load((NAS_ROLE / "vars/main.yml").read_text())[name])
+
+
+RRSYNC_OPTIONS = nas_role_var("__livecam_nas_rrsync_options")
+SFTP_DENIED = nas_role_var("__livecam_nas_sftp_denied")
 
 
 def sh(*argv: str, check: bool = True, **kw) -> subprocess.CompletedProcess[str]:
@@ -172,7 +185,9 @@ class Sshd(Daemon):
         keys = self.dir / "authorized_keys"
         keys.mkdir(mode=0o755)
         pub = (base / "node_key.pub").read_text().strip()
-        (keys / RSYNC_USER).write_text(f'command="rrsync -wo {self.rsync_root}",restrict {pub}\n')
+        (keys / RSYNC_USER).write_text(
+            f'command="rrsync {RRSYNC_OPTIONS} {self.rsync_root}",restrict {pub}\n'
+        )
         (keys / SFTP_USER).write_text(f"restrict {pub}\n")
         self.config = self.dir / "sshd_config"
         self.config.write_text(f"""\
@@ -190,7 +205,7 @@ AllowUsers {RSYNC_USER} {SFTP_USER}
 Subsystem sftp internal-sftp
 Match User {SFTP_USER}
     ChrootDirectory {self.chroot}
-    ForceCommand internal-sftp
+    ForceCommand internal-sftp -P {SFTP_DENIED}
     AllowTcpForwarding no
 """)
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)

@@ -25,6 +25,7 @@ def config(tmp_path, transport: dict) -> str:
 def ssh_transport(tmp_path, plugin: str, **changes) -> dict:
     key = tmp_path / "id"
     key.write_text("not really a key\n")
+    key.chmod(0o600)
     known = tmp_path / "known_hosts"
     known.write_text("[nas.lan]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE\n")
     t = {
@@ -77,8 +78,32 @@ def test_smb_password_file_checked_and_never_shown(tmp_path, run_livecam):
     assert result.returncode == 2
     assert "transport.password_file:" in result.stderr
     (tmp_path / "pw").write_text(SMB_PASSWORD + "\n")
+    (tmp_path / "pw").chmod(0o600)
     t["password_file"] = str(tmp_path / "pw")
     result = run_livecam("-c", config(tmp_path, t), "check-config")
     assert result.returncode == 0, result.stderr
     assert "(encrypted)" in result.stdout
+    assert SMB_PASSWORD not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o620, 0o644])
+@pytest.mark.parametrize("plugin", ["rsync", "sftp", "smb"])
+def test_secret_files_others_can_read_are_refused(tmp_path, run_livecam, plugin, mode):
+    if plugin == "smb":
+        secret = tmp_path / "pw"
+        secret.write_text(SMB_PASSWORD + "\n")
+        t = {"plugin": "smb", "server": "nas.lan", "share": "cams", "username": "node01",
+             "password_file": str(secret)}  # fmt: skip
+        name = "password_file"
+    else:
+        t = ssh_transport(tmp_path, plugin)
+        secret, name = tmp_path / "id", "identity_file"
+    cfg = config(tmp_path, t)
+    secret.chmod(0o400)
+    assert run_livecam("-c", cfg, "check-config").returncode == 0  # owner-only passes
+    secret.chmod(mode)
+    result = run_livecam("-c", cfg, "check-config")
+    assert result.returncode == 2
+    assert f"transport.{name}: permissions {mode:04o} for {secret} are too open" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
     assert SMB_PASSWORD not in result.stdout + result.stderr

@@ -1,0 +1,219 @@
+"""What a node's own NAS account can do, with the NAS side as the role renders it.
+
+A compromised node holds its key or password: with the plain tools (rsync) it
+tries to delete, overwrite, rename over and truncate segments already on the
+NAS, and every attempt must leave them as they were. livecam itself must work
+under the same restrictions: "already there", conflicts, a retry after a cut.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from livecam.segment import file_digest
+from livecam.transport import ConflictError
+from tests.conftest import sha256
+from tests.transports import servers
+from tests.transports.conftest import Nas
+
+REMOTE = "lab/node01/cam0/2026-11-26"
+
+
+def rsync_as_node(sshd: servers.Sshd, *args: str) -> subprocess.CompletedProcess[str]:
+    """Plain rsync with the node's key and nothing of livecam's."""
+    ssh = [
+        "ssh", "-F", "none", "-p", str(sshd.port), "-l", servers.RSYNC_USER,
+        "-i", str(sshd.client_key),
+        "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+        "-o", f"UserKnownHostsFile={sshd.known_hosts}", "-o", "StrictHostKeyChecking=yes",
+    ]  # fmt: skip
+    argv = ["rsync", "-e", shlex.join(ssh), *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def shipped(sshd, tmp_path):
+    """Five segments livecam published to the rsync account: (nas, {name: sha256})."""
+    nas = Nas("rsync", sshd)
+    t = nas.transport()
+    for i in range(5):
+        seg = tmp_path / f"cam0-20261126T1215{i:02d}Z-{i:06d}.mp4"
+        seg.write_bytes(os.urandom(50_000 + i))
+        remote = f"{REMOTE}/{seg.name}"
+        assert t.publish(seg, remote, size=seg.stat().st_size, digest=file_digest(seg))
+    before = {p.name: sha256(p) for p in (nas.store / REMOTE).iterdir()}
+    assert len(before) == 5
+    yield nas, before
+    nas.close()
+
+
+def test_rsync_key_cannot_delete_overwrite_rename_or_truncate(shipped, sshd, tmp_path):
+    nas, before = shipped
+    sub = nas.store.name
+    dest = f"{sshd.host}:{sub}/"
+    empty = tmp_path / "empty" / REMOTE
+    empty.mkdir(parents=True)
+    forged = tmp_path / "forged" / REMOTE
+    forged.mkdir(parents=True)
+    for name in before:
+        (forged / name).write_bytes(b"forged")  # shorter: a truncate if it lands
+    attempts = {
+        "delete": ["-r", "--delete", f"{tmp_path / 'empty'}/", dest],
+        "delete-excluded": ["-r", "--delete-excluded", f"{tmp_path / 'empty'}/", dest],
+        "overwrite": ["-r", "-I", f"{tmp_path / 'forged'}/", dest],
+        "overwrite-inplace": ["-r", "-I", "--inplace", f"{tmp_path / 'forged'}/", dest],
+        "overwrite-checksum": ["-r", "-c", f"{tmp_path / 'forged'}/", dest],
+        "rename-over-backup": ["-r", "-I", "-b", f"{tmp_path / 'forged'}/", dest],
+        "remove-source": ["-r", "--remove-source-files", f"{tmp_path / 'forged'}/", dest],
+        "truncate-append": ["-r", "--append", f"{tmp_path / 'forged'}/", dest],
+    }
+    ran = {}
+    for what, args in attempts.items():
+        proc = rsync_as_node(sshd, *args)
+        ran[what] = proc.returncode
+        after = {p.name: sha256(p) for p in (nas.store / REMOTE).iterdir()}
+        assert after == before, f"{what}: {proc.stdout} {proc.stderr}"
+    # The attempts reached rrsync (a refused option or a skipped file, not ssh failing).
+    assert rsync_as_node(sshd, "-r", f"{tmp_path / 'empty'}/", dest).returncode == 0
+    assert ran["delete"] != 0 and ran["rename-over-backup"] != 0
+    # Adding is what the key is for.
+    new = tmp_path / "add" / REMOTE
+    new.mkdir(parents=True)
+    (new / "cam0-20261126T121600Z-000099.mp4").write_bytes(b"new")
+    assert rsync_as_node(sshd, "-r", f"{tmp_path / 'add'}/", dest).returncode == 0
+    assert (nas.store / REMOTE / "cam0-20261126T121600Z-000099.mp4").read_bytes() == b"new"
+
+
+def test_livecam_proves_already_there_and_conflicts_under_no_overwrite(shipped, tmp_path):
+    nas, before = shipped
+    assert "-no-overwrite" in servers.RRSYNC_OPTIONS.split()
+    t = nas.transport()
+    # The same five again (a shipper that died before its local delete): already there.
+    local = tmp_path / "again"
+    local.mkdir()
+    items = []
+    for name in before:
+        copy = local / name
+        copy.write_bytes((nas.store / REMOTE / name).read_bytes())
+        items.append(copy)
+    for seg in items:
+        sent = t.publish(seg, f"{REMOTE}/{seg.name}", size=seg.stat().st_size,
+                         digest=file_digest(seg))  # fmt: skip
+        assert sent is False
+    # Other content under a shipped name: a conflict, never retried forever.
+    other = local / "other" / items[0].name
+    other.parent.mkdir()
+    other.write_bytes(os.urandom(50_000))
+    with pytest.raises(ConflictError):
+        t.publish(other, f"{REMOTE}/{other.name}", size=other.stat().st_size,
+                  digest=file_digest(other))  # fmt: skip
+    after = {p.name: sha256(p) for p in (nas.store / REMOTE).iterdir()}
+    assert after == before
+    assert not [p for p in Path(nas.store).rglob(".*") if p.name != "."]
+
+
+def sftp_as_node(sshd: servers.Sshd):
+    """paramiko with the node's key, as the sftp account, and nothing of livecam's."""
+    import paramiko
+
+    client = paramiko.SSHClient()
+    client.load_host_keys(str(sshd.known_hosts))
+    client.connect(
+        sshd.host,
+        port=sshd.port,
+        username=servers.SFTP_USER,
+        key_filename=str(sshd.client_key),
+        look_for_keys=False,
+        allow_agent=False,
+    )
+    return client, client.open_sftp()
+
+
+@pytest.fixture
+def sftp_shipped(sshd, tmp_path):
+    """Three segments livecam published to the sftp account: (nas, {name: sha256})."""
+    nas = Nas("sftp", sshd)
+    t = nas.transport()
+    for i in range(3):
+        seg = tmp_path / f"cam0-20261126T1215{i:02d}Z-{i:06d}.mp4"
+        seg.write_bytes(os.urandom(50_000 + i))
+        assert t.publish(seg, f"{REMOTE}/{seg.name}", size=seg.stat().st_size,
+                         digest=file_digest(seg))  # fmt: skip
+    before = {p.name: sha256(p) for p in (nas.store / REMOTE).iterdir()}
+    assert len(before) == 3
+    yield nas, before
+    nas.close()
+
+
+def test_sftp_account_cannot_delete_overwrite_rename_or_truncate(sftp_shipped, sshd):
+    nas, before = sftp_shipped
+    assert "remove" in servers.SFTP_DENIED.split(",")
+    for p in (nas.store / REMOTE).iterdir():
+        assert p.stat().st_mode & 0o777 == 0o444  # read-only from its creation
+    d = f"/upload/{nas.store.name}/{REMOTE}"
+    name = sorted(before)[0]
+    target = f"{d}/{name}"
+    client, sftp = sftp_as_node(sshd)
+    try:
+        import io
+
+        sftp.putfo(io.BytesIO(b"forged"), f"{d}/forged.mp4")  # adding works
+        attempts = {
+            "remove": lambda: sftp.remove(target),
+            "rename-over": lambda: sftp.rename(f"{d}/forged.mp4", target),
+            "posix-rename-over": lambda: sftp.posix_rename(f"{d}/forged.mp4", target),
+            "truncate-open": lambda: sftp.open(target, "w"),
+            "overwrite-open": lambda: sftp.open(target, "r+").write(b"x"),
+            "append": lambda: sftp.open(target, "a").write(b"x"),
+            "truncate-setstat": lambda: sftp.truncate(target, 0),
+            "chmod": lambda: sftp.chmod(target, 0o644),
+            "rmdir": lambda: sftp.rmdir(d),
+            "symlink": lambda: sftp.symlink(target, f"{d}/link.mp4"),
+        }
+        refused = {}
+        for what, attempt in attempts.items():
+            try:
+                attempt()
+            except OSError as exc:
+                refused[what] = str(exc)
+            after = {p.name: sha256(p) for p in (nas.store / REMOTE).iterdir() if p.name in before}
+            assert after == before, what
+        assert set(refused) == set(attempts), set(attempts) - set(refused)
+    finally:
+        client.close()
+
+
+def test_livecam_sftp_retries_and_answers_already_there_under_the_restrictions(
+    sftp_shipped, tmp_path
+):
+    nas, before = sftp_shipped
+    t = nas.transport()
+    name = sorted(before)[0]
+    copy = tmp_path / "again" / name
+    copy.parent.mkdir()
+    copy.write_bytes((nas.store / REMOTE / name).read_bytes())
+    assert t.publish(copy, f"{REMOTE}/{name}", size=copy.stat().st_size,
+                     digest=file_digest(copy)) is False  # fmt: skip
+    other = tmp_path / "other" / name
+    other.parent.mkdir()
+    other.write_bytes(os.urandom(1000))
+    with pytest.raises(ConflictError):
+        t.publish(other, f"{REMOTE}/{name}", size=1000, digest=file_digest(other))
+    # A cut attempt left its read-only temp, which the account can neither
+    # truncate nor remove: the retry writes beside it and publishes.
+    seg = tmp_path / "cam0-20261126T121700Z-000042.mp4"
+    seg.write_bytes(os.urandom(40_000))
+    leftover = nas.store / REMOTE / f".{seg.name}.part"
+    leftover.write_bytes(b"half")
+    uid = servers.pwd.getpwnam(servers.SFTP_USER)
+    os.chown(leftover, uid.pw_uid, uid.pw_gid)
+    leftover.chmod(0o444)
+    assert t.publish(seg, f"{REMOTE}/{seg.name}", size=seg.stat().st_size,
+                     digest=file_digest(seg)) is True  # fmt: skip
+    assert sha256(nas.store / REMOTE / seg.name) == sha256(seg)
+    assert leftover.read_bytes() == b"half"  # not removable: left for the NAS's retention
