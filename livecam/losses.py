@@ -30,6 +30,7 @@ Writing a record never raises: losing the record must not stop a recording.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -64,12 +65,15 @@ def record_loss(
     *,
     site: str = "",
     node: str = "",
+    fallback: Path | None = None,
     **detail: Any,
 ) -> Path | None:
     """Write one loss record into the ``spool`` tier's directory; its path, or None.
 
     ``kind`` is one of ``KINDS``; ``detail`` holds its kind-specific facts (JSON
-    values). Never raises: an I/O error is logged and None returned.
+    values). When the spool cannot take it (a failed SD card), the record goes to
+    the ``fallback`` tier (the RAM buffer), which the shipper publishes just the
+    same. Never raises: an I/O error is logged and None returned.
     """
     now = time.time()
     record = {
@@ -83,26 +87,38 @@ def record_loss(
         "reason": reason,
         "detail": detail,
     }
-    folder = Path(spool) / LOSS_CAMERA
+    start = datetime.fromtimestamp(now, UTC)
+    tiers = [Path(spool)] + ([Path(fallback)] if fallback is not None else [])
+    for tier in tiers:
+        try:
+            dest = _write(tier / LOSS_CAMERA, record, start, int(now * 1e6))
+        except OSError as exc:
+            log.error("cannot write %s loss record for camera %s to %s: %s",
+                      kind, camera, tier, exc)  # fmt: skip
+            continue
+        # The event itself is logged where it happens (EVICTED, salvaged, failed, ...).
+        log.debug("camera %s: wrote %s for the NAS audit", camera, dest)
+        return dest
+    log.error("LOSS RECORD LOST: the %s record for camera %s: no tier took it", kind, camera)
+    return None
+
+
+def _write(folder: Path, record: dict[str, Any], start: datetime, seq: int) -> Path:
+    """One record, fsynced, under a name nobody holds. Raises OSError."""
     tmp = folder / f".loss-{os.getpid()}-{time.monotonic_ns()}.part"
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(exist_ok=True)  # not parents: a vanished spool mount stays gone
         with open(tmp, "w") as f:
             json.dump(record, f, sort_keys=True, default=str)
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
-        dest = _link_unique(tmp, folder, datetime.fromtimestamp(now, UTC), int(now * 1e6))
+        dest = _link_unique(tmp, folder, start, seq)
         fsync_dir(folder)
-    except OSError as exc:
-        log.error("LOSS RECORD LOST: cannot write %s record for camera %s to %s: %s",
-                  kind, camera, folder, exc)  # fmt: skip
-        return None
+        return dest
     finally:
-        tmp.unlink(missing_ok=True)
-    # The event itself is logged where it happens (EVICTED, salvaged, failed, ...).
-    log.debug("camera %s: wrote %s for the NAS audit", camera, dest.name)
-    return dest
+        with contextlib.suppress(OSError):  # a read-only disk refuses even this
+            tmp.unlink(missing_ok=True)
 
 
 def _link_unique(tmp: Path, folder: Path, start: datetime, seq: int) -> Path:
@@ -124,12 +140,13 @@ class LossWriter:
     spool: Path
     site: str = ""
     node: str = ""
+    fallback: Path | None = None  # the RAM buffer, for when the spool fails
 
     def record(
         self, kind: str, camera: str, sequences: Iterable[int], reason: str, **detail: Any
     ) -> Path | None:
         return record_loss(self.spool, kind, camera, sequences, reason, site=self.site,
-                           node=self.node, **detail)  # fmt: skip
+                           node=self.node, fallback=self.fallback, **detail)  # fmt: skip
 
 
 # --- restarts: which reserved sequence numbers the last run never closed ------------------
@@ -167,6 +184,7 @@ def note_start(
     starts_at: int,
     site: str = "",
     node: str = "",
+    fallback: Path | None = None,
 ) -> Path | None:
     """Record a recorder start, once its sequence counter has reserved a block.
 
@@ -197,9 +215,12 @@ def note_start(
             " those never published were lost with the RAM buffer or never used"
         )
     path = record_loss(
-        spool, "restart", camera, (), reason, site=site, node=node,
+        spool, "restart", camera, (), reason, site=site, node=node, fallback=fallback,
         reserved_below=reserved, clean=stopped is not None,
         last_seq=(stopped or {}).get("last_seq"), stopped_at=(stopped or {}).get("time"),
     )  # fmt: skip
-    marker.unlink(missing_ok=True)  # consumed: the next start after a crash finds none
+    try:
+        marker.unlink(missing_ok=True)  # consumed: the next start after a crash finds none
+    except OSError as exc:  # a failed spool: this start's record says what it knows
+        log.error("camera %s: cannot remove the clean-stop note %s: %s", camera, marker, exc)
     return path

@@ -56,7 +56,7 @@ class Recorder:
             ),
         )
         self.sink: BufferSink | None = None
-        self.losses = LossWriter(self.spool.path, config.site, config.node)
+        self.losses = LossWriter(self.spool.path, config.site, config.node, self.buffer.path)
 
     def run(self) -> int:
         """Record until SIGTERM/SIGINT. Returns the process exit code."""
@@ -149,6 +149,7 @@ class Recorder:
             self.camera.name,
             previous_limit=seq.previous_limit,
             starts_at=seq.first,
+            fallback=self.buffer.path,
             site=self.config.site,
             node=self.config.node,
         )

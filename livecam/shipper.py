@@ -94,7 +94,7 @@ class Shipper:
             Ledger(
                 self.spool.state_dir / "evictions.json", self.buffer.state_dir / "evictions.json"
             ),
-            LossWriter(self.spool.path, config.site, config.node),
+            LossWriter(self.spool.path, config.site, config.node, self.buffer.path),
         )
         self.housekeeper = Housekeeper(
             plugins,
