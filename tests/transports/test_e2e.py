@@ -48,6 +48,7 @@ def test_node_ships_through_a_server_restart(nas, tmp_path):
     finally:
         n.cleanup()
     sizes = {c["name"]: c["size"] for c in closed}
+    assert watcher.samples > 0 and len(watcher.seen) >= 3, "the watcher saw the share fill"
     for name, seen in watcher.seen.items():
         assert seen == {sizes[name]}, f"{name} was visible with sizes {seen}"
     files = nas.segments()
