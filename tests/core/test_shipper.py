@@ -14,6 +14,7 @@ from livecam_plugins.nfs import DirectoryTransport
 
 from livecam import config as configmod
 from livecam import hookimpl
+from livecam.retry import RetryPolicy
 from livecam.segment import Segment, segment_name
 from livecam.shipper import Shipper, remote_path
 from livecam.transport import PermanentError, TransientError, conflict_path
@@ -131,20 +132,63 @@ def test_a_bad_remote_path_from_a_plugin_keeps_the_segment(setup):
     assert seg.path.exists()
 
 
+class RecordedWaits:
+    """The stop event the retry policy sleeps on: records each wait, never stops."""
+
+    def __init__(self) -> None:
+        self.seen: list[float] = []
+
+    def wait(self, seconds: float) -> bool:
+        self.seen.append(seconds)
+        return False
+
+
+def failing(times: int, error: Exception):
+    """A publish that fails ``times`` times, then succeeds."""
+    left = [times]
+
+    def publish() -> str:
+        if left[0]:
+            left[0] -= 1
+            raise error
+        return "published"
+
+    return publish
+
+
 def test_backoff_is_jittered_exponential_and_permanent_errors_wait_long(setup):
-    cfg, plugins, _ = setup
-    shipper = Shipper(cfg, plugins)
-
-    class State:
-        def __init__(self, n, exc):
-            self.attempt_number = n
-            self.outcome = type("O", (), {"exception": lambda _s: exc})()
-
-    wait = shipper.retry.wait
-    waits = [wait(State(n, TransientError("x"))) for n in range(1, 12) for _ in range(20)]
-    assert min(waits) >= 0 and max(waits) <= 8
-    assert len({round(w, 3) for w in waits}) > 50, "full jitter, not a fixed ladder"
-    assert wait(State(3, PermanentError("auth"))) == 300
+    # Through the real tenacity loop (RetryPolicy.call), not a hand-made state.
+    cfg, _, _ = setup
+    initial, maximum = cfg.retry_initial, cfg.retry_max
+    by_attempt: dict[int, list[float]] = {}
+    after_success: list[float] = []
+    for _ in range(200):
+        waits = RecordedWaits()
+        policy = RetryPolicy(
+            initial=initial, maximum=maximum, permanent=cfg.retry_permanent, stopping=waits
+        )
+        assert policy.call(failing(7, TransientError("x"))) == "published"
+        assert len(waits.seen) == 7, "one wait per failed attempt"
+        for n, w in enumerate(waits.seen, 1):
+            by_attempt.setdefault(n, []).append(w)
+        # A success resets the backoff: the next failure waits from retry.initial.
+        assert policy.call(failing(1, TransientError("x"))) == "published"
+        after_success.append(waits.seen[-1])
+    for n, seen in by_attempt.items():
+        bound = min(maximum, initial * 2 ** (n - 1))
+        # The upper end doubles per attempt up to retry.max: a flat random wait
+        # (which reaches retry.max at once) or a fixed ladder both fail here.
+        assert min(seen) >= 0 and max(seen) <= bound, (n, max(seen), bound)
+        assert max(seen) >= 0.8 * bound, f"attempt {n} never came near {bound}s"
+        assert len({round(w, 4) for w in seen}) > 150, "full jitter, not a fixed ladder"
+    assert by_attempt[7] and max(by_attempt[1]) <= initial < maximum <= max(by_attempt[7]) * 1.25
+    assert max(after_success) <= initial, "a success resets the backoff"
+    waits = RecordedWaits()
+    policy = RetryPolicy(
+        initial=initial, maximum=maximum, permanent=cfg.retry_permanent, stopping=waits
+    )
+    assert policy.call(failing(2, PermanentError("auth"))) == "published"
+    assert waits.seen == [300, 300], "a permanent error waits retry.permanent"
 
 
 def test_when_the_spool_cannot_take_more_the_buffer_evicts_oldest_first(setup):
