@@ -83,11 +83,27 @@ def test_spill_is_due_after_spill_after_and_keeps_the_oldest_first(setup):
     assert shipper.state.spilled == 1
 
 
-def test_full_spool_evicts_oldest_first_and_counts_each(setup):
+def test_full_spool_evicts_oldest_first_and_counts_each(setup, caplog):
     cfg, plugins, _ = setup
+    evicted: list[tuple[str, str, str]] = []
+
+    class Listener:
+        @staticmethod
+        @hookimpl
+        def livecam_segment_evicted(segment, tier, reason):
+            evicted.append((segment.name, tier.role, reason))
+
     segs = [put(cfg.buffer.path, i, age=10 - i) for i in range(1, 5)]  # 4 x 100K, spool 250K
-    shipper = Shipper(cfg, plugins)
-    shipper.housekeep()
+    plugins.pm.register(Listener, name="listener")
+    try:
+        shipper = Shipper(cfg, plugins)
+        shipper.housekeep()
+    finally:
+        plugins.pm.unregister(name="listener")
+    # Each eviction fired livecam_segment_evicted once and was logged by name.
+    assert evicted == [(segs[0].name, "spool", "max_bytes"), (segs[1].name, "spool", "max_bytes")]
+    for seg in segs[:2]:
+        assert any(r.getMessage().startswith(f"EVICTED {seg.name}") for r in caplog.records)
     spooled = sorted(p.name for p in (cfg.spool.path / "cam0").glob("*.mp4"))
     assert spooled == [segs[2].name, segs[3].name]
     status = (cfg.spool.path / ".livecam" / "evictions.json").read_text()
@@ -156,7 +172,7 @@ def failing(times: int, error: Exception):
     return publish
 
 
-def test_backoff_is_jittered_exponential_and_permanent_errors_wait_long(setup):
+def test_backoff_is_jittered_exponential_and_permanent_errors_wait_long(setup, caplog):
     # Through the real tenacity loop (RetryPolicy.call), not a hand-made state.
     cfg, _, _ = setup
     initial, maximum = cfg.retry_initial, cfg.retry_max
@@ -189,6 +205,9 @@ def test_backoff_is_jittered_exponential_and_permanent_errors_wait_long(setup):
     )
     assert policy.call(failing(2, PermanentError("auth"))) == "published"
     assert waits.seen == [300, 300], "a permanent error waits retry.permanent"
+    # Errors that need a person carry the grep-able token PERMANENT in the log.
+    permanent = [r for r in caplog.records if "(PERMANENT)" in r.getMessage()]
+    assert len(permanent) == 2 and all("auth" in r.getMessage() for r in permanent)
 
 
 def test_when_the_spool_cannot_take_more_the_buffer_evicts_oldest_first(setup):
@@ -242,7 +261,7 @@ def test_batches_come_from_the_spool_and_a_failed_batch_keeps_the_rest(setup):
     assert len(list((tmp / "nas").rglob("*.mp4"))) == 8
 
 
-def test_other_content_on_the_nas_sets_one_segment_aside_and_the_rest_ships(setup):
+def test_other_content_on_the_nas_sets_one_segment_aside_and_the_rest_ships(setup, caplog):
     cfg, plugins, tmp = setup
     segs = [put(cfg.spool.path, i, size=10_000) for i in range(1, 4)]
     data = segs[0].path.read_bytes()
@@ -260,6 +279,16 @@ def test_other_content_on_the_nas_sets_one_segment_aside_and_the_rest_ships(setu
     assert not any(s.path.exists() for s in segs)
     assert shipper.state.last_error is not None
     assert "already exists with other content" in shipper.state.last_error.message
+    assert any(r.getMessage().startswith(f"CONFLICT {segs[0].name}") for r in caplog.records)
+    # A crash after the aside was published but before the local delete: the
+    # retry lands on the same conflict name, so still no duplicate.
+    segs[0].path.write_bytes(data)
+    retry = Shipper(cfg, plugins)
+    for _ in range(2):  # the conflict, then the aside (already there)
+        retry.publish_next()
+    assert not segs[0].path.exists(), "the retry proved the aside copy and deleted the local"
+    conflicts = sorted(p.name for p in squatter.parent.iterdir() if ".conflict-" in p.name)
+    assert conflicts == [aside.name]
 
 
 def test_the_lag_of_a_segment_published_early_is_zero_not_negative(setup):
