@@ -269,10 +269,12 @@ def test_other_content_on_the_nas_sets_one_segment_aside_and_the_rest_ships(setu
     first_remote = remote_path(cfg, plugins, segs[0])
     squatter = tmp / "nas" / first_remote
     squatter.parent.mkdir(parents=True)
-    squatter.write_bytes(b"someone else's file")
+    # Other content of the same size: only the digest tells it apart.
+    theirs = bytes(b ^ 0xFF for b in data)
+    squatter.write_bytes(theirs)
     for _ in range(4):  # no backoff wait: every call makes progress
         shipper.publish_next()
-    assert squatter.read_bytes() == b"someone else's file", "never overwritten"
+    assert squatter.read_bytes() == theirs, "never overwritten"
     aside = tmp / "nas" / conflict_path(first_remote, hashlib.sha256(data).hexdigest())
     assert aside.read_bytes() == data
     assert all((squatter.parent / s.name).exists() for s in segs[1:])
