@@ -142,12 +142,15 @@ def test_one_camera_dying_never_stops_the_other(node, share):
     )
     # Now kill -9 the whole recorder process of cam1: the supervisor restarts it.
     [rec1] = n.pids("record cam1")
+    [old_ffmpeg1] = n.pids("ffmpeg", "cam1/.open")
     os.kill(rec1, signal.SIGKILL)
     wait_for(lambda: n.pids("record cam1") not in ([], [rec1]), 15, "cam1 recorder restarted")
     # PDEATHSIG: the dead recorder's ffmpeg died with it (no orphan holds the camera).
-    wait_for(lambda: len(n.pids("ffmpeg", "cam1/.open")) == 1, 10, "one ffmpeg for cam1")
+    wait_for(lambda: old_ffmpeg1 not in n.pids("ffmpeg"), 10, "the old ffmpeg of cam1 gone")
     mark = len(n.closed())
     wait_for(lambda: sum(c["camera"] == "cam1" for c in n.closed()[mark:]) >= 3, 20, "cam1 back")
+    # Checked again once the new recorder runs its own ffmpeg: still exactly one.
+    assert len(n.pids("ffmpeg", "cam1/.open")) == 1
     n.stop(proc)
     n.drain()
     closed = assert_all_arrived(n, share)
