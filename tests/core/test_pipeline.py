@@ -9,7 +9,6 @@ went missing that should not have.
 
 from __future__ import annotations
 
-import itertools
 import os
 import random
 import shutil
@@ -266,18 +265,26 @@ def test_a_stalled_camera_is_restarted_and_the_log_says_so(node, share):
     os.kill(ffmpeg0, signal.SIGSTOP)  # alive but delivering nothing: a stalled camera
     stalled_at = time.time()
     wait_for(lambda: "camera cam0 stalled" in n.log_text(), 20, "the stall is noticed")
-    wait_for(
+    [rec1] = n.pids("record cam1")
+    back = wait_for(
         lambda: [c for c in n.closed() if c["camera"] == "cam0" and c["closed"] > stalled_at],
         20,
         "cam0 records again",
     )
     assert ffmpeg0 not in n.pids("ffmpeg", "cam0/.open")
-    # Meanwhile cam1 never stopped: it closed a segment every second.
-    cam1 = sorted(c["closed"] for c in n.closed() if c["camera"] == "cam1")
-    assert max(b - a for a, b in itertools.pairwise(cam1)) < 2.5
+    # Meanwhile cam1 never stopped: it kept closing segments through the stall
+    # (the gap between them is a figure for bench/, not a timed assert here), its
+    # recorder was never restarted, and its sequence has no gap.
+    recovered_at = min(c["closed"] for c in back)
+    during = [
+        c for c in n.closed() if c["camera"] == "cam1" and stalled_at < c["closed"] < recovered_at
+    ]
+    assert during, "cam1 closed segments while cam0 was stalled"
+    assert n.pids("record cam1") == [rec1]
     n.stop(proc)
     n.drain()
-    assert_all_arrived(n, share)
+    closed = assert_all_arrived(n, share)
+    assert_gapless(closed, share, "cam1")
 
 
 def test_killing_the_supervisor_takes_every_child_with_it(node, share):
