@@ -71,6 +71,12 @@ MUTATIONS: dict[str, tuple[str, str, str, list[str]]] = {
         "aside = conflict_path(item.remote, __import__('os').urandom(32).hex())",
         [SHIPPER],
     ),
+    "recorder-opens-a-socket": (
+        "livecam/recorder.py",
+        'log.info("camera %s: recording with %s", self.camera.name, self.camera.backend)',
+        "__import__('socket').socket(2, 2).close()",
+        ["tests/core/test_promises_network.py"],
+    ),
     "spill-window-widened": (
         "livecam/housekeeper.py",
         "if age < self.spill_after and",
