@@ -243,6 +243,7 @@ class Watcher:
         self.interval = interval
         self.seen: dict[str, set[int]] = {}
         self.hidden_seen = 0
+        self.samples = 0  # passes over the share: a test asserts the watcher ran
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -268,6 +269,7 @@ class Watcher:
                     except FileNotFoundError:
                         continue
                     self.seen.setdefault(name, set()).add(size)
+            self.samples += 1
 
 
 def assert_all_arrived(node: Node, share: Target, *, lost_ok: set[str] = frozenset()) -> list[dict]:

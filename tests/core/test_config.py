@@ -82,7 +82,15 @@ def test_bad_config_gets_one_clear_line_and_exit_2(tmp_path, run_livecam, key, v
     assert lines[0].startswith(f"livecam: error: {path}: ")
     for word in words:
         assert word in lines[0], lines[0]
-    assert not (tmp_path / "buffer").exists(), "nothing may start on a bad config"
+    # check-config creates nothing even on a good config, so "nothing starts" is
+    # proven by the commands that would start something: each refuses with the
+    # same line before it creates a tier, a state file or a child.
+    for command in (["run"], ["record", "cam0"], ["ship"]):
+        started = run_livecam("-c", str(path), *command, timeout=30)
+        assert started.returncode == 2, (command, started.stdout + started.stderr)
+        assert started.stderr.strip() == lines[0], (command, started.stderr)
+    for tier in ("buffer", "spool", "nas"):
+        assert not (tmp_path / tier).exists(), f"{tier} created on a bad config"
 
 
 @pytest.mark.parametrize(

@@ -219,3 +219,16 @@ def test_local_transport_creates_its_directory(tmp_path, segment):
     t = DirectoryTransport({"path": tmp_path / "new" / "target"}, timeout=10)
     assert publish(t, segment, "a/b.mp4") is True
     assert (tmp_path / "new/target/a/b.mp4").read_bytes() == segment.read_bytes()
+
+
+def test_a_short_copy_is_never_renamed_to_the_final_name(share, segment):
+    # The local file shrank after its size was taken (a truncated segment, a
+    # failing SD card): the size check before the rename must catch it.
+    t = nfs(share.mnt)
+    size, digest = segment.stat().st_size, file_digest(segment)
+    with open(segment, "r+b") as f:
+        f.truncate(size // 2)
+    with pytest.raises(TransientError, match="size check failed"):
+        t.publish(segment, "lab/node01/cam0/x.mp4", size=size, digest=digest)
+    assert not (share.store / "lab/node01/cam0/x.mp4").exists(), "never under the final name"
+    assert not share.hidden(), "the short temp is removed"

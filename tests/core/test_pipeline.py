@@ -9,7 +9,6 @@ went missing that should not have.
 
 from __future__ import annotations
 
-import itertools
 import os
 import random
 import shutil
@@ -87,6 +86,7 @@ def test_healthy_link_ships_everything_and_never_writes_the_spool(node, share):
         assert_gapless(closed, share, cam)
     # Every final-named file was complete every time the watcher looked.
     sizes = {c["name"]: c["size"] for c in closed}
+    assert watcher.samples > 0 and len(watcher.seen) >= 12, "the watcher saw the share fill"
     for name, seen in watcher.seen.items():
         assert seen == {sizes[name]}, f"{name} was visible with sizes {seen}"
     assert "ERROR" not in n.log_text()
@@ -141,12 +141,15 @@ def test_one_camera_dying_never_stops_the_other(node, share):
     )
     # Now kill -9 the whole recorder process of cam1: the supervisor restarts it.
     [rec1] = n.pids("record cam1")
+    [old_ffmpeg1] = n.pids("ffmpeg", "cam1/.open")
     os.kill(rec1, signal.SIGKILL)
     wait_for(lambda: n.pids("record cam1") not in ([], [rec1]), 15, "cam1 recorder restarted")
     # PDEATHSIG: the dead recorder's ffmpeg died with it (no orphan holds the camera).
-    wait_for(lambda: len(n.pids("ffmpeg", "cam1/.open")) == 1, 10, "one ffmpeg for cam1")
+    wait_for(lambda: old_ffmpeg1 not in n.pids("ffmpeg"), 10, "the old ffmpeg of cam1 gone")
     mark = len(n.closed())
     wait_for(lambda: sum(c["camera"] == "cam1" for c in n.closed()[mark:]) >= 3, 20, "cam1 back")
+    # Checked again once the new recorder runs its own ffmpeg: still exactly one.
+    assert len(n.pids("ffmpeg", "cam1/.open")) == 1
     n.stop(proc)
     n.drain()
     closed = assert_all_arrived(n, share)
@@ -193,8 +196,9 @@ def test_power_cut_loses_at_most_the_stated_window(node, share):
     share.unmount()  # the NAS is away, so segments must survive on the node alone
     mark = len(n.closed())
     wait_for(lambda: len(n.closed()) >= mark + 12, 30, "recording during the outage")
-    cut = time.time()
+    cut_from = time.time()
     n.kill_all()  # every livecam process and ffmpeg at once
+    cut = time.time()  # kill_all scans /proc first: the cut spans cut_from..cut
     status = n.status()  # answers after the daemons died, and says so
     assert status["shipper"]["state"] == "dead"
     assert {c["state"] for c in status["cameras"].values()} == {"dead"}
@@ -206,12 +210,12 @@ def test_power_cut_loses_at_most_the_stated_window(node, share):
     wait_for(lambda: not n.local_segments("spool"), 30, "spool drained after the reboot")
     n.stop(after)
     n.drain()
-    # The documented window: spill_after + one housekeeping pass (0.5 s), plus
-    # the segment still open at the cut (never closed, so not in the witness log).
-    window = 1.0 + 0.5 + 0.5
-    lost_ok = {c["name"] for c in n.closed() if cut - window < c["closed"] <= cut}
+    # The documented window: spill_after + one housekeeping pass (0.5 s). The
+    # segment still open at the cut never closed, so it is not in the witness log.
+    window = 1.0 + 0.5
+    lost_ok = {c["name"] for c in n.closed() if cut_from - window < c["closed"] <= cut}
     closed = assert_all_arrived(n, share, lost_ok=lost_ok)
-    survivors = [c for c in closed if c["closed"] <= cut - window]
+    survivors = [c for c in closed if c["closed"] <= cut_from - window]
     assert len(survivors) >= 10
     assert len(lost_ok) <= 2 * 2, "at most the window's segments per camera are lost"
 
@@ -261,18 +265,26 @@ def test_a_stalled_camera_is_restarted_and_the_log_says_so(node, share):
     os.kill(ffmpeg0, signal.SIGSTOP)  # alive but delivering nothing: a stalled camera
     stalled_at = time.time()
     wait_for(lambda: "camera cam0 stalled" in n.log_text(), 20, "the stall is noticed")
-    wait_for(
+    [rec1] = n.pids("record cam1")
+    back = wait_for(
         lambda: [c for c in n.closed() if c["camera"] == "cam0" and c["closed"] > stalled_at],
         20,
         "cam0 records again",
     )
     assert ffmpeg0 not in n.pids("ffmpeg", "cam0/.open")
-    # Meanwhile cam1 never stopped: it closed a segment every second.
-    cam1 = sorted(c["closed"] for c in n.closed() if c["camera"] == "cam1")
-    assert max(b - a for a, b in itertools.pairwise(cam1)) < 2.5
+    # Meanwhile cam1 never stopped: it kept closing segments through the stall
+    # (the gap between them is a figure for bench/, not a timed assert here), its
+    # recorder was never restarted, and its sequence has no gap.
+    recovered_at = min(c["closed"] for c in back)
+    during = [
+        c for c in n.closed() if c["camera"] == "cam1" and stalled_at < c["closed"] < recovered_at
+    ]
+    assert during, "cam1 closed segments while cam0 was stalled"
+    assert n.pids("record cam1") == [rec1]
     n.stop(proc)
     n.drain()
-    assert_all_arrived(n, share)
+    closed = assert_all_arrived(n, share)
+    assert_gapless(closed, share, "cam1")
 
 
 def test_killing_the_supervisor_takes_every_child_with_it(node, share):

@@ -15,6 +15,7 @@ from livecam_plugins.nfs import DirectoryTransport
 
 from livecam import config as configmod
 from livecam import hookimpl
+from livecam.retry import RetryPolicy
 from livecam.segment import Segment, segment_name
 from livecam.shipper import Shipper, remote_path
 from livecam.transport import PermanentError, TransientError, conflict_path
@@ -83,11 +84,27 @@ def test_spill_is_due_after_spill_after_and_keeps_the_oldest_first(setup):
     assert shipper.state.spilled == 1
 
 
-def test_full_spool_evicts_oldest_first_and_counts_each(setup):
+def test_full_spool_evicts_oldest_first_and_counts_each(setup, caplog):
     cfg, plugins, _ = setup
+    evicted: list[tuple[str, str, str]] = []
+
+    class Listener:
+        @staticmethod
+        @hookimpl
+        def livecam_segment_evicted(segment, tier, reason):
+            evicted.append((segment.name, tier.role, reason))
+
     segs = [put(cfg.buffer.path, i, age=10 - i) for i in range(1, 5)]  # 4 x 100K, spool 250K
-    shipper = Shipper(cfg, plugins)
-    shipper.housekeep()
+    plugins.pm.register(Listener, name="listener")
+    try:
+        shipper = Shipper(cfg, plugins)
+        shipper.housekeep()
+    finally:
+        plugins.pm.unregister(name="listener")
+    # Each eviction fired livecam_segment_evicted once and was logged by name.
+    assert evicted == [(segs[0].name, "spool", "max_bytes"), (segs[1].name, "spool", "max_bytes")]
+    for seg in segs[:2]:
+        assert any(r.getMessage().startswith(f"EVICTED {seg.name}") for r in caplog.records)
     spooled = sorted(p.name for p in (cfg.spool.path / "cam0").glob("*.mp4"))
     assert spooled == [segs[2].name, segs[3].name]
     status = (cfg.spool.path / ".livecam" / "evictions.json").read_text()
@@ -132,20 +149,66 @@ def test_a_bad_remote_path_from_a_plugin_keeps_the_segment(setup):
     assert seg.path.exists()
 
 
-def test_backoff_is_jittered_exponential_and_permanent_errors_wait_long(setup):
-    cfg, plugins, _ = setup
-    shipper = Shipper(cfg, plugins)
+class RecordedWaits:
+    """The stop event the retry policy sleeps on: records each wait, never stops."""
 
-    class State:
-        def __init__(self, n, exc):
-            self.attempt_number = n
-            self.outcome = type("O", (), {"exception": lambda _s: exc})()
+    def __init__(self) -> None:
+        self.seen: list[float] = []
 
-    wait = shipper.retry.wait
-    waits = [wait(State(n, TransientError("x"))) for n in range(1, 12) for _ in range(20)]
-    assert min(waits) >= 0 and max(waits) <= 8
-    assert len({round(w, 3) for w in waits}) > 50, "full jitter, not a fixed ladder"
-    assert wait(State(3, PermanentError("auth"))) == 300
+    def wait(self, seconds: float) -> bool:
+        self.seen.append(seconds)
+        return False
+
+
+def failing(times: int, error: Exception):
+    """A publish that fails ``times`` times, then succeeds."""
+    left = [times]
+
+    def publish() -> str:
+        if left[0]:
+            left[0] -= 1
+            raise error
+        return "published"
+
+    return publish
+
+
+def test_backoff_is_jittered_exponential_and_permanent_errors_wait_long(setup, caplog):
+    # Through the real tenacity loop (RetryPolicy.call), not a hand-made state.
+    cfg, _, _ = setup
+    initial, maximum = cfg.retry_initial, cfg.retry_max
+    by_attempt: dict[int, list[float]] = {}
+    after_success: list[float] = []
+    for _ in range(200):
+        waits = RecordedWaits()
+        policy = RetryPolicy(
+            initial=initial, maximum=maximum, permanent=cfg.retry_permanent, stopping=waits
+        )
+        assert policy.call(failing(7, TransientError("x"))) == "published"
+        assert len(waits.seen) == 7, "one wait per failed attempt"
+        for n, w in enumerate(waits.seen, 1):
+            by_attempt.setdefault(n, []).append(w)
+        # A success resets the backoff: the next failure waits from retry.initial.
+        assert policy.call(failing(1, TransientError("x"))) == "published"
+        after_success.append(waits.seen[-1])
+    for n, seen in by_attempt.items():
+        bound = min(maximum, initial * 2 ** (n - 1))
+        # The upper end doubles per attempt up to retry.max: a flat random wait
+        # (which reaches retry.max at once) or a fixed ladder both fail here.
+        assert min(seen) >= 0 and max(seen) <= bound, (n, max(seen), bound)
+        assert max(seen) >= 0.8 * bound, f"attempt {n} never came near {bound}s"
+        assert len({round(w, 4) for w in seen}) > 150, "full jitter, not a fixed ladder"
+    assert by_attempt[7] and max(by_attempt[1]) <= initial < maximum <= max(by_attempt[7]) * 1.25
+    assert max(after_success) <= initial, "a success resets the backoff"
+    waits = RecordedWaits()
+    policy = RetryPolicy(
+        initial=initial, maximum=maximum, permanent=cfg.retry_permanent, stopping=waits
+    )
+    assert policy.call(failing(2, PermanentError("auth"))) == "published"
+    assert waits.seen == [300, 300], "a permanent error waits retry.permanent"
+    # Errors that need a person carry the grep-able token PERMANENT in the log.
+    permanent = [r for r in caplog.records if "(PERMANENT)" in r.getMessage()]
+    assert len(permanent) == 2 and all("auth" in r.getMessage() for r in permanent)
 
 
 def test_when_the_spool_cannot_take_more_the_buffer_evicts_oldest_first(setup):
@@ -202,7 +265,7 @@ def test_batches_come_from_the_spool_and_a_failed_batch_keeps_the_rest(setup):
     assert len(list((tmp / "nas").rglob("*.mp4"))) == 8
 
 
-def test_other_content_on_the_nas_sets_one_segment_aside_and_the_rest_ships(setup):
+def test_other_content_on_the_nas_sets_one_segment_aside_and_the_rest_ships(setup, caplog):
     cfg, plugins, tmp = setup
     segs = [put(cfg.spool.path, i, size=10_000) for i in range(1, 4)]
     data = segs[0].path.read_bytes()
@@ -210,16 +273,28 @@ def test_other_content_on_the_nas_sets_one_segment_aside_and_the_rest_ships(setu
     first_remote = remote_path(cfg, plugins, segs[0])
     squatter = tmp / "nas" / first_remote
     squatter.parent.mkdir(parents=True)
-    squatter.write_bytes(b"someone else's file")
+    # Other content of the same size: only the digest tells it apart.
+    theirs = bytes(b ^ 0xFF for b in data)
+    squatter.write_bytes(theirs)
     for _ in range(4):  # no backoff wait: every call makes progress
         shipper.publish_next()
-    assert squatter.read_bytes() == b"someone else's file", "never overwritten"
+    assert squatter.read_bytes() == theirs, "never overwritten"
     aside = tmp / "nas" / conflict_path(first_remote, hashlib.sha256(data).hexdigest())
     assert aside.read_bytes() == data
     assert all((squatter.parent / s.name).exists() for s in segs[1:])
     assert not any(s.path.exists() for s in segs)
     assert shipper.state.last_error is not None
     assert "already exists with other content" in shipper.state.last_error.message
+    assert any(r.getMessage().startswith(f"CONFLICT {segs[0].name}") for r in caplog.records)
+    # A crash after the aside was published but before the local delete: the
+    # retry lands on the same conflict name, so still no duplicate.
+    segs[0].path.write_bytes(data)
+    retry = Shipper(cfg, plugins)
+    for _ in range(2):  # the conflict, then the aside (already there)
+        retry.publish_next()
+    assert not segs[0].path.exists(), "the retry proved the aside copy and deleted the local"
+    conflicts = sorted(p.name for p in squatter.parent.iterdir() if ".conflict-" in p.name)
+    assert conflicts == [aside.name]
 
 
 def test_the_lag_of_a_segment_published_early_is_zero_not_negative(setup):

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from tests.conftest import write_config
@@ -107,3 +111,26 @@ def test_secret_files_others_can_read_are_refused(tmp_path, run_livecam, plugin,
     assert f"transport.{name}: permissions {mode:04o} for {secret} are too open" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert SMB_PASSWORD not in result.stdout + result.stderr
+
+
+def test_without_paramiko_the_sftp_plugin_loads_and_check_config_says_so(tmp_path, run_livecam):
+    # paramiko made unimportable for the livecam process only: a sitecustomize on
+    # PYTHONPATH blocks the import the way a missing package fails it.
+    blocker = tmp_path / "no-paramiko"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text("import sys\nsys.modules['paramiko'] = None\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(blocker), *sys.path])))
+    probe = [sys.executable, "-c", "import paramiko"]
+    assert subprocess.run(probe, capture_output=True).returncode == 0, "paramiko is installed"
+    assert subprocess.run(probe, capture_output=True, env=env).returncode != 0, "and now blocked"
+    # Imported only when used: the plugin list (which loads every plugin) still works.
+    listed = run_livecam("plugins", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert "sftp" in listed.stdout
+    path = config(tmp_path, ssh_transport(tmp_path, "sftp"))
+    result = run_livecam("-c", path, "check-config", env=env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "transport.plugin: sftp needs paramiko" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    # The same config with paramiko present is accepted.
+    assert run_livecam("-c", path, "check-config").returncode == 0

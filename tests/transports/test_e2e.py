@@ -8,12 +8,15 @@ frames, never be visible partially, and stay on the node until it arrived.
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import ffprobe
+from tests.conftest import command_lines, ffprobe
 from tests.core.node import Node, Watcher, assert_all_arrived, wait_for
+from tests.transports.servers import SMB_PASSWORD
 
 pytestmark = pytest.mark.slow
 
@@ -27,12 +30,25 @@ def drain(n: Node) -> None:
         n.drain()
 
 
+def secrets_of(options: dict) -> list[str]:
+    """The smb password and a line of the ssh private key this node uses."""
+    secrets = [SMB_PASSWORD]
+    if "identity_file" in options:
+        lines = Path(options["identity_file"]).read_text().splitlines()
+        secrets.append(lines[len(lines) // 2])
+    return secrets
+
+
 def test_node_ships_through_a_server_restart(nas, tmp_path):
     n = Node(tmp_path / "node", nas.options())
     try:
         with Watcher(nas) as watcher:
             proc = n.start()
             wait_for(lambda: len(nas.segments()) >= 4, 40, "first segments published")
+            # Secrets never in argv: every command line while the node ships.
+            secrets = secrets_of(nas.options())
+            leaks = [(pid, s) for pid, cmd in command_lines() for s in secrets if s in cmd]
+            assert not leaks, leaks
             nas.server.stop()
             down = len(n.closed())
             wait_for(lambda: len(n.closed()) >= down + 4, 20, "recording goes on while down")
@@ -47,7 +63,11 @@ def test_node_ships_through_a_server_restart(nas, tmp_path):
         closed = assert_all_arrived(n, nas)
     finally:
         n.cleanup()
+    # ... nor in the log or status, after a run that failed and reconnected.
+    seen = n.log_text() + json.dumps(n.status())
+    assert "published" in n.log_text() and not [s for s in secrets if s in seen]
     sizes = {c["name"]: c["size"] for c in closed}
+    assert watcher.samples > 0 and len(watcher.seen) >= 3, "the watcher saw the share fill"
     for name, seen in watcher.seen.items():
         assert seen == {sizes[name]}, f"{name} was visible with sizes {seen}"
     files = nas.segments()

@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""Break each guarantee on purpose in a scratch copy and show which tests catch it.
+
+Each mutation is one text replacement in a copy of HEAD (``git archive``) under
+/tmp/livecam-mutants/<name>; the tests run from that copy with PYTHONPATH
+pointing at it, so the mutant ``livecam`` is what every process imports (checked
+before the run). Prints JSON: per mutation, the tests run and the ones that
+failed. Run it under the locks of the suites it touches:
+
+    flock /tmp/lc-lock-core .venv/bin/python scripts/mutants.py [NAME ...] [--report FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SCRATCH = Path("/tmp/livecam-mutants")
+SHIPPER = "tests/core/test_shipper.py"
+NFS = "tests/core/test_nfs.py"
+POWER_CUT = "tests/core/test_pipeline.py::test_power_cut_loses_at_most_the_stated_window"
+
+# name: (file, old text, new text, tests that should catch it)
+MUTATIONS: dict[str, tuple[str, str, str, list[str]]] = {
+    "no-size-check-before-rename": (
+        "livecam/publish.py",
+        "if written != item.size:",
+        "if False:",
+        [NFS, SHIPPER],
+    ),
+    "same-size-is-already-there": (
+        "livecam/publish.py",
+        "if size == item.size and store.digest(remote) == item.digest:",
+        "if size == item.size:",
+        [NFS, SHIPPER],
+    ),
+    "final-rename-replaces": (
+        "livecam/dirstore.py",
+        "os.link(self.temp, remote, src_dir_fd=root, dst_dir_fd=root)",
+        "os.replace(self.temp, remote, src_dir_fd=root, dst_dir_fd=root)\n            return",
+        [NFS, SHIPPER],
+    ),
+    "eviction-not-counted": (
+        "livecam/evictions.py",
+        'record["count"] = record.get("count", 0) + 1',
+        'record["count"] = record.get("count", 0)',
+        [SHIPPER],
+    ),
+    "eviction-hook-not-fired": (
+        "livecam/evictions.py",
+        "self.plugins.segment_evicted(segment=segment, tier=tier, reason=reason)",
+        "pass",
+        [SHIPPER],
+    ),
+    "flat-backoff": (
+        "livecam/retry.py",
+        "self._jitter = wait_random_exponential(multiplier=initial, max=maximum)",
+        "self._jitter = __import__('tenacity').wait_random(0, maximum)",
+        [SHIPPER],
+    ),
+    "conflict-name-not-stable": (
+        "livecam/publisher.py",
+        "aside = conflict_path(item.remote, item.digest)",
+        "aside = conflict_path(item.remote, __import__('os').urandom(32).hex())",
+        [SHIPPER],
+    ),
+    "recorder-opens-a-socket": (
+        "livecam/recorder.py",
+        'log.info("camera %s: recording with %s", self.camera.name, self.camera.backend)',
+        "__import__('socket').socket(2, 2).close()",
+        ["tests/core/test_promises_network.py"],
+    ),
+    "spill-window-widened": (
+        "livecam/housekeeper.py",
+        "if age < self.spill_after and",
+        "if age < self.spill_after + 1.5 and",
+        [SHIPPER, POWER_CUT],
+    ),
+}
+
+
+def scratch_copy(name: str) -> Path:
+    dest = SCRATCH / name
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", "HEAD"], cwd=REPO, capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    return dest
+
+
+def run(name: str) -> dict[str, object]:
+    file, old, new, tests = MUTATIONS[name]
+    root = scratch_copy(name)
+    path = root / file
+    text = path.read_text()
+    assert text.count(old) == 1, f"{name}: {old!r} not found once in {file}"
+    path.write_text(text.replace(old, new))
+    env = dict(os.environ, PYTHONPATH=str(root), LIVECAM_BIN=str(REPO / ".venv" / "bin"))
+    module = file.removesuffix(".py").replace("/", ".")
+    where = subprocess.run(
+        [sys.executable, "-c", f"import {module} as m; print(m.__file__)"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert where == str(path), f"{name}: {module} came from {where}, not the mutant"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--tb=no", "-rf", *tests],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    failed = sorted(set(re.findall(r"^FAILED (\S+?)(?:\[[^\]]*\])?(?: - |$)", result.stdout, re.M)))
+    return {
+        "mutation": name,
+        "diff": f"{file}: {old!r} -> {new!r}",
+        "tests": tests,
+        "failed": failed,
+        "caught": bool(failed),
+        "summary": result.stdout.strip().splitlines()[-1] if result.stdout.strip() else "",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", default=list(MUTATIONS))
+    parser.add_argument("--report", type=Path)
+    args = parser.parse_args()
+    results = []
+    for name in args.names:
+        results.append(run(name))
+        print(json.dumps(results[-1]), flush=True)
+    if args.report:
+        args.report.write_text(json.dumps(results, indent=2) + "\n")
+    shutil.rmtree(SCRATCH, ignore_errors=True)
+    sys.exit(0 if all(r["caught"] for r in results) else 1)
+
+
+if __name__ == "__main__":
+    main()
