@@ -64,6 +64,11 @@ def families(status: Mapping[str, Any], *, segment_seconds: float, version: str)
     fam(
         "livecam_status_timestamp_seconds", "gauge", "When this status was gathered (Unix time)"
     ).add(status.get("time"))
+    fam(
+        "livecam_spool_failed",
+        "gauge",
+        "1 while the disk spool has failed (read-only, full or gone) and the node runs RAM-only",
+    ).add(bool(status.get("spool_failed")))
 
     _cameras(fam, _dict(status.get("cameras")))
     _tiers(fam, _dict(status.get("tiers")))
@@ -91,6 +96,11 @@ def _cameras(fam: FamilyOf, cameras: Mapping[str, Any]) -> None:
     salvaged = fam(
         "livecam_salvaged_segments_total", "counter", "Unfinished segments kept after a crash"
     )
+    steps = fam(
+        "livecam_clock_steps_total",
+        "counter",
+        "Times the wall clock stepped between two of the camera's segments",
+    )
     for name, raw in cameras.items():
         cam = _dict(raw)
         up.add(cam.get("state") == "recording", camera=name)
@@ -101,6 +111,7 @@ def _cameras(fam: FamilyOf, cameras: Mapping[str, Any]) -> None:
         restarts.add(cam.get("restarts", 0), camera=name)
         bad.add(cam.get("bad_segments", 0), camera=name)
         salvaged.add(cam.get("salvaged", 0), camera=name)
+        steps.add(cam.get("clock_steps", 0), camera=name)
 
 
 def _tiers(fam: FamilyOf, tiers: Mapping[str, Any]) -> None:

@@ -16,9 +16,10 @@ STATUS = {
     "node": "node01",
     "site": 'lab "west"\\1',
     "time": 1700000000.5,
+    "spool_failed": "spool /var/lib/livecam/spool is mounted read-only",
     "cameras": {
         "cam0": {"state": "recording", "segments": 12, "restarts": 1, "dropped_frames": 3,
-                 "last_closed_at": 1699999990.25, "started": 1699999000.0},
+                 "last_closed_at": 1699999990.25, "started": 1699999000.0, "clock_steps": 2},
         "cam1": {"state": "dead", "segments": 0, "last_closed_at": None,
                  "started": 1699999500.0},
         "cam2": {"state": "never started"},
@@ -45,6 +46,7 @@ REQUIRED = {
     "livecam_published_segments_total", "livecam_published_bytes_total",
     "livecam_publish_failures_total", "livecam_evicted_segments_total",
     "livecam_shipper_lag_seconds", "livecam_shipper_alarm", "livecam_info",
+    "livecam_spool_failed", "livecam_clock_steps_total",
 }  # fmt: skip
 
 
@@ -95,6 +97,11 @@ def test_values_come_from_status():
     assert got["livecam_shipper_alarm"] == 1 and got["livecam_shipper_up"] == 1
     assert got["livecam_shipper_lag_seconds"] == 42
     assert got["livecam_segment_seconds"] == 30
+    assert got["livecam_spool_failed"] == 1
+    assert got['livecam_clock_steps_total{camera="cam0"}'] == 2
+    assert got['livecam_clock_steps_total{camera="cam1"}'] == 0
+    healthy = samples(render({**STATUS, "spool_failed": None}))
+    assert healthy["livecam_spool_failed"] == 0
 
 
 def test_label_values_are_escaped():
