@@ -60,10 +60,10 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         last = int(last_s) if last_s else size - 1
     except ValueError:
         return None
-    if first < 0 or last < first:
-        return None
     if first >= size:
         raise BadRange("starts beyond the end")
+    if first < 0 or last < first:
+        return None
     return first, min(last, size - 1)
 
 
