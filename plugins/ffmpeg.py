@@ -169,7 +169,8 @@ class FfmpegCamera(CameraBackend):
             return []
         width = min(640, self.opts["size"][0])
         return [
-            "-map", "0:v:0", "-an", "-vf", f"fps=1/{every:g},scale={width}:-2",
+            # -y: the last run's snapshot is still there after a restart.
+            "-map", "0:v:0", "-an", "-y", "-vf", f"fps=1/{every:g},scale={width}:-2",
             "-q:v", "8", "-f", "image2", "-update", "1", "-atomic_writing", "1",
             os.path.join(os.path.dirname(open_dir.rstrip("/")), ".snapshot.jpg"),
         ]  # fmt: skip

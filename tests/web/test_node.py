@@ -75,6 +75,14 @@ def test_snapshot_changes_over_time_from_the_one_ffmpeg(
     finally:
         web.stop()
         assert n.stop(proc) == 0
+    # A restart finds the old snapshot in place: the camera still records and replaces it.
+    assert snap.exists()
+    count = len(n.closed())
+    proc = n.start()
+    try:
+        wait_for(lambda: len(n.closed()) >= count + 2, 60, "recording again after a restart")
+    finally:
+        assert n.stop(proc) == 0
     n.drain()
     # The snapshot stays on the node: never listed as a segment, never shipped.
     assert not list(share.store.rglob("*.jpg"))
