@@ -2,6 +2,7 @@
 
     livecam [-c FILE | --demo] run | record CAMERA | ship | status [--json|--prometheus]
                                | metrics --textfile FILE | check-config | plugins
+    livecam web node|nas ...     (read-only web pages; see livecam/web/cli.py)
 
 A bad config, a broken plugin or a bad argument gives one clear line on stderr
 and exit code 2; nothing starts. ``plugins`` also works without a config file:
@@ -32,6 +33,7 @@ from livecam.recorder import Recorder
 from livecam.shipper import Shipper
 from livecam.supervisor import Supervisor, role_argv
 from livecam.textfile import prometheus
+from livecam.web import cli as webcli
 
 log = logging.getLogger("livecam")
 
@@ -106,6 +108,8 @@ def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] and argv[0] in nascli.COMMANDS:  # NAS commands need no node config
         return nascli.main(argv)
+    if argv[:1] == ["web"]:  # the web pages take their own config (node or NAS)
+        return webcli.main(argv[1:])
     args = parser().parse_args(argv)
     config_file = getattr(args, "config", None)
     demo = getattr(args, "demo", False)

@@ -69,6 +69,7 @@ class FfmpegCamera(CameraBackend):
         "realtime": Option(o.boolean, True, "pace a file or test input at its frame rate"),
         "ffmpeg": Option(o.string, "ffmpeg", "the ffmpeg binary"),
         "extra_output_args": Option(o.string_list, []),
+        "snapshot_seconds": Option(o.duration, "5s", "a JPEG of the latest frame (0: none)"),
     }
 
     #: Inputs (camera, input arguments) that ended in this process: a file read to
@@ -166,6 +167,23 @@ class FfmpegCamera(CameraBackend):
             "-reset_timestamps", "1",
             "-segment_list", "pipe:1", "-segment_list_type", "csv",
             os.path.join(open_dir, "%09d.mp4"),
+            *self._snapshot(open_dir),
+        ]  # fmt: skip
+
+    def _snapshot(self, open_dir: str) -> list[str]:
+        """A second output of the same process: every few seconds a small JPEG of the
+        newest frame, replaced atomically, beside the camera's segments in the RAM
+        buffer (``.snapshot.jpg``, hidden from the tier). With ``codec: copy`` it
+        makes ffmpeg decode the input, which costs more: set ``snapshot_seconds: 0``."""
+        every = self.opts["snapshot_seconds"]
+        if not every:
+            return []
+        width = min(640, self.opts["size"][0])
+        return [
+            # -y: the last run's snapshot is still there after a restart.
+            "-map", "0:v:0", "-an", "-y", "-vf", f"fps=1/{every:g},scale={width}:-2",
+            "-q:v", "8", "-f", "image2", "-update", "1", "-atomic_writing", "1",
+            os.path.join(os.path.dirname(open_dir.rstrip("/")), ".snapshot.jpg"),
         ]  # fmt: skip
 
     def _input_key(self) -> tuple[str, ...]:
