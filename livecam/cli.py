@@ -130,6 +130,10 @@ def _main(argv: list[str] | None) -> int:
         if demo:
             raw = yaml.safe_load(configmod.DEMO_PATH.read_text())
             cfg, plugins = configmod.parse(raw, source="built-in demo")
+            # The demo makes its own directories; a deployed spool is never made with
+            # its parents (a vanished mount must not reappear on the root disk).
+            if args.command == "run":
+                cfg.spool.path.mkdir(parents=True, exist_ok=True)
         else:
             cfg, plugins = configmod.load(path)
     except ConfigError as exc:
