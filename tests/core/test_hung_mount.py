@@ -33,7 +33,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def sshfs(tmp_path):
     base = make_base()
-    server = Sshd(base)
+    server = Sshd(base, sftp_denied="")  # a file server standing in for NFS: links allowed
     server.start()
     mnt = tmp_path / "mnt"
     mnt.mkdir()

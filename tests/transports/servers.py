@@ -158,7 +158,10 @@ class Sshd(Daemon):
         host: str = "127.0.0.1",
         port: int | None = None,
         netns: str | None = None,
+        sftp_denied: str = SFTP_DENIED,
     ):
+        """``sftp_denied``: the SFTP requests refused to lc-sftp, as the NAS role
+        renders them; "" for a plain file server (an sshfs standing in for NFS)."""
         super().__init__(netns)
         self.base = base
         self.host = host
@@ -190,6 +193,7 @@ class Sshd(Daemon):
         )
         (keys / SFTP_USER).write_text(f"restrict {pub}\n")
         self.config = self.dir / "sshd_config"
+        deny = f" -P {sftp_denied}" if sftp_denied else ""
         self.config.write_text(f"""\
 ListenAddress {host}
 Port {self.port}
@@ -205,7 +209,7 @@ AllowUsers {RSYNC_USER} {SFTP_USER}
 Subsystem sftp internal-sftp
 Match User {SFTP_USER}
     ChrootDirectory {self.chroot}
-    ForceCommand internal-sftp -P {SFTP_DENIED}
+    ForceCommand internal-sftp{deny}
     AllowTcpForwarding no
 """)
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
