@@ -63,6 +63,7 @@ def test_a_record_placed_as_the_node_places_it_explains_an_eviction(tree: Path, 
     victim.unlink()
     # The node writes the record into its spool; the shipper lands it here.
     spool = tmp_path / "spool"
+    spool.mkdir()  # a node's spool exists; livecam never makes one on a vanished mount
     record = losses.record_loss(spool, "evicted", "cam0", [seq_of(victim)], "evicted",
                                 site="lab", node="node01", tier="spool", limit="max_bytes",
                                 segment=victim.name)  # fmt: skip
