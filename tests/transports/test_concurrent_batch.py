@@ -66,7 +66,9 @@ def test_backlog_across_directories_makes_each_once(nas, tmp_path, monkeypatch):
 @BOTH
 def test_server_killed_mid_batch_keeps_the_unverified_local(nas, tmp_path, monkeypatch):
     t = nas.transport(timeout=20)
-    items = backlog(tmp_path, 12, size=500_000)
+    # Twice the items the workers can start while a slow stop of the server is under
+    # way (other workers go on until it is dead), so "the batch stopped" can be seen.
+    items = backlog(tmp_path, 24, size=500_000)
     real = t.publish_item
     down = threading.Event()
     after_down: list[int] = []  # calls that started once the server was dead
