@@ -126,12 +126,16 @@ class MonitoredNode(Node):
     def kill_livecam(self) -> None:
         """SIGKILL ``livecam run`` with every recorder, ffmpeg and the shipper under it."""
         assert self.run_proc is not None
-        pids = [self.run_proc.pid] + [
-            p for p in self.pids("livecam") + self.pids("ffmpeg") if p != self.writer_pid()
-        ]
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        pids = [self.run_proc.pid]
+        deadline = time.monotonic() + 10
+        # Until none is left: a recorder restarting its camera may start an ffmpeg
+        # between the listing and its own SIGKILL (PDEATHSIG then ends it, a moment later).
+        while pids and time.monotonic() < deadline:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.2)
+            pids = [p for p in self.pids("livecam") + self.pids("ffmpeg") if p != self.writer_pid()]
         self.run_proc.wait(timeout=10)
 
     def writer_pid(self) -> int:
