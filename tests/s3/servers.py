@@ -40,6 +40,13 @@ def weed() -> str:
     return found
 
 
+def end(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGKILL) -> None:
+    """Signal a server's process group, if it still runs, and reap it."""
+    if proc is not None and proc.poll() is None:
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout=20)
+
+
 class Seaweed:
     """``weed server -s3`` on loopback; ``start``/``stop`` keep its data dir."""
 
@@ -93,9 +100,7 @@ class Seaweed:
         raise RuntimeError(f"weed s3 not up after {timeout}s: {self.log.read_text()[-2000:]}")
 
     def stop(self, sig: int = signal.SIGKILL) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)
-            self.proc.wait(timeout=20)
+        end(self.proc, sig)
         self.proc = None
 
     def close(self) -> None:
@@ -250,17 +255,13 @@ class Rgw:
         raise RuntimeError(f"radosgw not up after {timeout}s, see {self.log}")
 
     def stop(self, sig: int = signal.SIGKILL) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)
-            self.proc.wait(timeout=20)
+        end(self.proc, sig)
         self.proc = None
 
     def close(self) -> None:
         self.stop()
         for proc in reversed(self.daemons):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=20)
+            end(proc)
         self.daemons = []
 
     def locked_bucket(self, name: str) -> None:
