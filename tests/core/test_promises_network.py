@@ -55,17 +55,21 @@ def test_the_trace_sees_a_network_socket(tmp_path):
     assert any(NETWORK.search(line) for line in out.read_text().splitlines())
 
 
-def test_the_recorder_and_its_camera_never_open_a_network_socket(node, tmp_path):
-    out = tmp_path / "record.strace"
-    proc = traced(node, out, True, "record", "cam0")
+def trace_while_recording(node: Node, out: Path, follow: bool, *args: str) -> str:
+    """Run a livecam command under strace until 3 segments closed, stop it, read the trace."""
+    proc = traced(node, out, follow, *args)
     try:
-        wait_for(lambda: len(node.closed()) >= 3, 30, "the traced recorder closes segments")
+        wait_for(lambda: len(node.closed()) >= 3, 30, "segments closed under strace")
         os.kill(tracee(proc), signal.SIGTERM)
         assert proc.wait(timeout=30) == 0, node.log_text()
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    trace = out.read_text()
+    return out.read_text()
+
+
+def test_the_recorder_and_its_camera_never_open_a_network_socket(node, tmp_path):
+    trace = trace_while_recording(node, tmp_path / "record.strace", True, "record", "cam0")
     assert re.search(r"execve\(\S*ffmpeg", trace), "the camera's ffmpeg was traced too"
     assert node.local_segments("buffer"), "it really recorded"
     hits = [line for line in trace.splitlines() if NETWORK.search(line)]
@@ -73,15 +77,7 @@ def test_the_recorder_and_its_camera_never_open_a_network_socket(node, tmp_path)
 
 
 def test_the_supervisor_never_opens_a_network_socket(node, tmp_path):
-    out = tmp_path / "run.strace"
-    proc = traced(node, out, False, "run")  # the supervisor only, not its children
-    try:
-        wait_for(lambda: len(node.closed()) >= 3, 30, "the supervised node records")
-        os.kill(tracee(proc), signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0, node.log_text()
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    trace = out.read_text()
+    # The supervisor only, not its children.
+    trace = trace_while_recording(node, tmp_path / "run.strace", False, "run")
     hits = [line for line in trace.splitlines() if NETWORK.search(line)]
     assert not hits, hits[:5]
