@@ -40,10 +40,22 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def sent_requests(t) -> list[str]:
+    """The names of the S3 operations ``t``'s client sends from now on."""
+    (store,) = t.stores(1)
+    names: list[str] = []
+    store.client.meta.events.register(
+        "before-send.s3", lambda request, **kw: names.append(kw["event_name"].split(".")[-1])
+    )
+    return names
+
+
 def test_publishes_once_and_answers_already_there(bucket, tmp_path):
     t = bucket.transport()
+    sent = sent_requests(t)
     seg = segment(tmp_path)
     assert publish(t, seg) is True
+    assert sent == ["PutObject"], sent  # the conditional PUT alone: no HEAD first
     key = f"{DAY}/{seg.name}"
     assert bucket.objects()[key] == seg.stat().st_size
     assert sha(bucket.read(key)) == file_digest(seg)
@@ -80,8 +92,8 @@ def test_never_overwrites_other_content(bucket, tmp_path):
 
 
 def test_a_writer_between_head_and_put_is_not_overwritten(bucket, tmp_path, monkeypatch):
-    """The conditional PUT itself refuses (412): HEAD says missing, another writer
-    stores the key, then the node's PUT arrives."""
+    """The conditional PUT itself refuses (412): another writer stores the key just
+    before the node's PUT arrives (with conditional writes there is no HEAD first)."""
     from livecam_plugins.s3 import S3Store
 
     t = bucket.transport()
@@ -94,15 +106,14 @@ def test_a_writer_between_head_and_put_is_not_overwritten(bucket, tmp_path, monk
 
     def size(store, remote):
         calls.append(remote)
-        if len(calls) == 1:  # the other writer wins the race right after our HEAD
+        if len(calls) == 1:  # the other writer wins the race right before our PUT
             bucket.server.client().put_object(Bucket=BUCKET, Key=store.key(remote), Body=other)
-            return None
         return real_size(store, remote)
 
     monkeypatch.setattr(S3Store, "size", size)
     with pytest.raises(ConflictError):
         publish(t, seg)
-    assert len(calls) == 2  # HEAD, refused PUT, HEAD again
+    assert len(calls) == 2  # (no HEAD), refused PUT, HEAD
     assert bucket.read(key) == other
 
 
