@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 BUCKET = "lcs3-bucket"
+LOCKED = "lcs3-locked"  # a bucket with Object Lock (versioning), made by the test that needs it
 ADMIN = ("lcs3admin", "lcs3-admin-secret-0123456789")
 NODE = ("lcs3node", "lcs3-node-secret-0123456789")
 
@@ -65,7 +66,8 @@ class Seaweed:
             {"name": "admin", "credentials": [{"accessKey": ADMIN[0], "secretKey": ADMIN[1]}],
              "actions": ["Admin", "Read", "List", "Tagging", "Write"]},
             {"name": "node", "credentials": [{"accessKey": NODE[0], "secretKey": NODE[1]}],
-             "actions": [f"Read:{BUCKET}", f"Write:{BUCKET}", f"List:{BUCKET}"]},
+             "actions": [f"{a}:{b}" for b in (BUCKET, LOCKED) for a in ("Read", "Write", "List")]
+             + [f"{a}:{LOCKED}" for a in ("PutObjectRetention", "GetObjectRetention")]},
         ]}))  # fmt: skip
         self.argv = [
             *(["ip", "netns", "exec", netns] if netns else []),
@@ -106,8 +108,11 @@ class Seaweed:
     def close(self) -> None:
         self.stop()
 
-    def quota_bucket(self, name: str, max_bytes: int) -> None:
-        raise NotImplementedError("SeaweedFS enforces bucket quotas only periodically")
+    def locked_bucket(self, name: str) -> None:
+        """Make bucket ``name`` (LOCKED: the identities file lets the node read, write,
+        list it and set and read retention; Write alone does not set retention) with
+        Object Lock, and so versioning."""
+        self.client().create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
 
     def policy(self, *, deny_delete: bool) -> dict[str, Any] | None:
         """The bucket policy: the identities file already lets the node put, get and
@@ -289,7 +294,7 @@ class Rgw:
         statements: list[dict[str, Any]] = [
             {"Effect": "Allow", "Principal": {"AWS": ["arn:aws:iam:::user/lcs3node"]},
              "Action": ["s3:PutObject", "s3:GetObject", "s3:ListBucket",
-                        "s3:PutObjectRetention", "s3:GetObjectVersion"],
+                        "s3:PutObjectRetention", "s3:GetObjectRetention", "s3:GetObjectVersion"],
              "Resource": [f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"]},
         ]  # fmt: skip
         if deny_delete:
