@@ -87,10 +87,9 @@ def checksums(item: Publishable, f: BinaryIO) -> tuple[Any, str]:
     """(MD5 hash object, SHA-256 hex) of ``f``, the item's file, in one read. The
     SHA-256 is the item's own where it is known; one computed here is kept as the
     item's (``Item.digest`` is a cached property: the same value, read once)."""
-    if isinstance(item, Item):
-        known = item.known_digest or vars(item).get("digest")
-    else:
-        known = item.digest
+    known = (
+        (item.known_digest or vars(item).get("digest")) if isinstance(item, Item) else item.digest
+    )
     md5 = hashlib.md5(usedforsecurity=False)
     sha = None if known else hashlib.sha256()
     while block := f.read(BLOCK):

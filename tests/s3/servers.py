@@ -269,6 +269,23 @@ class Rgw:
             end(proc)
         self.daemons = []
 
+    def gateway(self, host: str, port: int, timeout: float = 60) -> subprocess.Popen[bytes]:
+        """A second radosgw of this cluster, listening on ``host:port`` (the host end
+        of a test's veth); the caller ends it (``end``)."""
+        proc = self._daemon("radosgw", *self.c, "-f", "-n", f"client.rgw.{port}",
+                            f"--rgw-frontends=beast endpoint={host}:{port}")  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"radosgw {host}:{port} exited, see {self.log}")
+            try:
+                with socket.create_connection((host, port), timeout=1):
+                    return proc
+            except OSError:
+                time.sleep(0.3)
+        end(proc)
+        raise RuntimeError(f"radosgw {host}:{port} not up after {timeout}s, see {self.log}")
+
     def locked_bucket(self, name: str) -> None:
         """Make bucket ``name`` with Object Lock (and so versioning); the node may write it."""
         self.client().create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
