@@ -68,6 +68,8 @@ TRANSIENT_CODES = {"SlowDown", "RequestTimeout", "ServiceUnavailable", "Internal
                    "OperationAborted", "ConditionalRequestConflict", "BadDigest",
                    "XAmzContentChecksumMismatch", "InvalidDigest"}  # fmt: skip
 
+INTERNAL = "the server failed (SeaweedFS answers this also when full or over its bucket quota)"
+
 
 def _boto() -> Any:
     try:
@@ -321,6 +323,8 @@ class S3Transport(StoreTransport):
         code, status = _error_code(exc)
         if code in PERMANENT_CODES:
             return PermanentError(f"{where}: {code}: {PERMANENT_CODES[code]}")
+        if code == "InternalError":  # no reason given; SeaweedFS says it when full too
+            return TransientError(f"{where}: InternalError: {INTERNAL}")
         if code in TRANSIENT_CODES or status >= 500 or status in (408, 429):
             return TransientError(f"{where}: {code or status}")
         if status == 403:  # a HEAD: no body, so no code

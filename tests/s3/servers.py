@@ -59,7 +59,9 @@ class Seaweed:
         self.data.mkdir(parents=True)
         self.log = root / "weed.log"
         (m, mg, v, vg, f, fg, s, sg, ice, lance, iam) = free_ports(11)
-        self.port = s
+        # "host:port.grpcport": weed shell otherwise guesses the gRPC port as port + 10000
+        self.port, self.master, self.filer = s, f"{host}:{m}.{mg}", f"{host}:{f}.{fg}"
+        self.netns = netns
         self.endpoint = f"http://{host}:{s}"
         self.config = root / "s3.json"
         self.config.write_text(json.dumps({"identities": [
@@ -113,6 +115,15 @@ class Seaweed:
         list it and set and read retention; Write alone does not set retention) with
         Object Lock, and so versioning."""
         self.client().create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
+
+    def shell(self, command: str) -> str:
+        """Run one ``weed shell`` command (as an admin's cron would); its output."""
+        argv = [weed(), "shell", f"-master={self.master}", f"-filer={self.filer}"]
+        if self.netns:
+            argv = ["ip", "netns", "exec", self.netns, *argv]
+        out = subprocess.run(argv, input=command + "\n", capture_output=True, text=True,
+                             timeout=60, check=True)  # fmt: skip
+        return out.stdout
 
     def policy(self, *, deny_delete: bool) -> dict[str, Any] | None:
         """The bucket policy: the identities file already lets the node put, get and
