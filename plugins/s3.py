@@ -1,10 +1,13 @@
 """The ``s3`` transport: segments as objects in an S3 bucket (boto3), never overwritten.
 
 It fills in the one publish protocol (``livecam.publish``) with S3 requests:
-``size`` is a HEAD, ``put`` one single PUT per segment, conditional
-(``If-None-Match: *``: the server refuses with 412 when the key exists, which
-``put`` turns into FileExistsError, so the protocol compares what is there). The
-PUT carries the segment's Content-MD5 and SHA-256 (``x-amz-checksum-sha256``):
+``put`` is one single PUT per segment, conditional (``If-None-Match: *``: the
+server refuses with 412 when the key exists, which ``put`` turns into
+FileExistsError, so the protocol compares what is there); ``size`` is a HEAD, but
+not before a conditional PUT (the 412 is the check: no round trip before the
+body), only after a 412 or where the server ignores the condition. The PUT
+carries the segment's Content-MD5 and SHA-256 (``x-amz-checksum-sha256``, both
+from one read of the file, and signed, so the payload itself goes unsigned):
 the server refuses a body that does not match them, and the answer's checksum
 (or, where the server keeps no SHA-256, the ETag of the single PUT, its MD5)
 must equal the local file's before the shipper deletes it. "Already there" is
