@@ -2,8 +2,10 @@
 
 It stands for an object store (or a gateway in front of one) that does not honour
 conditional writes: every request is forwarded to the real server without that
-header, re-signed (SigV4) with the node's key, since the header was signed. What
-the node sees is a server that stores an unconditional PUT over an existing key.
+header, re-signed (SigV4, payload signed) with the node's key, since the header
+was signed. What the node sees is a server that stores an unconditional PUT over
+an existing key. With ``corrupt`` set it also changes a byte of each PUT body on
+the way (re-signed over the changed body, so only the checksums can catch it).
 """
 
 from __future__ import annotations
@@ -21,14 +23,21 @@ DROPPED = {"if-none-match", "authorization", "x-amz-date", "x-amz-content-sha256
 class StripProxy:
     """Listens on 127.0.0.1 (``endpoint``); forwards to ``upstream`` (http://host:port)."""
 
-    def __init__(self, upstream: str, creds: tuple[str, str], region: str = "us-east-1"):
+    def __init__(
+        self, upstream: str, creds: tuple[str, str], region: str = "us-east-1", strip: bool = True
+    ):
         from botocore.auth import S3SigV4Auth
         from botocore.credentials import Credentials
 
         self.signer = S3SigV4Auth(Credentials(*creds), "s3", region)
         self.upstream = urlsplit(upstream)
+        #: Drop If-None-Match (else it is forwarded).
+        self.strip = strip
         #: How many requests arrived with If-None-Match (and went on without it).
         self.stripped = 0
+        #: Change one byte of each PUT's body on the way (a link that corrupts).
+        self.corrupt = False
+        self.corrupted = 0
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -52,9 +61,13 @@ class StripProxy:
 
         length = int(h.headers.get("Content-Length") or 0)
         body = h.rfile.read(length) if length else b""
-        if "If-None-Match" in h.headers:
+        dropped = DROPPED - ({"if-none-match"} if not self.strip else set())
+        if self.strip and "If-None-Match" in h.headers:
             self.stripped += 1
-        headers = {k: v for k, v in h.headers.items() if k.lower() not in DROPPED}
+        if self.corrupt and h.command == "PUT" and body:
+            body = bytes([body[0] ^ 0xFF]) + body[1:]
+            self.corrupted += 1
+        headers = {k: v for k, v in h.headers.items() if k.lower() not in dropped}
         url = f"{self.upstream.scheme}://{self.upstream.netloc}{h.path}"
         request = AWSRequest(method=h.command, url=url, data=body, headers=headers)
         self.signer.add_auth(request)

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from livecam.segment import file_digest
-from livecam.transport import ConflictError
+from livecam.transport import ConflictError, TransientError
 from tests.core.node import Node, wait_for
 from tests.s3.conftest import Bucket
 from tests.s3.servers import BUCKET, NODE
@@ -96,3 +96,24 @@ def test_check_config_and_status_say_not_honoured(bucket, proxy, tmp_path, run_l
         assert node.stop(proc) == 0
     finally:
         node.cleanup()
+
+
+def test_a_body_changed_on_the_way_is_refused_by_the_server(bucket, tmp_path):
+    """The payload goes unsigned: the signed Content-MD5 and x-amz-checksum-sha256
+    headers are what bind it. A proxy that changes one byte of the body (and signs
+    what it sends) gets the PUT refused: transient, nothing stored; then it arrives."""
+    proxy = StripProxy(bucket.server.endpoint, NODE, strip=False)
+    try:
+        t = bucket.transport(endpoint=proxy.endpoint)
+        assert t.conditional is not False and "conditional writes honoured" in t.describe()
+        seg = segment(tmp_path)
+        proxy.corrupt = True
+        with pytest.raises(TransientError, match=r"BadDigest|XAmzContentChecksumMismatch"):
+            publish(t, seg)
+        assert proxy.corrupted == 1
+        assert f"{DAY}/{seg.name}" not in bucket.objects()
+        proxy.corrupt = False
+        assert publish(t, seg) is True
+        assert sha(bucket.read(f"{DAY}/{seg.name}")) == file_digest(seg)
+    finally:
+        proxy.close()
