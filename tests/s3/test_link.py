@@ -13,6 +13,7 @@ veth cuts the node from RGW; the admin still lists the bucket directly meanwhile
 from __future__ import annotations
 
 import hashlib
+import json
 import socket
 import subprocess
 import sys
@@ -124,9 +125,40 @@ def restore_and_finish(
     assert set(whole(bucket, items)) == {i.remote for i in items}
 
 
+# Lists the bucket from inside the namespace (the host is cut off): key -> [size, sha256].
+LIST_INSIDE = """
+import hashlib, json, sys
+sys.path.insert(0, sys.argv[3])
+from tests.s3.servers import ADMIN, BUCKET, Seaweed
+server = Seaweed.__new__(Seaweed)
+server.endpoint = sys.argv[1]
+client = server.client(ADMIN)
+out = {}
+for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=sys.argv[2]):
+    for obj in page.get("Contents", []):
+        body = client.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read()
+        out[obj["Key"][len(sys.argv[2]):]] = [obj["Size"], hashlib.sha256(body).hexdigest()]
+print(json.dumps(out))
+"""
+
+
 def test_link_cut_mid_batch_then_restored(linked, tmp_path):
     bucket, netns, endpoint = linked
     items, done, t = cut_mid_batch(bucket, netns, endpoint, tmp_path)
+    # During the outage, seen from inside the namespace: every segment the batch
+    # yielded is there, and every object visible is whole.
+    time.sleep(2)
+    listed = subprocess.run(
+        ["ip", "netns", "exec", netns.name, sys.executable, "-c", LIST_INSIDE, endpoint,
+         bucket.prefix + "/", str(Path(__file__).resolve().parents[2])],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    inside = json.loads(listed.stdout)
+    by_remote = {i.remote: i for i in items}
+    assert {i.remote for i in done} <= set(inside)
+    for key, (size, digest) in inside.items():
+        if key in by_remote:
+            assert (size, digest) == (by_remote[key].size, by_remote[key].digest), key
     restore_and_finish(bucket, netns, items, done, t)
 
 
