@@ -1,10 +1,13 @@
 """The ``s3`` transport: segments as objects in an S3 bucket (boto3), never overwritten.
 
 It fills in the one publish protocol (``livecam.publish``) with S3 requests:
-``size`` is a HEAD, ``put`` one single PUT per segment, conditional
-(``If-None-Match: *``: the server refuses with 412 when the key exists, which
-``put`` turns into FileExistsError, so the protocol compares what is there). The
-PUT carries the segment's Content-MD5 and SHA-256 (``x-amz-checksum-sha256``):
+``put`` is one single PUT per segment, conditional (``If-None-Match: *``: the
+server refuses with 412 when the key exists, which ``put`` turns into
+FileExistsError, so the protocol compares what is there); ``size`` is a HEAD, but
+not before a conditional PUT (the 412 is the check: no round trip before the
+body), only after a 412 or where the server ignores the condition. The PUT
+carries the segment's Content-MD5 and SHA-256 (``x-amz-checksum-sha256``, both
+from one read of the file, and signed, so the payload itself goes unsigned):
 the server refuses a body that does not match them, and the answer's checksum
 (or, where the server keeps no SHA-256, the ETag of the single PUT, its MD5)
 must equal the local file's before the shipper deletes it. "Already there" is
@@ -36,7 +39,7 @@ import importlib
 import posixpath
 import threading
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, BinaryIO, ClassVar
 
 from livecam import hookimpl
 from livecam import options as o
@@ -68,6 +71,8 @@ TRANSIENT_CODES = {"SlowDown", "RequestTimeout", "ServiceUnavailable", "Internal
                    "OperationAborted", "ConditionalRequestConflict", "BadDigest",
                    "XAmzContentChecksumMismatch", "InvalidDigest"}  # fmt: skip
 
+INTERNAL = "the server failed (SeaweedFS answers this also when full or over its bucket quota)"
+
 
 def _boto() -> Any:
     try:
@@ -83,12 +88,34 @@ def _error_code(exc: Exception) -> tuple[str, int]:
     return code, status
 
 
+def checksums(item: Publishable, f: BinaryIO) -> tuple[Any, str]:
+    """(MD5 hash object, SHA-256 hex) of ``f``, the item's file, in one read. The
+    SHA-256 is the item's own where it is known; one computed here is kept as the
+    item's (``Item.digest`` is a cached property: the same value, read once)."""
+    known = (
+        (item.known_digest or vars(item).get("digest")) if isinstance(item, Item) else item.digest
+    )
+    md5 = hashlib.md5(usedforsecurity=False)
+    sha = None if known else hashlib.sha256()
+    while block := f.read(BLOCK):
+        md5.update(block)
+        if sha is not None:
+            sha.update(block)
+    if sha is None:
+        return md5, str(known)
+    digest = sha.hexdigest()
+    if isinstance(item, Item):
+        vars(item)["digest"] = digest
+    return md5, digest
+
+
 class S3Store(Store):
     """The protocol's operations as S3 requests; one per worker, one shared client."""
 
     def __init__(self, transport: S3Transport, client: Any):
         self.t, self.client = transport, client
         self.bucket = transport.opts["bucket"]
+        self._asked: str | None = None
 
     def key(self, remote: str) -> str:
         return posixpath.join(self.t.prefix, remote) if self.t.prefix else remote
@@ -97,6 +124,11 @@ class S3Store(Store):
         return f"s3 {self.bucket}/{self.key(remote)}"
 
     def size(self, remote: str) -> int | None:
+        if self.t.conditional and remote != self._asked:
+            # The conditional PUT is the existence check (412 when taken): no HEAD
+            # before it. After a 412 the protocol asks again, and then it is a HEAD.
+            self._asked = remote
+            return None
         try:
             head = self.client.head_object(Bucket=self.bucket, Key=self.key(remote))
         except Exception as exc:
@@ -123,10 +155,8 @@ class S3Store(Store):
     def put(self, item: Publishable, remote: str) -> None:
         if item.size > MAX_PUT:
             raise PermanentError(f"{self.where(remote)}: over 5 GiB, too large for one PUT")
-        md5 = hashlib.md5(usedforsecurity=False)
         with open(item.local, "rb") as f:
-            while block := f.read(BLOCK):
-                md5.update(block)
+            md5, sha256 = checksums(item, f)
             f.seek(0)
             kw: dict[str, Any] = {
                 "Bucket": self.bucket,
@@ -134,7 +164,7 @@ class S3Store(Store):
                 "Body": f,
                 "ContentLength": item.size,
                 "ContentMD5": base64.b64encode(md5.digest()).decode(),
-                "ChecksumSHA256": base64.b64encode(bytes.fromhex(item.digest)).decode(),
+                "ChecksumSHA256": base64.b64encode(bytes.fromhex(sha256)).decode(),
             }
             kw.update(self.t.put_extra())
             if self.t.conditional:
@@ -147,7 +177,7 @@ class S3Store(Store):
                 raise
         stored = answer.get("ChecksumSHA256")
         if stored:
-            ok = base64.b64decode(stored).hex() == item.digest
+            ok = base64.b64decode(stored).hex() == sha256
         else:
             ok = answer.get("ETag", "").strip('"') == md5.hexdigest()
         if not ok:
@@ -159,7 +189,7 @@ class S3Transport(StoreTransport):
 
     description: ClassVar[str] = "S3 object store (boto3): conditional PUT, verified checksum"
     batch_size: ClassVar[int] = 32
-    workers: ClassVar[int] = 4
+    workers: ClassVar[int] = 6
     options: ClassVar[Mapping[str, Option]] = {
         "endpoint": Option(o.string, "", "https://host:port of the object store (empty: AWS)"),
         "bucket": Option(o.string, help="the bucket"),
@@ -242,7 +272,9 @@ class S3Transport(StoreTransport):
             read_timeout=max(self.timeout, 1),
             retries={"max_attempts": 1, "mode": "standard"},  # the shipper retries
             max_pool_connections=self.workers + 1,
-            s3={"addressing_style": o_["addressing_style"]},
+            # The body is bound by the signed Content-MD5 and x-amz-checksum-sha256
+            # headers, which the server checks: no third hash of it for the signature.
+            s3={"addressing_style": o_["addressing_style"], "payload_signing_enabled": False},
             # Checksums as headers we give, never aws-chunked trailers old servers refuse.
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
@@ -258,7 +290,11 @@ class S3Transport(StoreTransport):
             except OSError as exc:
                 raise PermanentError(f"s3 secret_access_key_file: {exc.strerror}") from None
             kw["aws_access_key_id"], kw["aws_secret_access_key"] = o_["access_key_id"], secret
-        return boto3.session.Session().client("s3", **kw)
+        client = boto3.session.Session().client("s3", **kw)
+        # No "Expect: 100-continue" (a round trip before each body): the PUT goes
+        # whole, and a 412 or a refusal after the body costs only that body.
+        client.meta.events.unregister("before-call.s3", botocore.handlers.add_expect_header)
+        return client
 
     def _probe(self, store: S3Store) -> None:
         """Find whether a conditional PUT on an existing key is refused (412)."""
@@ -290,6 +326,8 @@ class S3Transport(StoreTransport):
         code, status = _error_code(exc)
         if code in PERMANENT_CODES:
             return PermanentError(f"{where}: {code}: {PERMANENT_CODES[code]}")
+        if code == "InternalError":  # no reason given; SeaweedFS says it when full too
+            return TransientError(f"{where}: InternalError: {INTERNAL}")
         if code in TRANSIENT_CODES or status >= 500 or status in (408, 429):
             return TransientError(f"{where}: {code or status}")
         if status == 403:  # a HEAD: no body, so no code

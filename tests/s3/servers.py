@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 BUCKET = "lcs3-bucket"
+LOCKED = "lcs3-locked"  # a bucket with Object Lock (versioning), made by the test that needs it
 ADMIN = ("lcs3admin", "lcs3-admin-secret-0123456789")
 NODE = ("lcs3node", "lcs3-node-secret-0123456789")
 
@@ -58,14 +59,17 @@ class Seaweed:
         self.data.mkdir(parents=True)
         self.log = root / "weed.log"
         (m, mg, v, vg, f, fg, s, sg, ice, lance, iam) = free_ports(11)
-        self.port = s
+        # "host:port.grpcport": weed shell otherwise guesses the gRPC port as port + 10000
+        self.port, self.master, self.filer = s, f"{host}:{m}.{mg}", f"{host}:{f}.{fg}"
+        self.netns = netns
         self.endpoint = f"http://{host}:{s}"
         self.config = root / "s3.json"
         self.config.write_text(json.dumps({"identities": [
             {"name": "admin", "credentials": [{"accessKey": ADMIN[0], "secretKey": ADMIN[1]}],
              "actions": ["Admin", "Read", "List", "Tagging", "Write"]},
             {"name": "node", "credentials": [{"accessKey": NODE[0], "secretKey": NODE[1]}],
-             "actions": [f"Read:{BUCKET}", f"Write:{BUCKET}", f"List:{BUCKET}"]},
+             "actions": [f"{a}:{b}" for b in (BUCKET, LOCKED) for a in ("Read", "Write", "List")]
+             + [f"{a}:{LOCKED}" for a in ("PutObjectRetention", "GetObjectRetention")]},
         ]}))  # fmt: skip
         self.argv = [
             *(["ip", "netns", "exec", netns] if netns else []),
@@ -106,8 +110,20 @@ class Seaweed:
     def close(self) -> None:
         self.stop()
 
-    def quota_bucket(self, name: str, max_bytes: int) -> None:
-        raise NotImplementedError("SeaweedFS enforces bucket quotas only periodically")
+    def locked_bucket(self, name: str) -> None:
+        """Make bucket ``name`` (LOCKED: the identities file lets the node read, write,
+        list it and set and read retention; Write alone does not set retention) with
+        Object Lock, and so versioning."""
+        self.client().create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
+
+    def shell(self, command: str) -> str:
+        """Run one ``weed shell`` command (as an admin's cron would); its output."""
+        argv = [weed(), "shell", f"-master={self.master}", f"-filer={self.filer}"]
+        if self.netns:
+            argv = ["ip", "netns", "exec", self.netns, *argv]
+        out = subprocess.run(argv, input=command + "\n", capture_output=True, text=True,
+                             timeout=60, check=True)  # fmt: skip
+        return out.stdout
 
     def policy(self, *, deny_delete: bool) -> dict[str, Any] | None:
         """The bucket policy: the identities file already lets the node put, get and
@@ -264,6 +280,23 @@ class Rgw:
             end(proc)
         self.daemons = []
 
+    def gateway(self, host: str, port: int, timeout: float = 60) -> subprocess.Popen[bytes]:
+        """A second radosgw of this cluster, listening on ``host:port`` (the host end
+        of a test's veth); the caller ends it (``end``)."""
+        proc = self._daemon("radosgw", *self.c, "-f", "-n", f"client.rgw.{port}",
+                            f"--rgw-frontends=beast endpoint={host}:{port}")  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"radosgw {host}:{port} exited, see {self.log}")
+            try:
+                with socket.create_connection((host, port), timeout=1):
+                    return proc
+            except OSError:
+                time.sleep(0.3)
+        end(proc)
+        raise RuntimeError(f"radosgw {host}:{port} not up after {timeout}s, see {self.log}")
+
     def locked_bucket(self, name: str) -> None:
         """Make bucket ``name`` with Object Lock (and so versioning); the node may write it."""
         self.client().create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
@@ -289,7 +322,7 @@ class Rgw:
         statements: list[dict[str, Any]] = [
             {"Effect": "Allow", "Principal": {"AWS": ["arn:aws:iam:::user/lcs3node"]},
              "Action": ["s3:PutObject", "s3:GetObject", "s3:ListBucket",
-                        "s3:PutObjectRetention", "s3:GetObjectVersion"],
+                        "s3:PutObjectRetention", "s3:GetObjectRetention", "s3:GetObjectVersion"],
              "Resource": [f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"]},
         ]  # fmt: skip
         if deny_delete:

@@ -9,6 +9,7 @@ a missing bucket, a server that is not there.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ from livecam.options import ConfigError
 from livecam.segment import file_digest
 from livecam.transport import ConflictError, Item, PermanentError, TransientError
 from tests.s3.conftest import set_policy
-from tests.s3.servers import ADMIN, BUCKET, NODE, free_ports
+from tests.s3.servers import ADMIN, BUCKET, LOCKED, NODE, free_ports
 
 NAME = "cam0-20261126T121530Z-{:06d}.mp4"
 DAY = "lab/node01/cam0/2026-11-26"
@@ -40,10 +41,22 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def sent_requests(t) -> list[str]:
+    """The names of the S3 operations ``t``'s client sends from now on."""
+    (store,) = t.stores(1)
+    names: list[str] = []
+    store.client.meta.events.register(
+        "before-send.s3", lambda request, **kw: names.append(kw["event_name"].split(".")[-1])
+    )
+    return names
+
+
 def test_publishes_once_and_answers_already_there(bucket, tmp_path):
     t = bucket.transport()
+    sent = sent_requests(t)
     seg = segment(tmp_path)
     assert publish(t, seg) is True
+    assert sent == ["PutObject"], sent  # the conditional PUT alone: no HEAD first
     key = f"{DAY}/{seg.name}"
     assert bucket.objects()[key] == seg.stat().st_size
     assert sha(bucket.read(key)) == file_digest(seg)
@@ -80,8 +93,8 @@ def test_never_overwrites_other_content(bucket, tmp_path):
 
 
 def test_a_writer_between_head_and_put_is_not_overwritten(bucket, tmp_path, monkeypatch):
-    """The conditional PUT itself refuses (412): HEAD says missing, another writer
-    stores the key, then the node's PUT arrives."""
+    """The conditional PUT itself refuses (412): another writer stores the key just
+    before the node's PUT arrives (with conditional writes there is no HEAD first)."""
     from livecam_plugins.s3 import S3Store
 
     t = bucket.transport()
@@ -94,15 +107,14 @@ def test_a_writer_between_head_and_put_is_not_overwritten(bucket, tmp_path, monk
 
     def size(store, remote):
         calls.append(remote)
-        if len(calls) == 1:  # the other writer wins the race right after our HEAD
+        if len(calls) == 1:  # the other writer wins the race right before our PUT
             bucket.server.client().put_object(Bucket=BUCKET, Key=store.key(remote), Body=other)
-            return None
         return real_size(store, remote)
 
     monkeypatch.setattr(S3Store, "size", size)
     with pytest.raises(ConflictError):
         publish(t, seg)
-    assert len(calls) == 2  # HEAD, refused PUT, HEAD again
+    assert len(calls) == 2  # (no HEAD), refused PUT, HEAD
     assert bucket.read(key) == other
 
 
@@ -189,9 +201,36 @@ def test_node_credentials_cannot_delete_or_overwrite(bucket, tmp_path):
         set_policy(bucket.server, deny_delete=False)
 
 
+def test_the_policy_that_refuses_unconditional_puts_is_not_evaluated(bucket, tmp_path):
+    """AWS refuses a PUT without If-None-Match under a Deny on ``Null
+    s3:if-none-match``. RGW 16 and SeaweedFS 4.48 do not know that condition key, so
+    the Deny refuses every PUT, the conditional ones too: on these servers a node's
+    key is kept from overwriting history by ``object_lock`` instead (test below)."""
+    policy = bucket.server.policy(deny_delete=True)
+    policy["Statement"].append({
+        "Effect": "Deny", "Principal": {"AWS": ["*"]}, "Action": ["s3:PutObject"],
+        "Resource": [f"arn:aws:s3:::{BUCKET}/*"],
+        "Condition": {"Null": {"s3:if-none-match": "true"}},
+    })  # fmt: skip
+    admin, node = bucket.server.client(), bucket.server.client(NODE)
+    key = f"{bucket.prefix}/{DAY}/{NAME.format(1)}"
+    admin.put_bucket_policy(Bucket=BUCKET, Policy=json.dumps(policy))
+    try:
+        with pytest.raises(Exception, match="AccessDenied"):
+            node.put_object(Bucket=BUCKET, Key=key, Body=b"segment", IfNoneMatch="*")
+    finally:
+        set_policy(bucket.server, deny_delete=False)
+    assert not bucket.objects()
+    # Without it (and without object_lock) the node's key replaces an object with a
+    # plain PUT, which livecam never sends: this is what object_lock is for.
+    node.put_object(Bucket=BUCKET, Key=key, Body=b"segment", IfNoneMatch="*")
+    node.put_object(Bucket=BUCKET, Key=key, Body=b"forged")
+    assert bucket.read(f"{DAY}/{NAME.format(1)}") == b"forged"
+
+
 def test_quota_exceeded_is_permanent(bucket, tmp_path):
     if bucket.server.kind != "rgw":
-        pytest.skip("SeaweedFS enforces bucket quotas only periodically (weed shell)")
+        pytest.skip("SeaweedFS answers InternalError over its quota: test_full.py")
     name = f"lcs3-quota-{bucket.prefix}"
     bucket.server.quota_bucket(name, 1_000_000)
     t = bucket.transport(bucket=name)
@@ -208,24 +247,23 @@ def test_object_lock_keeps_history_from_the_node(bucket, tmp_path):
     """With ``object_lock`` each segment is stored under COMPLIANCE retention: a
     stolen node key that overwrites it without If-None-Match only adds a version,
     and nobody (not even the admin) can remove the segment's version."""
-    if bucket.server.kind != "rgw":
-        pytest.skip("Object Lock is tested on RGW")
-    name = f"lcs3-lock-{bucket.prefix}"
-    bucket.server.locked_bucket(name)
-    t = bucket.transport(bucket=name, object_lock=1)
+    admin = bucket.server.client()
+    if LOCKED not in [b["Name"] for b in admin.list_buckets()["Buckets"]]:
+        bucket.server.locked_bucket(LOCKED)
+    t = bucket.transport(bucket=LOCKED, object_lock=1)
     seg = segment(tmp_path)
     assert publish(t, seg) is True
     key = f"{bucket.prefix}/{DAY}/{seg.name}"
     node = bucket.server.client(NODE)
-    head = node.head_object(Bucket=name, Key=key)
-    assert head["ObjectLockMode"] == "COMPLIANCE"
-    assert head["ObjectLockRetainUntilDate"].timestamp() > time.time() + 23 * 3600
-    node.put_object(Bucket=name, Key=key, Body=b"forged")  # what a stolen key could do
-    admin = bucket.server.client()
-    versions = admin.list_object_versions(Bucket=name, Prefix=key)["Versions"]
+    retention = node.get_object_retention(Bucket=LOCKED, Key=key)["Retention"]
+    assert retention["Mode"] == "COMPLIANCE"
+    assert retention["RetainUntilDate"].timestamp() > time.time() + 23 * 3600
+    node.put_object(Bucket=LOCKED, Key=key, Body=b"forged")  # what a stolen key could do
+    versions = admin.list_object_versions(Bucket=LOCKED, Prefix=key)["Versions"]
     assert len(versions) == 2
     original = next(v for v in versions if not v["IsLatest"])
-    with pytest.raises(Exception, match="AccessDenied"):
-        admin.delete_object(Bucket=name, Key=key, VersionId=original["VersionId"])
-    body = node.get_object(Bucket=name, Key=key, VersionId=original["VersionId"])["Body"]
+    for who in (node, admin):
+        with pytest.raises(Exception, match="AccessDenied"):
+            who.delete_object(Bucket=LOCKED, Key=key, VersionId=original["VersionId"])
+    body = node.get_object(Bucket=LOCKED, Key=key, VersionId=original["VersionId"])["Body"]
     assert sha(body.read()) == file_digest(seg)
