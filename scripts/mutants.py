@@ -26,6 +26,7 @@ SCRATCH = Path("/tmp/livecam-mutants")
 SHIPPER = "tests/core/test_shipper.py"
 NFS = "tests/core/test_nfs.py"
 POWER_CUT = "tests/core/test_pipeline.py::test_power_cut_loses_at_most_the_stated_window"
+SMB_ENCRYPTION = "tests/transports/test_smb_encryption.py"
 
 # name: (file, old text, new text, tests that should catch it)
 MUTATIONS: dict[str, tuple[str, str, str, list[str]]] = {
@@ -83,6 +84,18 @@ MUTATIONS: dict[str, tuple[str, str, str, list[str]]] = {
         "if age < self.spill_after + 1.5 and",
         [SHIPPER, POWER_CUT],
     ),
+    "smb-downgrades-encryption": (
+        "plugins/smb.py",
+        '"encrypt": o_["encrypt"] or None,',
+        '"encrypt": None,',
+        [SMB_ENCRYPTION],
+    ),
+    "smb-keeps-a-refused-connection": (
+        "plugins/smb.py",
+        "        except Exception as exc:\n            self.close()\n            raise classify(",
+        "        except Exception as exc:\n            raise classify(",
+        [SMB_ENCRYPTION],
+    ),
 }
 
 
@@ -92,7 +105,18 @@ def scratch_copy(name: str) -> Path:
     dest.mkdir(parents=True)
     archive = subprocess.run(["git", "archive", "HEAD"], cwd=REPO, capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    # The built-in plugins install as ``livecam_plugins`` (pyproject's package-dir):
+    # the same name on PYTHONPATH, ahead of the editable install, is the mutant tree.
+    (dest / "livecam_plugins").symlink_to("plugins")
     return dest
+
+
+def module_name(file: str) -> str:
+    """The import name of a mutated file: livecam/x.py or plugins/x.py."""
+    dotted = file.removesuffix(".py").replace("/", ".")
+    if file.startswith("plugins/"):
+        return "livecam_plugins." + dotted.removeprefix("plugins.")
+    return dotted
 
 
 def run(name: str) -> dict[str, object]:
@@ -103,7 +127,7 @@ def run(name: str) -> dict[str, object]:
     assert text.count(old) == 1, f"{name}: {old!r} not found once in {file}"
     path.write_text(text.replace(old, new))
     env = dict(os.environ, PYTHONPATH=str(root), LIVECAM_BIN=str(REPO / ".venv" / "bin"))
-    module = file.removesuffix(".py").replace("/", ".")
+    module = module_name(file)
     where = subprocess.run(
         [sys.executable, "-c", f"import {module} as m; print(m.__file__)"],
         cwd=root,
@@ -112,7 +136,7 @@ def run(name: str) -> dict[str, object]:
         text=True,
         check=True,
     ).stdout.strip()
-    assert where == str(path), f"{name}: {module} came from {where}, not the mutant"
+    assert Path(where).resolve() == path.resolve(), f"{name}: {module} came from {where}"
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--tb=no", "-rf", *tests],
         cwd=root,
