@@ -27,6 +27,8 @@ SHIPPER = "tests/core/test_shipper.py"
 NFS = "tests/core/test_nfs.py"
 POWER_CUT = "tests/core/test_pipeline.py::test_power_cut_loses_at_most_the_stated_window"
 SMB_ENCRYPTION = "tests/transports/test_smb_encryption.py"
+RSYNC_CALLS = "tests/transports/test_rsync_calls.py"
+ONE_CONNECTION = "tests/transports/test_contract.py::test_backlog_over_one_connection"
 
 # name: (file, old text, new text, tests that should catch it)
 MUTATIONS: dict[str, tuple[str, str, str, list[str]]] = {
@@ -95,6 +97,30 @@ MUTATIONS: dict[str, tuple[str, str, str, list[str]]] = {
         "        except Exception as exc:\n            self.close()\n            raise classify(",
         "        except Exception as exc:\n            raise classify(",
         [SMB_ENCRYPTION],
+    ),
+    "rsync-partial-exit-proves-nothing": (
+        "plugins/rsync.py",
+        "PARTIAL = (23, 24)",
+        "PARTIAL = ()",
+        [RSYNC_CALLS],
+    ),
+    "rsync-call-limit-per-segment": (
+        "plugins/rsync.py",
+        "timeout = self.timeout * max(1, len(items))",
+        "timeout = self.timeout",
+        [RSYNC_CALLS],
+    ),
+    "rrsync-refusal-not-permanent": (
+        "plugins/rsync.py",
+        'r"has been disabled on this server|rrsync error|not allowed"',
+        'r"(?!)"',
+        [RSYNC_CALLS],
+    ),
+    "new-connection-per-publish": (
+        "livecam/store_transport.py",
+        "        (store,) = self.stores(1)\n",
+        "        self.close()\n        (store,) = self.stores(1)\n",
+        [ONE_CONNECTION],
     ),
 }
 
