@@ -28,6 +28,7 @@ NFS = "tests/core/test_nfs.py"
 POWER_CUT = "tests/core/test_pipeline.py::test_power_cut_loses_at_most_the_stated_window"
 SMB_ENCRYPTION = "tests/transports/test_smb_encryption.py"
 RSYNC_CALLS = "tests/transports/test_rsync_calls.py"
+BATCH_LIMIT = "tests/transports/test_sftp_batch_limit.py"
 ONE_CONNECTION = "tests/transports/test_contract.py::test_backlog_over_one_connection"
 
 # name: (file, old text, new text, tests that should catch it)
@@ -121,6 +122,12 @@ MUTATIONS: dict[str, tuple[str, str, str, list[str]]] = {
         "        (store,) = self.stores(1)\n",
         "        self.close()\n        (store,) = self.stores(1)\n",
         [ONE_CONNECTION],
+    ),
+    "batch-item-limit-one-timeout": (
+        "livecam/store_transport.py",
+        "functools.partial(self.publish_item, s, share=n)",
+        "functools.partial(self.publish_item, s, share=1)",
+        [BATCH_LIMIT],
     ),
 }
 
