@@ -129,6 +129,12 @@ MUTATIONS: dict[str, tuple[str, str, str, list[str]]] = {
         "functools.partial(self.publish_item, s, share=1)",
         [BATCH_LIMIT],
     ),
+    "nfs-temp-opened-by-path": (
+        "livecam/dirstore.py",
+        "return DirTemp(self, temp, os.open(temp, flags, 0o644, dir_fd=self.fd))",
+        "return DirTemp(self, temp, os.open(os.path.join(self.label, temp), flags, 0o644))",
+        [NFS],
+    ),
 }
 
 
