@@ -29,6 +29,7 @@ POWER_CUT = "tests/core/test_pipeline.py::test_power_cut_loses_at_most_the_state
 SMB_ENCRYPTION = "tests/transports/test_smb_encryption.py"
 RSYNC_CALLS = "tests/transports/test_rsync_calls.py"
 BATCH_LIMIT = "tests/transports/test_sftp_batch_limit.py"
+BACKOFF = "tests/core/test_restart_backoff.py"
 ONE_CONNECTION = "tests/transports/test_contract.py::test_backlog_over_one_connection"
 
 # name: (file, old text, new text, tests that should catch it)
@@ -134,6 +135,24 @@ MUTATIONS: dict[str, tuple[str, str, str, list[str]]] = {
         "return DirTemp(self, temp, os.open(temp, flags, 0o644, dir_fd=self.fd))",
         "return DirTemp(self, temp, os.open(os.path.join(self.label, temp), flags, 0o644))",
         [NFS],
+    ),
+    "supervisor-flat-restart": (
+        "livecam/supervisor.py",
+        "return min(BACKOFF_MAX, 0.5 * 2.0 ** (child.failures - 1))",
+        "return 0.5",
+        [BACKOFF],
+    ),
+    "supervisor-backoff-never-reset": (
+        "livecam/supervisor.py",
+        "if now - child.started > HEALTHY_AFTER:",
+        "if False:",
+        [BACKOFF],
+    ),
+    "recorder-flat-restart": (
+        "livecam/recorder.py",
+        "delay = min(BACKOFF_MAX, 0.5 * 2 ** (failures - 1))",
+        "delay = 0.5",
+        [BACKOFF],
     ),
 }
 
