@@ -5,14 +5,20 @@ one call's outcome (rsync section, "How it works under rrsync -wo", and Errors).
   ones stay;
 - the whole-call limit is ``timeout`` times the segments in it, so a batch slower
   than one segment's ``timeout`` still goes through;
-- "rrsync refused" the request: a permanent error, nothing written.
+- "rrsync refused" the request: a permanent error, nothing written;
+- the ssh control directory is private (0700), and a dead shipper's is removed
+  only when no master answers its socket.
 """
 
 from __future__ import annotations
 
+import socket
+import stat
+import subprocess
 import time
 
 import pytest
+from livecam_plugins import rsync
 
 from livecam.transport import PermanentError, TransientError
 from tests.conftest import sha256
@@ -82,3 +88,34 @@ def test_rrsync_refusing_the_request_is_permanent_and_writes_nothing(nas, tmp_pa
     # The key fixed on the NAS: the same segment goes.
     assert nas.transport().publish(item.local, item.remote, size=item.size, digest=item.digest)
     assert sha256(nas.segments()[item.local.name]) == sha256(item.local)
+
+
+def test_the_control_dir_is_private_and_a_master_that_answers_is_kept(tmp_path, monkeypatch):
+    """A shipper's control directory is 0700. A directory left by a dead shipper is
+    removed only when no master answers its socket (a master outlives its shipper
+    for ``control_persist``): one with a listening socket stays."""
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path))
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    answering = tmp_path / f"livecam-ssh-{dead.pid}-a"
+    silent = tmp_path / f"livecam-ssh-{dead.pid}-s"
+    for d in (answering, silent):
+        d.mkdir(mode=0o700)
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(answering / "master"))
+    listener.listen()
+    gone = socket.socket(socket.AF_UNIX)  # a socket file nobody listens on any more
+    gone.bind(str(silent / "master"))
+    gone.close()
+    try:
+        opts = {
+            "host": "h", "port": 22, "user": "u", "path": ".", "identity_file": "k",
+            "known_hosts_file": "kh", "bwlimit": 0, "compress": False, "control_persist": 300,
+        }  # fmt: skip
+        t = rsync.RsyncTransport(opts, timeout=5)
+        mine = t._control_path.parent
+        assert mine.parent == tmp_path and stat.S_IMODE(mine.stat().st_mode) == 0o700
+        assert answering.exists() and not silent.exists()
+        t.close()
+    finally:
+        listener.close()
