@@ -30,6 +30,7 @@ SMB_ENCRYPTION = "tests/transports/test_smb_encryption.py"
 RSYNC_CALLS = "tests/transports/test_rsync_calls.py"
 BATCH_LIMIT = "tests/transports/test_sftp_batch_limit.py"
 BACKOFF = "tests/core/test_restart_backoff.py"
+HOST_KEYS = "tests/transports/test_host_keys.py"
 ONE_CONNECTION = "tests/transports/test_contract.py::test_backlog_over_one_connection"
 
 # name: (file, old text, new text, tests that should catch it)
@@ -147,6 +148,24 @@ MUTATIONS: dict[str, tuple[str, str, str, list[str]]] = {
         "if now - child.started > HEALTHY_AFTER:",
         "if False:",
         [BACKOFF],
+    ),
+    "sftp-accepts-an-unknown-host-key": (
+        "plugins/sftp.py",
+        "ssh.set_missing_host_key_policy(paramiko.RejectPolicy())",
+        "ssh.set_missing_host_key_policy(paramiko.AutoAddPolicy())",
+        [HOST_KEYS],
+    ),
+    "rsync-asks-about-unknown-host-keys": (
+        "plugins/rsync.py",
+        '"-o", "StrictHostKeyChecking=yes",',
+        '"-o", "StrictHostKeyChecking=accept-new",',
+        [HOST_KEYS],
+    ),
+    "stale-control-dir-removed-while-its-master-answers": (
+        "plugins/rsync.py",
+        '                if _socket_alive(d / "master"):\n                    continue\n',
+        "",
+        [RSYNC_CALLS],
     ),
     "recorder-flat-restart": (
         "livecam/recorder.py",
