@@ -31,6 +31,7 @@ RSYNC_CALLS = "tests/transports/test_rsync_calls.py"
 BATCH_LIMIT = "tests/transports/test_sftp_batch_limit.py"
 BACKOFF = "tests/core/test_restart_backoff.py"
 HOST_KEYS = "tests/transports/test_host_keys.py"
+CTRL_C = "tests/core/test_ctrl_c.py"
 ONE_CONNECTION = "tests/transports/test_contract.py::test_backlog_over_one_connection"
 
 # name: (file, old text, new text, tests that should catch it)
@@ -166,6 +167,18 @@ MUTATIONS: dict[str, tuple[str, str, str, list[str]]] = {
         '                if _socket_alive(d / "master"):\n                    continue\n',
         "",
         [RSYNC_CALLS],
+    ),
+    "children-in-the-supervisors-group": (
+        "livecam/supervisor.py",
+        "                start_new_session=True,\n",
+        "                start_new_session=False,\n",
+        [CTRL_C],
+    ),
+    "shipper-stopped-first": (
+        "livecam/supervisor.py",
+        "for wave in (first, last):",
+        "for wave in (last, first):",
+        [CTRL_C],
     ),
     "recorder-flat-restart": (
         "livecam/recorder.py",

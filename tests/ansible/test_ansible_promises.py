@@ -3,7 +3,8 @@
 - a bad rendered config is refused by `livecam check-config` before it replaces
   the node's file, and nothing is restarted (R19);
 - a kept wheel deploys with `-e livecam_wheel=...` (a rollback), and the next
-  run without it brings the checkout's build back (R23).
+  run without it brings the checkout's build back (R23);
+- `--check --diff` shows a change it would make, and makes none (R21).
 
 These run after the converge tests (file order) and leave the trees as they found them.
 """
@@ -80,3 +81,17 @@ def test_a_kept_wheel_rolls_the_node_back_and_the_next_run_returns(provisioned, 
     out, recap = fleet.ansible_playbook(provisioned.inventory, *limit)
     assert recap[NODE][1] > 0, out[-4000:]
     assert version(tree) == "livecam 0.1.0"
+
+
+def test_check_diff_shows_a_change_and_makes_none(provisioned):
+    tree = provisioned.trees[NODE]
+    before = (tree / CONFIG).read_bytes()
+    assert b"segment_seconds: 2\n" in before
+    out, recap = fleet.ansible_playbook(
+        provisioned.inventory, "--limit", f"localhost,{NODE}", "--check", "--diff",
+        "-e", json.dumps({"livecam_node_segment_seconds": 3}),
+    )  # fmt: skip
+    assert recap[NODE][1] > 0, out[-4000:]  # it reports the change ...
+    assert re.search(r"^-segment_seconds: 2$", out, re.M), out[-4000:]
+    assert re.search(r"^\+segment_seconds: 3$", out, re.M), out[-4000:]
+    assert (tree / CONFIG).read_bytes() == before  # ... and makes none
