@@ -180,6 +180,12 @@ MUTATIONS: dict[str, tuple[str, str, str, list[str]]] = {
         "for wave in (last, first):",
         [CTRL_C],
     ),
+    "stall-limit-without-the-5s": (
+        "livecam/recorder.py",
+        "return 2.5 * self.config.segment_seconds + 5",
+        "return 2.5 * self.config.segment_seconds",
+        ["tests/core/test_pipeline.py::test_a_stalled_camera_is_restarted_and_the_log_says_so"],
+    ),
     "recorder-flat-restart": (
         "livecam/recorder.py",
         "delay = min(BACKOFF_MAX, 0.5 * 2 ** (failures - 1))",

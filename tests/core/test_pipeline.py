@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import signal
 import time
+from datetime import datetime
 
 import pytest
 
@@ -265,6 +267,14 @@ def test_a_stalled_camera_is_restarted_and_the_log_says_so(node, share):
     os.kill(ffmpeg0, signal.SIGSTOP)  # alive but delivering nothing: a stalled camera
     stalled_at = time.time()
     wait_for(lambda: "camera cam0 stalled" in n.log_text(), 20, "the stall is noticed")
+    # Not before 2.5 segment lengths + 5 s (7.5 s here) without a closed segment.
+    line = next(ln for ln in n.log_text().splitlines() if "camera cam0 stalled" in ln)
+    noticed = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    last = max(
+        c["closed"] for c in n.closed() if c["camera"] == "cam0" and c["closed"] < stalled_at
+    )
+    assert noticed - last >= 7.5 - 0.5, (noticed - last, line)  # the witness stamps a bit late
+    assert int(re.search(r"no segment closed in (\d+)s", line)[1]) >= 7.5, line
     [rec1] = n.pids("record cam1")
     back = wait_for(
         lambda: [c for c in n.closed() if c["camera"] == "cam0" and c["closed"] > stalled_at],
