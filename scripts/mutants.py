@@ -3,8 +3,9 @@
 
 Each mutation is one text replacement in a copy of HEAD (``git archive``) under
 /tmp/livecam-mutants/<name>; the tests run from that copy with PYTHONPATH
-pointing at it, so the mutant ``livecam`` is what every process imports (checked
-before the run). Prints JSON: per mutation, the tests run and the ones that
+pointing at it, so the mutant ``livecam`` (and ``livecam_plugins``: the copy's
+plugins/) is what every process imports (checked before the run); the Ansible
+tests converge the copy's roles. Prints JSON: per mutation, the tests run and the ones that
 failed. Run it under the locks of the suites it touches:
 
     flock /tmp/lc-lock-core .venv/bin/python scripts/mutants.py [NAME ...] [--report FILE]
@@ -186,6 +187,15 @@ MUTATIONS: dict[str, tuple[str, str, str, list[str]]] = {
         "return 2.5 * self.config.segment_seconds",
         ["tests/core/test_pipeline.py::test_a_stalled_camera_is_restarted_and_the_log_says_so"],
     ),
+    "playbook-skips-check-config": (
+        "ansible/roles/livecam_node/tasks/config.yml",
+        '    validate: "{{ livecam_node_venv }}/bin/livecam -c %s check-config"\n',
+        "",
+        [
+            "tests/ansible/test_ansible_promises.py"
+            "::test_a_bad_config_is_refused_by_check_config_before_any_restart"
+        ],
+    ),
     "recorder-flat-restart": (
         "livecam/recorder.py",
         "delay = min(BACKOFF_MAX, 0.5 * 2 ** (failures - 1))",
@@ -204,6 +214,8 @@ def scratch_copy(name: str) -> Path:
     # The built-in plugins install as ``livecam_plugins`` (pyproject's package-dir):
     # the same name on PYTHONPATH, ahead of the editable install, is the mutant tree.
     (dest / "livecam_plugins").symlink_to("plugins")
+    # The Ansible tests run the venv's ansible-playbook from <repo>/.venv/bin.
+    (dest / ".venv").symlink_to(REPO / ".venv")
     return dest
 
 
@@ -223,16 +235,18 @@ def run(name: str) -> dict[str, object]:
     assert text.count(old) == 1, f"{name}: {old!r} not found once in {file}"
     path.write_text(text.replace(old, new))
     env = dict(os.environ, PYTHONPATH=str(root), LIVECAM_BIN=str(REPO / ".venv" / "bin"))
-    module = module_name(file)
-    where = subprocess.run(
-        [sys.executable, "-c", f"import {module} as m; print(m.__file__)"],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    assert Path(where).resolve() == path.resolve(), f"{name}: {module} came from {where}"
+    if file.endswith(".py"):
+        module = module_name(file)
+        where = subprocess.run(
+            [sys.executable, "-c", f"import {module} as m; print(m.__file__)"],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        assert Path(where).resolve() == path.resolve(), f"{name}: {module} came from {where}"
+    # Anything else (the Ansible roles) the tests read from their own tree: the copy.
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--tb=no", "-rf", *tests],
         cwd=root,
