@@ -95,3 +95,16 @@ def test_check_diff_shows_a_change_and_makes_none(provisioned):
     assert re.search(r"^-segment_seconds: 2$", out, re.M), out[-4000:]
     assert re.search(r"^\+segment_seconds: 3$", out, re.M), out[-4000:]
     assert (tree / CONFIG).read_bytes() == before  # ... and makes none
+
+
+@pytest.mark.parametrize(
+    ("unit", "stated"), [("livecam-record@cam0.service", 0.4), ("livecam-ship.service", 1.1)]
+)
+def test_units_are_as_hardened_as_the_readme_says(provisioned, unit, stated):
+    """README.md: `systemd-analyze security`: recorder 0.4, shipper 1.1 (the tree's
+    own systemd-analyze, offline, on the provisioned units)."""
+    out = chroot(provisioned.trees[NODE], "systemd-analyze", "security", "--offline=true",
+                 "--no-pager", unit, check=False)  # fmt: skip
+    m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out.stdout)
+    assert m, out.stdout + out.stderr
+    assert float(m[1]) <= stated, m[0]
