@@ -196,6 +196,12 @@ MUTATIONS: dict[str, tuple[str, str, str, list[str]]] = {
             "::test_a_bad_config_is_refused_by_check_config_before_any_restart"
         ],
     ),
+    "sequence-ignores-the-tiers": (
+        "livecam/segment.py",
+        "self._next = max(spooled + ram_blocks * block if spooled else 0, in_ram, floor)",
+        "self._next = max(spooled + ram_blocks * block if spooled else 0, in_ram)",
+        ["tests/core/test_sequence.py"],
+    ),
     "recorder-flat-restart": (
         "livecam/recorder.py",
         "delay = min(BACKOFF_MAX, 0.5 * 2 ** (failures - 1))",
