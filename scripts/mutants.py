@@ -202,6 +202,12 @@ MUTATIONS: dict[str, tuple[str, str, str, list[str]]] = {
         "self._next = max(spooled + ram_blocks * block if spooled else 0, in_ram)",
         ["tests/core/test_sequence.py"],
     ),
+    "unplayable-leftover-kept": (
+        "livecam/sink.py",
+        "                leftover.unlink(missing_ok=True)\n",
+        "",
+        ["tests/core/test_promises_camera.py"],
+    ),
     "recorder-flat-restart": (
         "livecam/recorder.py",
         "delay = min(BACKOFF_MAX, 0.5 * 2 ** (failures - 1))",
