@@ -208,6 +208,12 @@ MUTATIONS: dict[str, tuple[str, str, str, list[str]]] = {
         "",
         ["tests/core/test_promises_camera.py"],
     ),
+    "metrics-writer-opens-a-socket": (
+        "livecam/textfile.py",
+        'log.info("writing metrics to %s every %gs", path, interval)',
+        "__import__('socket').socket(2, 2).close()",
+        ["tests/core/test_promises_network.py"],
+    ),
     "recorder-flat-restart": (
         "livecam/recorder.py",
         "delay = min(BACKOFF_MAX, 0.5 * 2 ** (failures - 1))",
