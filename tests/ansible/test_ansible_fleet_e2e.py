@@ -9,6 +9,7 @@ from the tree's own fstab line.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -167,8 +168,16 @@ def test_fleet_ships_through_one_nodes_outage(running):
     for node in ALL_NODES:
         for cam, files in r.on_nas(node).items():
             seqs = sorted(int(SEQ_RE.match(p.name)["seq"]) for p in files)
-            # Every segment the camera closed arrived: the sequence has no gap.
+            # Every segment the camera closed arrived: the sequence has no gap ...
             assert seqs == list(range(seqs[0], seqs[-1] + 1)), (node, cam, seqs)
+            # ... and none is missing at either end: the recorder's own count of the
+            # segments it closed, and the name of its last one.
+            state = r.trees[node] / "run/livecam/buffer/.livecam" / f"recorder-{cam}.json"
+            recorder = json.loads(state.read_text())
+            assert recorder["state"] == "stopped", recorder
+            assert len(seqs) == recorder["segments"], (node, cam, seqs, recorder)
+            newest = next(p for p in files if int(SEQ_RE.match(p.name)["seq"]) == seqs[-1])
+            assert newest.name == recorder["last_segment"], (node, cam, recorder)
             assert len(seqs) >= 4, (node, cam, seqs)
             assert all(p.stat().st_size > 0 for p in files)
             print(f"{node}/{cam}: {len(seqs)} segments on the NAS, seq {seqs[0]}..{seqs[-1]}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import threading
 import time
@@ -232,3 +233,46 @@ def test_a_short_copy_is_never_renamed_to_the_final_name(share, segment):
         t.publish(segment, "lab/node01/cam0/x.mp4", size=size, digest=digest)
     assert not (share.store / "lab/node01/cam0/x.mp4").exists(), "never under the final name"
     assert not share.hidden(), "the short temp is removed"
+
+
+def test_an_unmount_between_the_check_and_the_write_never_writes_to_local_disk(share, tmp_path):
+    """The share is unmounted after the helper's mount check and before it writes
+    (its local file is a FIFO: the helper waits on it past the check). The write
+    still goes to the share the check approved, never to the bare directory."""
+    data = os.urandom(200_000)
+    fifo = tmp_path / "cam0-20261126T120000Z-000009.mp4"
+    os.mkfifo(fifo)
+    remote = "lab/node01/cam0/y.mp4"
+    t = nfs(share.mnt, timeout=60)
+    result: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            result["sent"] = t.publish(
+                fifo, remote, size=len(data), digest=hashlib.sha256(data).hexdigest()
+            )
+        except Exception as exc:
+            result["error"] = exc
+
+    publisher = threading.Thread(target=run)
+    publisher.start()
+    try:
+        writer = None
+        deadline = time.monotonic() + 30
+        while writer is None:  # opening for writing succeeds once the helper reads it
+            try:
+                writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError as exc:
+                assert exc.errno == errno.ENXIO and time.monotonic() < deadline, exc
+                time.sleep(0.02)
+        share.unmount()
+        assert not os.path.ismount(share.mnt), "the share is gone before the write"
+        os.set_blocking(writer, True)
+        with os.fdopen(writer, "wb") as f:
+            f.write(data)
+    finally:
+        publisher.join(60)
+    assert result == {"sent": True}, result
+    assert os.listdir(share.mnt) == [], "nothing landed on the local disk"
+    assert (share.store / remote).read_bytes() == data  # it went to the share
+    assert not share.hidden()

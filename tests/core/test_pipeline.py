@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import signal
 import time
+from datetime import datetime
 
 import pytest
 
@@ -265,6 +267,14 @@ def test_a_stalled_camera_is_restarted_and_the_log_says_so(node, share):
     os.kill(ffmpeg0, signal.SIGSTOP)  # alive but delivering nothing: a stalled camera
     stalled_at = time.time()
     wait_for(lambda: "camera cam0 stalled" in n.log_text(), 20, "the stall is noticed")
+    # Not before 2.5 segment lengths + 5 s (7.5 s here) without a closed segment.
+    line = next(ln for ln in n.log_text().splitlines() if "camera cam0 stalled" in ln)
+    noticed = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    last = max(
+        c["closed"] for c in n.closed() if c["camera"] == "cam0" and c["closed"] < stalled_at
+    )
+    assert noticed - last >= 7.5 - 0.5, (noticed - last, line)  # the witness stamps a bit late
+    assert int(re.search(r"no segment closed in (\d+)s", line)[1]) >= 7.5, line
     [rec1] = n.pids("record cam1")
     back = wait_for(
         lambda: [c for c in n.closed() if c["camera"] == "cam0" and c["closed"] > stalled_at],
@@ -309,21 +319,31 @@ def test_a_crash_mid_segment_keeps_what_was_recorded_of_it(node, share):
     n = node(cameras=cams, segment_seconds=4)
     proc = n.start()
     wait_for(lambda: len(n.closed()) >= 1, 20, "a first segment")
-    # Kill the camera's ffmpeg, then the recorder itself, each well into a 4 s
-    # segment: several 0.5 s fragments of it are already written.
+    # Kill the camera's ffmpeg, then the recorder itself, each 2.6 s into a 4 s
+    # segment (timed from the close of the one before): five 0.5 s fragments of it
+    # are written, the sixth is not finished.
+    kills = []  # (the segment closed before the kill, seconds into the next one)
     for victim, extra in (("ffmpeg", "cam0/.open"), ("record cam0", "")):
         before = len(n.closed())
-        time.sleep(2.6)
+        wait_for(lambda b=before: len(n.closed()) > b, 20, "a fresh segment boundary")
+        last = n.closed()[-1]
+        time.sleep(max(0.0, last["closed"] + 2.6 - time.time()))
         [pid] = n.pids(victim, extra)
         os.kill(pid, signal.SIGKILL)
-        wait_for(lambda b=before: len(n.closed()) > b, 20, f"a segment after killing {victim}")
-    wait_for(lambda: len(n.closed()) >= 6, 30, "recording goes on")
+        kills.append((last["seq"], time.time() - last["closed"]))
+        wait_for(lambda b=before: len(n.closed()) > b + 1, 20, f"a segment after killing {victim}")
+    wait_for(lambda: len(n.closed()) >= 8, 30, "recording goes on")
     n.stop(proc)
     n.drain()
     closed = assert_all_arrived(n, share)
     files = share.segments()
     frames = [ffprobe(files[c["name"]])["frames"] for c in closed]
-    partial = [f for f in frames[:-1] if f < 40]  # full segments have 40 frames
-    assert len(partial) == 2 and all(f >= 10 for f in partial), frames
+    order = [c["seq"] for c in closed]  # as closed (a salvage is named by the next run)
+    for seq, into in kills:
+        kept = frames[order.index(seq) + 1]  # the segment that was open at the kill, salvaged
+        # What was recorded of it: at least ``into`` seconds (its start is before the
+        # close we timed from); the salvage may lose only the unfinished fragment,
+        # one keyframe interval (5 frames at 10 fps).
+        assert 10 * into - 5 <= kept < 40, (seq, into, kept, order, frames)
     assert n.log_text().count("salvaged") == 2
     assert n.status()["cameras"]["cam0"]["salvaged"] == 1, "counted by the recorder run that did it"

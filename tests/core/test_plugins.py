@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import os
 import re
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 
 from livecam import hookspecs
 from livecam.plugins import PluginError, Plugins
-from tests.conftest import REPO, write_config
+from tests.conftest import REPO, livecam_cmd, write_config
 
 SITE_PLUGIN = '''
 """A site camera backend and a site NAS layout."""
@@ -277,13 +278,42 @@ def test_plugin_error_is_a_config_error():
     assert issubclass(PluginError, __import__("livecam.options").options.ConfigError)
 
 
-def test_a_third_party_plugin_is_ten_lines_plus_an_entry_point():
-    # The built-ins are registered only through entry points, like any third party.
+THIRD_PARTY = """\
+from livecam import hookimpl
+from livecam.transport import Transport
+
+
+class Pigeon(Transport):
+    description = "a carrier pigeon"
+
+
+@hookimpl
+def livecam_register_transports(register):
+    register("pigeon", Pigeon)
+"""
+
+
+def test_a_third_party_plugin_is_ten_lines_plus_an_entry_point(tmp_path):
+    """A distribution of one ten-line module and an entry point in the group
+    ``livecam``, installed beside livecam (a dist-info on the path, as pip leaves
+    it), is loaded like the built-ins: no config, no plugin_dirs."""
+    assert len(THIRD_PARTY.strip().splitlines()) <= 11  # ten lines of code, one blank
+    (tmp_path / "livecam_pigeon.py").write_text(THIRD_PARTY)
+    info = tmp_path / "livecam_pigeon-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: livecam-pigeon\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[livecam]\npigeon = livecam_pigeon\n")
+    path = os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH")) if p)
     out = subprocess.run(
-        ["grep", "-A8", r"\[project.entry-points.livecam\]", str(REPO / "pyproject.toml")],
+        livecam_cmd("plugins"),
         capture_output=True,
         text=True,
-        check=True,
-    ).stdout
-    for name in ("ffmpeg", "nfs"):
-        assert f'{name} = "livecam_plugins.{name}"' in out
+        timeout=60,
+        env=dict(os.environ, PYTHONPATH=path),
+    )
+    assert out.returncode == 0, out.stderr
+    assert "pigeon  (entry point livecam_pigeon)" in out.stdout, out.stdout
+    assert "registers transport pigeon" in out.stdout, out.stdout
+    # Loaded the way the built-ins are: each of them through the same group.
+    for name in ("ffmpeg", "nfs", "rsync", "sftp", "smb"):
+        assert f"{name}  (entry point livecam_plugins.{name})" in out.stdout, out.stdout

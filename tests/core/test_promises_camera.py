@@ -90,3 +90,26 @@ def test_non_mp4_camera_output_is_logged_counted_and_deleted(node, tmp_path):
     assert len(ready) == len(node.closed()) >= 3, "recording went on between the bad files"
     assert all(p.read_bytes() == good.read_bytes() for p in ready)
     assert not [p for p in (node.buffer / "cam0").rglob("*") if p.is_file() and p not in ready]
+
+
+def test_an_unplayable_leftover_of_a_crash_is_removed_and_logged(tmp_path):
+    """docs/architecture.md (salvage): what a crash left in ``.open`` that does not
+    play is removed and logged, never made a segment (A7)."""
+    n = Node(
+        tmp_path / "node",
+        {"plugin": "local", "path": str(tmp_path / "nas")},
+        cameras={"cam0": {"size": [160, 120], "fps": 10, "bitrate": "300k"}},
+    )
+    leftover = n.buffer / "cam0" / ".open" / "cam0-crashed.mp4"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"\0\0\0\x18ftypisom" + b"torn" * 1000)  # an MP4 cut before its moov
+    try:
+        proc = n.start("record", "cam0")
+        wait_for(lambda: n.closed(), 30, "the camera records")
+        assert n.stop(proc) == 0
+    finally:
+        n.cleanup()
+    assert not leftover.exists()
+    assert "camera cam0: removing unplayable unfinished cam0-crashed.mp4" in n.log_text()
+    assert all("crashed" not in c["name"] for c in n.closed())
+    assert n.status()["cameras"]["cam0"]["salvaged"] == 0

@@ -1,4 +1,5 @@
-"""The recorder and the supervisor never touch the network (docs/architecture.md).
+"""The recorder, the supervisor and the metrics writer never touch the network
+(docs/architecture.md, docs/monitoring.md).
 
 Each runs under strace while it records; every socket call it (and, for the
 recorder, its camera backend) makes is logged. Only AF_UNIX is allowed (the
@@ -9,8 +10,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,6 +24,8 @@ from tests.core.node import Node, Share, wait_for
 NETWORK = re.compile(
     r"socket\((AF_INET6?|AF_PACKET|AF_NETLINK)\b|connect\(\d+, \{sa_family=AF_INET"
 )
+
+STAMP = re.compile(r"^livecam_status_timestamp_seconds (\S+)", re.M)
 
 
 @pytest.fixture
@@ -79,5 +84,33 @@ def test_the_recorder_and_its_camera_never_open_a_network_socket(node, tmp_path)
 def test_the_supervisor_never_opens_a_network_socket(node, tmp_path):
     # The supervisor only, not its children.
     trace = trace_while_recording(node, tmp_path / "run.strace", False, "run")
+    hits = [line for line in trace.splitlines() if NETWORK.search(line)]
+    assert not hits, hits[:5]
+
+
+def test_the_metrics_writer_never_opens_a_network_socket(node, tmp_path):
+    """docs/monitoring.md: "the metrics process has no network either" (M13)."""
+    ram = Path(tempfile.mkdtemp(prefix="lcp-metrics-", dir="/dev/shm"))
+    target = ram / "livecam.prom"
+    out = tmp_path / "metrics.strace"
+    proc = traced(node, out, True, "metrics", "--textfile", str(target), "--interval", "1")
+    try:
+        seen: set[str] = set()
+
+        def rewritten() -> bool:  # three different files: it ran three rounds
+            stamp = STAMP.search(target.read_text()) if target.exists() else None
+            if stamp:
+                seen.add(stamp[1])
+            return len(seen) >= 3
+
+        wait_for(rewritten, 30, "the writer rewrote its file three times")
+        os.kill(tracee(proc), signal.SIGTERM)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        shutil.rmtree(ram, ignore_errors=True)
+    trace = out.read_text()
+    assert "execve(" in trace, "the writer was traced"
     hits = [line for line in trace.splitlines() if NETWORK.search(line)]
     assert not hits, hits[:5]

@@ -251,7 +251,12 @@ Match User {SFTP_USER}
 
 
 class Smbd(Daemon):
-    """smbd on a high loopback port with one share ``nas`` and one user with a password."""
+    """smbd on a high loopback port with one share ``nas`` and one user with a password.
+
+    Its log has one ``Auth: [SMB2`` line per logon (``auth_audit:3``), so tests count
+    sessions on the server's side; ``log_level`` 2 also logs each tree connect
+    ("connect to service nas"). ``encrypt``: Samba's ``server smb encrypt`` ("off":
+    a server that cannot encrypt at all)."""
 
     def __init__(
         self,
@@ -260,6 +265,8 @@ class Smbd(Daemon):
         host: str = "127.0.0.1",
         port: int | None = None,
         netns: str | None = None,
+        encrypt: str = "if_required",
+        log_level: int = 1,
     ):
         super().__init__(netns)
         self.host = host
@@ -282,7 +289,8 @@ class Smbd(Daemon):
     smb ports = {self.port}
     disable netbios = yes
     server min protocol = SMB2_10
-    server smb encrypt = if_required
+    server smb encrypt = {encrypt}
+    log level = {log_level} auth_audit:3
     passdb backend = tdbsam:{self.dir}/private/passdb.tdb
     lock directory = {self.dir}/lock
     state directory = {self.dir}/state

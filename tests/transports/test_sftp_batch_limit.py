@@ -1,0 +1,52 @@
+"""sftp: in a batch three segments share the link, so each one's time limit is
+``timeout`` x 3 (docs/transports.md, sftp). sshd sits in a network namespace
+behind a shaped veth, so three segments in flight each take longer than one
+segment's ``timeout`` and still go.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.conftest import sha256
+from tests.transports import servers
+from tests.transports.conftest import Nas, backlog
+
+pytestmark = pytest.mark.slow
+
+TIMEOUT = 2.0
+
+
+@pytest.fixture(scope="module")
+def shaped_sshd(base):
+    netns = servers.NetNs("lc-sftplim", subnet="10.77.21")
+    try:
+        (base / "lim").mkdir()
+        s = servers.Sshd(base / "lim", host=netns.ns_ip, port=2222, netns=netns.name)
+        s.start()
+        netns.shape(8)  # 8 Mbit/s: three 1 MB segments side by side take about 3 s each
+        yield s
+        s.stop()
+    finally:
+        netns.remove()
+
+
+def test_each_segment_of_a_batch_may_take_three_timeouts(shaped_sshd, tmp_path):
+    nas = Nas("sftp", shaped_sshd)
+    try:
+        t = nas.transport(timeout=TIMEOUT)
+        items = backlog(tmp_path, 6, size=1_000_000)
+        t0 = time.monotonic()
+        done = list(t.publish_batch(items))
+        seconds = time.monotonic() - t0
+    finally:
+        nas.close()
+    # Two rounds of three: each segment outlived one timeout, and none was cut off.
+    assert seconds > 2 * TIMEOUT, seconds
+    assert sorted(i.local for i, _ in done) == sorted(i.local for i in items)
+    assert all(sent for _, sent in done)
+    got = nas.segments()
+    for item in items:
+        assert sha256(got[item.local.name]) == sha256(item.local)
