@@ -73,7 +73,12 @@ class Guard(BaseHTTPMiddleware):
         if given is not None and self.token is not None:
             if not access.allowed({"authorization": f"Bearer {given}"}, {}, self.token, None):
                 return _unauthorized()
-            back = RedirectResponse(request.url.remove_query_params("token").path, 303)
+            # Back to the same page and query without the token; one leading slash, so
+            # "//host/" cannot make this a redirect to another site.
+            rest = request.url.remove_query_params("token")
+            back = RedirectResponse(
+                "/" + rest.path.lstrip("/") + (f"?{rest.query}" if rest.query else ""), 303
+            )
             back.set_cookie(access.COOKIE, self.token, httponly=True, samesite="strict")
             return back
         headers = {k.lower(): v for k, v in request.headers.items()}

@@ -3,6 +3,7 @@ segment boundary, the node page's snapshot changes. Screenshots are kept."""
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import time
 from collections.abc import Iterator
@@ -86,6 +87,24 @@ def test_nas_page_plays_across_a_segment_boundary(
             seam = seamless(crossed)
             print(f"{key}: the seam at media time {seam['boundary']:.3f} s: {seam}")
         browser.save_screenshot(str(shots / "nas-crossed.png"))
+
+        # Across the hole: playback goes on from the last frame before it to the first
+        # after it, and the time shown jumps over it.
+        before, after = tl["segments"][5], tl["segments"][6]
+        assert after["seq"] == before["seq"] + 2  # the removed segment between them
+        browser.execute_script(
+            "for (const a of [...Object.values(window.__frames),"
+            " ...Object.values(window.__waiting)]) a.length = 0"
+        )
+        browser.execute_script("playAll(arguments[0])", before["start"] + before["duration"] - 1)
+        key = "lab/node01/cam0"
+        jumped = wait_for(lambda: (s := state(browser, key))["map"][1:]
+                          and s["map"][0]["seq"] == before["seq"]
+                          and s["t"] > s["map"][1]["m0"] + 1.0 and s,
+                          30, "playback 1 s past the hole")  # fmt: skip
+        seam = seamless(jumped)
+        assert jumped["map"][1]["seq"] == after["seq"] and jumped["at"] > after["start"] + 0.5
+        print(f"{key}: across the hole at media time {seam['boundary']:.3f} s: {seam}")
         print(f"screenshots in {shots}")
     finally:
         web.stop()
@@ -114,7 +133,7 @@ def state(browser: Any, key: str) -> dict[str, Any]:
     """What one camera's player shows: its video element, the media-to-wall time map,
     and what the page saw of it (frames, waits, played ranges)."""
     return browser.execute_script(
-        "const k=arguments[0],b=document.querySelector(`.player[data-key=\"${k}\"]`),"
+        'const k=arguments[0],b=document.querySelector(`.player[data-key="${k}"]`),'
         "v=b.querySelector('video'),pl=[];"
         "for(let i=0;i<v.played.length;i++)pl.push([v.played.start(i),v.played.end(i)]);"
         "return {t:v.currentTime, paused:v.paused, mode:b.dataset.mode, at:+(b.dataset.at||0),"
@@ -133,9 +152,9 @@ def seamless(s: dict[str, Any]) -> dict[str, float]:
     boundary = s["map"][0]["m1"]
     frames = sorted(s["frames"])
     assert len(frames) > 10, "the page saw frames presented"
-    walls = [b[0] - a[0] for a, b in zip(frames, frames[1:], strict=False)]
+    walls = [b[0] - a[0] for a, b in itertools.pairwise(frames)]
     medias = sorted({round(f[1], 4) for f in frames})
-    interval = statistics.median(b - a for a, b in zip(medias, medias[1:], strict=False))
+    interval = statistics.median(b - a for a, b in itertools.pairwise(medias))
     usual = statistics.median(walls) / 1000
     before = [f for f in frames if f[1] < boundary - 0.001]
     after = [f for f in frames if f[1] >= boundary - 0.001]

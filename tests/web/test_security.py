@@ -71,6 +71,11 @@ def test_basic_auth_and_the_token_cookie(site: tuple[Web, Path]) -> None:
     assert "httponly" in headers["set-cookie"].lower()
     assert web.get(f"/video/{VIDEO}", auth=False, headers={"Cookie": cookie})[0] == 200
     assert web.get("/?token=wrong", auth=False)[0] == 401
+    # The rest of the query is kept (a link to a day), and never a redirect off the site.
+    status, headers, _ = web.get(f"/?day=2026-11-20&token={TOKEN}", auth=False)
+    assert status == 303 and headers["location"] == "/?day=2026-11-20"
+    status, headers, _ = web.get(f"//evil.example/?token={TOKEN}", auth=False)
+    assert status == 303 and headers["location"] == "/evil.example/"
 
 
 @pytest.mark.parametrize("path", [
