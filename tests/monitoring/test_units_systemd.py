@@ -188,7 +188,7 @@ def test_web_units_under_real_systemd(provisioned, tmp_path):  # noqa: F811
             wait_for(lambda b=booted, u=unit: b.show(u)["ActiveState"] == "active", 120,
                      f"{unit} active")  # fmt: skip
             show = booted.show(unit)
-            assert (show["User"] or "root") == user, show["User"]
+            assert (show.get("User") or "root") == user, show.get("User")
             out = booted.run("python3", "-c", fleet.web_probe(WEB_TOKEN, path))
             print(f"{name} {unit}: {out.stdout.strip()} (without, with the token)")
             assert out.stdout.split() == ["401", "200"], out.stdout + out.stderr
