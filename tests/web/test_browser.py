@@ -42,12 +42,12 @@ def test_nas_page_plays_across_a_segment_boundary(
     web = Web("nas", "--root", str(tree), "--token-file", str(token_file(tmp_path)))
     shots = artifacts(tmp_path)
     try:
-        browser.get(f"{web.url}/?token={TOKEN}")  # sets the cookie, redirects to /
         files = segment_files(tree, "cam0")
         day = f"{datetime.fromtimestamp(files[0].stat().st_mtime, UTC):%Y-%m-%d}"
-        browser.execute_script(
-            "const d=document.getElementById('day');d.value=arguments[0];d.onchange()", day
-        )
+        # Sets the cookie and redirects to /?day=DAY: the page opens on that day.
+        browser.get(f"{web.url}/?token={TOKEN}&day={day}")
+        assert browser.current_url == f"{web.url}/?day={day}"
+        assert browser.execute_script("return document.getElementById('day').value") == day
         wait_for(lambda: browser.execute_script(
             "return [...document.querySelectorAll('.bar')].filter(b=>b.dataset.segments>0).length"
         ) == 2, 20, "both timelines drawn")  # fmt: skip
@@ -93,8 +93,9 @@ def test_nas_page_plays_across_a_segment_boundary(
         before, after = tl["segments"][5], tl["segments"][6]
         assert after["seq"] == before["seq"] + 2  # the removed segment between them
         browser.execute_script(
-            "for (const a of [...Object.values(window.__frames),"
-            " ...Object.values(window.__waiting)]) a.length = 0"
+            "window.__since = performance.now(); for (const a of"
+            " [...Object.values(window.__frames), ...Object.values(window.__waiting)])"
+            " a.length = 0"
         )
         browser.execute_script("playAll(arguments[0])", before["start"] + before["duration"] - 1)
         key = "lab/node01/cam0"
@@ -114,7 +115,7 @@ def test_nas_page_plays_across_a_segment_boundary(
 # presents (requestVideoFrameCallback: wall time, media time, frame count) and every
 # "waiting" once playback has moved (the element ran out of data).
 WATCH_FRAMES = """
-window.__frames = {}; window.__waiting = {};
+window.__frames = {}; window.__waiting = {}; window.__since = 0;
 new MutationObserver(() => {
   for (const b of document.querySelectorAll('.player')) {
     const v = b.querySelector('video'), k = b.dataset.key;
@@ -123,8 +124,10 @@ new MutationObserver(() => {
     // Once playback has moved on by a frame: not the start's own wait for data.
     v.addEventListener('waiting', () => {
       if (f.length && f[f.length - 1][1] > f[0][1]) w.push(v.currentTime); });
-    const cb = (now, m) => { f.push([now, m.mediaTime, m.presentedFrames]);
-                             v.requestVideoFrameCallback(cb); };
+    // A callback can come late with an earlier frame's time: frames before __since
+    // (a new playback's start) are not this playback's.
+    const cb = (now, m) => { if (now >= window.__since) f.push([now, m.mediaTime,
+                             m.presentedFrames]); v.requestVideoFrameCallback(cb); };
     v.requestVideoFrameCallback(cb);
   }
 }).observe(document.getElementById('players'), {childList: true});
