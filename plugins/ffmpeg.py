@@ -23,7 +23,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, ClassVar
 
-from livecam import hookimpl
+from livecam import hookimpl, snapshot
 from livecam import options as o
 from livecam.camera import CameraBackend, CameraError, InputEnded, Salvaged, SegmentSink
 from livecam.hookspecs import Register
@@ -178,12 +178,12 @@ class FfmpegCamera(CameraBackend):
         every = self.opts["snapshot_seconds"]
         if not every:
             return []
-        width = min(640, self.opts["size"][0])
+        width = min(snapshot.MAX_WIDTH, self.opts["size"][0])
         return [
             # -y: the last run's snapshot is still there after a restart.
             "-map", "0:v:0", "-an", "-y", "-vf", f"fps=1/{every:g},scale={width}:-2",
             "-q:v", "8", "-f", "image2", "-update", "1", "-atomic_writing", "1",
-            os.path.join(os.path.dirname(open_dir.rstrip("/")), ".snapshot.jpg"),
+            str(snapshot.path_for(open_dir.rstrip("/"))),
         ]  # fmt: skip
 
     def _input_key(self) -> tuple[str, ...]:

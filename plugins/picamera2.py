@@ -35,7 +35,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, ClassVar
 
-from livecam import hookimpl
+from livecam import hookimpl, snapshot
 from livecam import options as o
 from livecam.camera import CameraBackend, CameraError, SegmentSink
 from livecam.hookspecs import Register
@@ -112,6 +112,7 @@ class Picamera2Camera(CameraBackend):
         "awb_mode": Option(o.choice(*AWB_MODES), None, "default: the tuning's"),
         "noise_reduction": Option(o.choice(*NOISE_REDUCTION), None, "default: picamera2's"),
         "frame_timeout": Option(o.positive_duration, "5s", "no frame this long: camera failed"),
+        "snapshot_seconds": Option(o.duration, "5s", "a JPEG of the latest frame (0: none)"),
     }
     # Makes Picamera2's frame buffer allocator; None: picamera2's default DmaAllocator,
     # on the Pi kernel's DMA heap. Only a machine without that heap (the tests' fake
@@ -215,6 +216,9 @@ class Picamera2Camera(CameraBackend):
         encoder.preset = opts["preset"]
         current = self._new_file(pc, sink, clock)
         splitter = pc.SplittableOutput(current)
+        snaps = Snapshots(self.camera, snapshot.path_for(sink.open_dir), opts["snapshot_seconds"],
+                          opts["size"], pc.encode_jpeg)  # fmt: skip
+        cam.post_callback = snaps.on_request
         started = False
         try:
             check_split_api(splitter)  # before recording: never fail only at a stop
@@ -223,7 +227,7 @@ class Picamera2Camera(CameraBackend):
             cam.start()
             boundary = time.monotonic() + self.segment_seconds
             while True:
-                self._wait(boundary, clock)
+                self._wait(boundary, clock, snaps)
                 if self._stopping.is_set():
                     break
                 boundary += self.segment_seconds
@@ -269,10 +273,12 @@ class Picamera2Camera(CameraBackend):
         self._failure = f"cannot write a segment: {type(exc).__name__}: {exc}"
         self._stopping.set()
 
-    def _wait(self, until: float, clock: FrameClock) -> None:
-        """Sleep until ``until``, stop or failure; a silent camera becomes a failure."""
+    def _wait(self, until: float, clock: FrameClock, snaps: Snapshots) -> None:
+        """Sleep until ``until``, stop or failure; a silent camera becomes a failure.
+        Snapshots are taken here, in the recorder's thread, never the camera's."""
         while not self._stopping.wait(max(0.0, min(0.2, until - time.monotonic()))):
             self._check_frames(clock)
+            snaps.poll()
             if time.monotonic() >= until:
                 return
 
@@ -346,6 +352,66 @@ class FrameClock:
         return time.monotonic() - self.last_at
 
 
+class Snapshots:
+    """Every ``every`` seconds one frame of the main stream as a small JPEG (see
+    livecam.snapshot). The camera's thread only copies the frame it is asked for from
+    the request the encoder gets anyway; the recorder's thread encodes and writes it.
+    A snapshot that cannot be made is logged and never stops the recording."""
+
+    def __init__(
+        self, camera: str, target: Path, every: float, size: list[int], encode: Any
+    ) -> None:
+        self.camera = camera
+        self.target = target
+        self.every = every
+        self.width, self.height = size
+        self.step = -(-self.width // snapshot.MAX_WIDTH)  # keep every step-th pixel
+        self.encode = encode
+        self.want = threading.Event()
+        self.got = threading.Event()
+        self.frame: Any = None
+        self.next_at = time.monotonic()
+        self.written = 0
+
+    def on_request(self, request: Any) -> None:
+        """Picamera2's post_callback: runs in the camera's thread for every frame."""
+        if self.want.is_set():
+            self.want.clear()
+            try:
+                self.frame = request.make_array("main")
+            except Exception as exc:
+                log.warning("camera %s: snapshot: %s: %s", self.camera, type(exc).__name__, exc)
+            self.got.set()
+
+    def poll(self) -> None:
+        if not self.every:
+            return
+        now = time.monotonic()
+        if self.got.is_set():
+            self.got.clear()
+            frame, self.frame = self.frame, None
+            self.next_at = now + self.every
+            if frame is not None:
+                try:
+                    snapshot.write(self.target, self._jpeg(frame))
+                    self.written += 1
+                except Exception as exc:
+                    log.warning("camera %s: snapshot %s: %s", self.camera, self.target, exc)
+        elif not self.want.is_set() and now >= self.next_at:
+            self.want.set()
+
+    def _jpeg(self, frame: Any) -> bytes:
+        """A YUV420 frame (planes one under the other, as picamera2's JpegEncoder reads
+        them) scaled down by keeping every ``step``-th pixel, as JPEG."""
+        w, h, s = self.width, self.height, self.step
+        rows = frame.reshape((frame.shape[0] * 2, frame.strides[0] // 2))
+        y = frame[:h:s, :w:s]
+        u = rows[2 * h : 2 * h + h // 2 : s, : w // 2 : s]
+        v = rows[2 * h + h // 2 : 2 * h + h : s, : w // 2 : s]
+        y = y[: 2 * u.shape[0], : 2 * u.shape[1]]  # 4:2:0: luma twice the chroma
+        return bytes(self.encode(*(p.copy() for p in (y, u, v)), 80))
+
+
 @functools.cache
 def check_split_api(splitter: Any) -> None:
     """Raise CameraError unless ``splitter`` can be released by ``release_pending_split``."""
@@ -371,6 +437,7 @@ def _picamera2() -> SimpleNamespace:
         from picamera2 import Picamera2
         from picamera2.encoders import LibavH264Encoder
         from picamera2.outputs import PyavOutput, SplittableOutput
+        from simplejpeg import encode_jpeg_yuv_planes
     except ImportError as exc:
         raise CameraError(f"picamera2 not available ({exc}); {INSTALL_HINT}") from None
 
@@ -409,6 +476,7 @@ def _picamera2() -> SimpleNamespace:
         LibavH264Encoder=LibavH264Encoder,
         SplittableOutput=SplittableOutput,
         SegmentFile=SegmentFile,
+        encode_jpeg=encode_jpeg_yuv_planes,
     )
 
 

@@ -29,6 +29,9 @@ from typing import Any
 from livecam.nas.records import BadRecord, LossRecord, parse
 
 TIME_TOLERANCE = 3.0  # seconds: names carry whole seconds, a busy node closes late
+# No segment is longer: a query for a span looks this far before it by the start-time
+# index (segments_time) instead of reading every segment of the camera.
+MAX_SEGMENT_SECONDS = 86400.0
 
 
 @dataclass(frozen=True)
@@ -124,10 +127,11 @@ def segments(
 ) -> list[Seg]:  # fmt: skip
     """One camera's segments in sequence order, one per number (a conflict copy is dropped);
     only those ending at or after ``since`` and starting at or before ``until``."""
+    lo = -1e18 if since is None else since
     rows = conn.execute(
         "SELECT seq, start, duration, path FROM segments WHERE site=? AND node=? AND camera=?"
-        " AND start + COALESCE(duration, 0) >= ? AND start <= ? ORDER BY seq, path",
-        (site, node, camera, -1e18 if since is None else since, 1e18 if until is None else until),
+        " AND start >= ? AND start <= ? AND start + COALESCE(duration, 0) >= ? ORDER BY seq, path",
+        (site, node, camera, lo - MAX_SEGMENT_SECONDS, 1e18 if until is None else until, lo),
     ).fetchall()  # fmt: skip
     out: list[Seg] = []
     for r in rows:

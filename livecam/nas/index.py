@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS segments (
     camera TEXT NOT NULL, seq INTEGER NOT NULL, start REAL NOT NULL, duration REAL,
     size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, sha256 TEXT, error TEXT);
 CREATE INDEX IF NOT EXISTS segments_camera ON segments (site, node, camera, seq);
+CREATE INDEX IF NOT EXISTS segments_time ON segments (site, node, camera, start);
 CREATE INDEX IF NOT EXISTS segments_dir ON segments (dir);
 CREATE TABLE IF NOT EXISTS losses (
     path TEXT PRIMARY KEY, dir TEXT NOT NULL, site TEXT NOT NULL, node TEXT NOT NULL,

@@ -31,14 +31,24 @@ def page(name: str) -> HTMLResponse:
 
 
 def serve_file(request: Request, path: Path, media_type: str) -> Response:
-    """``path`` whole (200) or the requested byte range (206); 416 for a range beyond it."""
+    """``path`` whole (200) or the requested byte range (206); 416 for a range beyond it.
+
+    No answer carries more than ``files.MAX_SPAN`` bytes: a longer range is cut to that
+    many from its start (206 with the Content-Range sent; the client asks for the
+    rest), and a larger file asked for without a Range is refused (403)."""
     size = files.size_of(path)
     headers = {"Accept-Ranges": "bytes", "Cache-Control": "no-store"}
     try:
         span = files.parse_range(request.headers.get("range"), size)
     except files.BadRange:
         return Response(status_code=416, headers={**headers, "Content-Range": f"bytes */{size}"})
+    if span is None and size > files.MAX_SPAN:
+        return PlainTextResponse(
+            f"larger than {files.MAX_SPAN >> 20} MiB: ask for it in byte ranges\n",
+            status_code=403, headers=headers,
+        )  # fmt: skip
     first, last = span if span else (0, size - 1)
+    last = min(last, first + files.MAX_SPAN - 1)
     headers["Content-Length"] = str(last - first + 1)
     if span:
         headers["Content-Range"] = f"bytes {first}-{last}/{size}"
@@ -63,7 +73,12 @@ class Guard(BaseHTTPMiddleware):
         if given is not None and self.token is not None:
             if not access.allowed({"authorization": f"Bearer {given}"}, {}, self.token, None):
                 return _unauthorized()
-            back = RedirectResponse(request.url.remove_query_params("token").path, 303)
+            # Back to the same page and query without the token; one leading slash, so
+            # "//host/" cannot make this a redirect to another site.
+            rest = request.url.remove_query_params("token")
+            back = RedirectResponse(
+                "/" + rest.path.lstrip("/") + (f"?{rest.query}" if rest.query else ""), 303
+            )
             back.set_cookie(access.COOKIE, self.token, httponly=True, samesite="strict")
             return back
         headers = {k.lower(): v for k, v in request.headers.items()}

@@ -13,6 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 CHUNK = 256 * 1024
+# The most one answer carries: a 30 s segment at 5 Mbit/s (19 MB) in one request, and
+# no request that streams gigabytes (a longer range is cut, see app.serve_file).
+MAX_SPAN = 32 * 1024 * 1024
 
 
 def safe_path(root: Path, rel: str) -> Path | None:

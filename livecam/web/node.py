@@ -10,12 +10,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from livecam import build
+from livecam import snapshot as snapshotmod
 from livecam import status as statusmod
 from livecam.config import Config
 from livecam.plugins import Plugins
 from livecam.web.app import page, serve_file
 
-SNAPSHOT = ".snapshot.jpg"  # in each camera's buffer directory, written by the backend
+SNAPSHOT = snapshotmod.NAME  # in each camera's buffer directory, written by the backend
 
 
 def routes(config: Config, plugins: Plugins) -> list[Route]:

@@ -18,6 +18,8 @@ SFTP_NODE = "node3"  # ships over sftp into a chrooted account
 ALL_NODES = (*NODES, SFTP_NODE)
 NAS_ADDRESS = "10.77.0.1"
 SFTP_PORT = 2422  # not 22: the NAS role must make its sshd listen there too
+WEB_NODE = "node1"  # the node whose web page is enabled (livecam-web.service)
+WEB_TOKEN = "ansible-web-token-4711"  # node1's and the NAS's web token (a vault value)
 
 
 @dataclass
@@ -49,6 +51,7 @@ def _inventory(trees: dict[str, Path]) -> dict:
         "path": f"/{SFTP_NODE}", "port": SFTP_PORT,
     }  # fmt: skip
     hosts[SFTP_NODE]["livecam_node_remote_path"] = "{camera}/{date}/{name}"
+    hosts[WEB_NODE].update(livecam_node_web=True, livecam_node_web_token=WEB_TOKEN)
     return {
         "all": {
             "vars": {
@@ -71,7 +74,9 @@ def _inventory(trees: dict[str, Path]) -> dict:
                 "livecam_nas_wheelhouse": str(fleet.CACHE / "wheelhouse"),
             },
             "children": {
-                "livecam_nas": {"hosts": {"nas": {"ansible_host": str(trees["nas"])}}},
+                "livecam_nas": {"hosts": {"nas": {"ansible_host": str(trees["nas"]),
+                                                  "livecam_nas_web": True,
+                                                  "livecam_nas_web_token": WEB_TOKEN}}},
                 "livecam_nodes": {"hosts": hosts},
             },
         }

@@ -217,3 +217,23 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str, step: f
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
         time.sleep(step)
+
+
+def web_probe(token: str, path: str, port: int = 8470) -> str:
+    """Python (for ``python3 -c``) that waits until ``livecam web`` listens, then prints
+    the HTTP status of GET ``path`` without credentials and with the token."""
+    return (
+        "import time, urllib.request as u, urllib.error as e\n"
+        "def get(auth):\n"
+        f"    r = u.Request('http://127.0.0.1:{port}{path}', headers=auth)\n"
+        "    try:\n"
+        "        return u.urlopen(r, timeout=10).status\n"
+        "    except e.HTTPError as x:\n"
+        "        return x.code\n"
+        "for _ in range(600):\n"
+        "    try:\n"
+        f"        print(get({{}}), get({{'Authorization': 'Bearer {token}'}}))\n"
+        "        break\n"
+        "    except OSError:\n"
+        "        time.sleep(0.1)\n"
+    )

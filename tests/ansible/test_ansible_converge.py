@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
 
 from tests.ansible import fleet
-from tests.ansible.conftest import ALL_NODES, NODES, SFTP_NODE, SFTP_PORT
+from tests.ansible.conftest import ALL_NODES, NODES, SFTP_NODE, SFTP_PORT, WEB_NODE, WEB_TOKEN
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +51,8 @@ def test_node_tree(provisioned, node):
     cameras = {"node1": ["cam0", "cam1"]}.get(node, ["cam0"])
     wants = tree / "etc/systemd/system/multi-user.target.wants"
     enabled = sorted(p.name for p in wants.glob("livecam-*"))
-    assert enabled == sorted(["livecam-ship.service", "livecam-metrics.service",
+    web = ["livecam-web.service"] if node == WEB_NODE else []
+    assert enabled == sorted(["livecam-ship.service", "livecam-metrics.service", *web,
                               *(f"livecam-record@{c}.service" for c in cameras)])  # fmt: skip
 
     recorder = (tree / "etc/systemd/system/livecam-record@.service").read_text()
@@ -133,8 +135,13 @@ def test_units_are_hardened(provisioned):
             "livecam-record@cam0.service",
             "livecam-ship.service",
             "livecam-metrics.service",
+            "livecam-web.service",
         ],
-        provisioned.trees["nas"]: ["livecam-retention.service", "livecam-nas-audit.service"],
+        provisioned.trees["nas"]: [
+            "livecam-retention.service",
+            "livecam-nas-audit.service",
+            "livecam-nas-web.service",
+        ],
     }
     for tree, names in units.items():
         for unit in names:
@@ -148,3 +155,38 @@ def test_units_are_hardened(provisioned):
     for unit, score in scores.items():
         print(f"  {unit}: {score}")
     assert all(score <= 2.0 for score in scores.values()), scores
+
+
+def test_web_units_rendered_and_enabled(provisioned):
+    """The web page's unit on the node that asked for it and on the NAS: enabled, its
+    token from the inventory (the vault) in a file only the service's user may read,
+    the unit's ExecStart pointing at that file."""
+    for tree, unit, user in (
+        (provisioned.trees[WEB_NODE], "livecam-web.service", "livecam"),
+        (provisioned.trees["nas"], "livecam-nas-web.service", "root"),
+    ):
+        assert (tree / "etc/systemd/system/multi-user.target.wants" / unit).is_symlink(), unit
+        token = fleet.sh("chroot", str(tree), "stat", "-c", "%U %a", "/etc/livecam/web.token")
+        assert token.stdout.split() == [user, "600"], unit
+        assert (tree / "etc/livecam/web.token").read_text().strip() == WEB_TOKEN
+        text = (tree / "etc/systemd/system" / unit).read_text()
+        assert "--token-file /etc/livecam/web.token" in text and "--bind 127.0.0.1" in text
+    for node in ALL_NODES:
+        if node != WEB_NODE:
+            assert not (provisioned.trees[node] / "etc/systemd/system/livecam-web.service").exists()
+
+
+def test_nas_web_unit_answers_401_then_200(provisioned):
+    """The NAS unit's own ExecStart line, run in the NAS tree (after an index exists),
+    in a network namespace of its own: 401 without the token, 200 with it."""
+    nas = provisioned.trees["nas"]
+    fleet.sh("chroot", str(nas), "/opt/livecam/venv/bin/livecam", "nas", "index",
+             "-c", "/etc/livecam/nas.yaml", timeout=120)  # fmt: skip
+    unit = (nas / "etc/systemd/system/livecam-nas-web.service").read_text()
+    exec_start = re.search(r"^ExecStart=(.*)$", unit, re.M).group(1)
+    script = (f'ip link set lo up; chroot {nas} {exec_start} & python3 -c "$PROBE"; '
+              "kill $!; wait")  # fmt: skip
+    probe = fleet.web_probe(WEB_TOKEN, "/api/cameras")
+    out = fleet.sh("unshare", "--net", "sh", "-c", script, timeout=120,
+                   env={**os.environ, "PROBE": probe})  # fmt: skip
+    assert out.stdout.split() == ["401", "200"], out.stdout + out.stderr

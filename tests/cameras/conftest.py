@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from livecam import snapshot
 from livecam.plugins import Plugins
 from tests.conftest import ffprobe, livecam_cmd, write_config
 
@@ -148,7 +149,11 @@ def record(tmp: Path, backend: str, seconds: float = RECORD_SECONDS) -> Recordin
     try:
         while time.monotonic() < deadline:
             for entry in sorted(ready.iterdir()) if ready.is_dir() else []:
-                if entry.name == ".open" or entry.name in seen:
+                # The open directory, and the camera's snapshot (livecam.snapshot: a
+                # dot-name the tier never lists, replaced through a dot-named temp file).
+                if entry.name in (".open", snapshot.NAME) or entry.name in seen:
+                    continue
+                if entry.name.startswith(".snapshot-") and entry.name.endswith(".tmp"):
                     continue
                 seen.add(entry.name)
                 if not entry.name.endswith(".mp4"):

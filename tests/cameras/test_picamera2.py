@@ -9,6 +9,7 @@ cameras each test describes in a config file (see ``libcamera._fake``).
 from __future__ import annotations
 
 import importlib.metadata
+import io
 import os
 import subprocess
 import sys
@@ -132,6 +133,63 @@ def test_a_stalling_camera_fails_after_closing_what_it_delivered(tmp_path, camer
     assert numbers(sink) == list(range(25))
     assert set(sink.open_dir.iterdir()) == set(sink.closed)  # no half-written file left
     assert fake_camera(CAM_IMX708).sensor is None  # stopped and released all the same
+
+
+def test_snapshots_from_the_main_stream_atomically_never_shipped(tmp_path, cameras):
+    """Every snapshot_seconds a JPEG of the newest frame beside the camera's segments:
+    whole whenever read, showing later frames as time goes, never a segment."""
+    from PIL import Image
+
+    cameras()
+    (tmp_path / "cam0").mkdir()
+    sink = Sink(tmp_path / "cam0" / ".open")
+    target = tmp_path / "cam0" / ".snapshot.jpg"
+    shown: list[int] = []  # the frame number in each distinct snapshot read
+    torn: list[int] = []  # sizes of reads that were not one whole JPEG
+    reads = 0
+    done = threading.Event()
+
+    def watch() -> None:
+        nonlocal reads
+        last = b""
+        while not done.wait(0.005):
+            try:
+                data = target.read_bytes()
+            except FileNotFoundError:
+                continue
+            reads += 1
+            # A reader never sees a half-written file: the snapshot is renamed into place.
+            if data[:2] != b"\xff\xd8" or data[-2:] != b"\xff\xd9":
+                torn.append(len(data))
+            elif data != last:
+                image = Image.open(io.BytesIO(data))
+                assert image.size == (160, 120) and image.format == "JPEG"
+                shown.append(_fake.read_frame_number(image.convert("L").tobytes(), 160))
+                last = data
+
+    reader = threading.Thread(target=watch)
+    reader.start()
+    try:
+        cam = backend(snapshot_seconds="1s")
+        run(cam, sink, 4.6)
+    finally:
+        done.set()
+        reader.join()
+    recorded = numbers(sink)
+    print(f"{reads} reads; snapshots of frames {shown}; {len(recorded)} frames recorded")
+    assert reads > 100 and not torn, torn
+    assert len(shown) >= 3 and shown == sorted(shown), shown  # it changes, and moves on
+    assert set(shown) <= set(recorded)  # frames the encoder got: the same stream
+    # Only the snapshot is left beside the segments (no temporary file), and it is
+    # none of the segments the sink was given.
+    assert sorted(p.name for p in (tmp_path / "cam0").iterdir()) == [".open", ".snapshot.jpg"]
+    assert all(p.parent == sink.open_dir and p.suffix == ".mp4" for p in sink.closed)
+    assert recorded == list(range(recorded[-1] + 1))  # snapshots cost the video no frame
+
+    # snapshot_seconds: 0 writes none.
+    target.unlink()
+    run(backend(snapshot_seconds="0"), Sink(tmp_path / "cam0" / ".open"), 2.5)
+    assert not target.exists()
 
 
 def test_plugin_loads_without_picamera2_and_says_so_when_used(tmp_path):

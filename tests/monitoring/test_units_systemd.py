@@ -20,7 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.ansible.conftest import provisioned  # noqa: F401 - the session fixture
+from tests.ansible import fleet
+from tests.ansible.conftest import (
+    WEB_NODE,
+    WEB_TOKEN,
+    provisioned,  # noqa: F401 - the session fixture
+)
 from tests.core.node import wait_for
 
 pytestmark = [
@@ -164,3 +169,31 @@ def test_notify_units_under_real_systemd(booted):
     assert silent["MainPID"] != "0"  # it runs; it just never said READY
     print(f"a camera without frames: still {silent['ActiveState']} after 10 s")
     booted.run("systemctl", "stop", "livecam-record@silent.service")
+
+
+def test_web_units_under_real_systemd(provisioned, tmp_path):  # noqa: F811
+    """livecam-web.service on the node and livecam-nas-web.service on the NAS, each in
+    its booted tree with its whole sandbox: active, not root on the node, and 401
+    without the token, 200 with it (the vault's token, from the 0600 file)."""
+    nas = provisioned.trees["nas"]
+    # The NAS page needs an index; the audit timer makes it, here made at once.
+    fleet.sh("chroot", str(nas), "/opt/livecam/venv/bin/livecam", "nas", "index",
+             "-c", "/etc/livecam/nas.yaml", timeout=120)  # fmt: skip
+    for name, unit, path, user in (
+        (WEB_NODE, "livecam-web.service", "/api/status", "livecam"),
+        ("nas", "livecam-nas-web.service", "/api/cameras", "root"),
+    ):
+        booted = Booted(provisioned.trees[name], tmp_path / f"nspawn-{name}.log")
+        try:
+            wait_for(lambda b=booted, u=unit: b.show(u)["ActiveState"] == "active", 120,
+                     f"{unit} active")  # fmt: skip
+            show = booted.show(unit)
+            assert (show.get("User") or "root") == user, show.get("User")
+            out = booted.run("python3", "-c", fleet.web_probe(WEB_TOKEN, path))
+            print(f"{name} {unit}: {out.stdout.strip()} (without, with the token)")
+            assert out.stdout.split() == ["401", "200"], out.stdout + out.stderr
+            journal = booted.run("journalctl", "--no-pager", "-u", unit).stdout
+            assert "Traceback" not in journal, journal[-3000:]
+        finally:
+            booted.stop()
+            print((tmp_path / f"nspawn-{name}.log").read_text(errors="replace")[-1500:])

@@ -20,6 +20,9 @@ from tests.web.server import TOKEN, Web, basic, token_file
 SECRET = b"web-secret-outside-the-root"
 VIDEO = "lab/node01/cam0/2026-11-27/cam0-000000001.mp4"
 BODY = bytes(range(256)) * 40  # 10240 bytes
+HUGE = "lab/node01/cam0/2026-11-27/cam0-000000003.mp4"  # sparse: 5 GiB, no disk used
+HUGE_SIZE = 5 << 30
+MAX_SPAN = 32 << 20  # what one answer carries at most (docs/web.md)
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +31,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Web, Path]]
     root = base / "root"
     (root / VIDEO).parent.mkdir(parents=True)
     (root / VIDEO).write_bytes(BODY)
+    with open(root / HUGE, "wb") as f:
+        f.truncate(HUGE_SIZE)
     (base / "secret.mp4").write_bytes(SECRET)
     (base / "secret.txt").write_bytes(SECRET)
     os.symlink(base / "secret.mp4", root / "lab/node01/cam0/2026-11-27/cam0-000000002.mp4")
@@ -66,6 +71,11 @@ def test_basic_auth_and_the_token_cookie(site: tuple[Web, Path]) -> None:
     assert "httponly" in headers["set-cookie"].lower()
     assert web.get(f"/video/{VIDEO}", auth=False, headers={"Cookie": cookie})[0] == 200
     assert web.get("/?token=wrong", auth=False)[0] == 401
+    # The rest of the query is kept (a link to a day), and never a redirect off the site.
+    status, headers, _ = web.get(f"/?day=2026-11-20&token={TOKEN}", auth=False)
+    assert status == 303 and headers["location"] == "/?day=2026-11-20"
+    status, headers, _ = web.get(f"//evil.example/?token={TOKEN}", auth=False)
+    assert status == 303 and headers["location"] == "/evil.example/"
 
 
 @pytest.mark.parametrize("path", [
@@ -122,6 +132,34 @@ def test_range_beyond_the_file_416(site: tuple[Web, Path], header: str) -> None:
     assert headers["content-range"] == f"bytes */{len(BODY)}"
 
 
+@pytest.mark.parametrize(("header", "first"), [
+    ("bytes=0-", 0),  # what a browser's <video> asks first
+    (f"bytes=0-{HUGE_SIZE - 1}", 0),
+    ("bytes=4294967296-", 4 << 30),
+    ("bytes=-5000000000", HUGE_SIZE - 5_000_000_000),
+    (f"bytes=-{HUGE_SIZE * 2}", 0),
+])  # fmt: skip
+def test_a_huge_range_is_cut_to_32_mib(site: tuple[Web, Path], header: str, first: int) -> None:
+    web, _ = site
+    status, headers, body = web.get(f"/video/{HUGE}", headers={"Range": header})
+    last = first + MAX_SPAN - 1
+    assert status == 206, header
+    assert headers["content-range"] == f"bytes {first}-{last}/{HUGE_SIZE}"
+    assert int(headers["content-length"]) == MAX_SPAN == len(body)
+    assert body == bytes(MAX_SPAN)
+
+
+def test_a_huge_file_without_a_range_is_refused(site: tuple[Web, Path]) -> None:
+    web, _ = site
+    status, headers, body = web.get(f"/video/{HUGE}")
+    assert status == 403 and b"byte ranges" in body and len(body) < 200
+    assert headers["accept-ranges"] == "bytes"
+    # The end of the file is still there to be asked for, 32 MiB at a time at most.
+    status, headers, body = web.get(f"/video/{HUGE}", headers={"Range": "bytes=-10"})
+    assert status == 206 and body == bytes(10)
+    assert headers["content-range"] == f"bytes {HUGE_SIZE - 10}-{HUGE_SIZE - 1}/{HUGE_SIZE}"
+
+
 def test_no_write_endpoints(site: tuple[Web, Path]) -> None:
     web, root = site
     for method in ("POST", "PUT", "DELETE", "PATCH"):
@@ -149,6 +187,8 @@ def test_trusted_proxy_header(tmp_path: Path) -> None:
     root = tmp_path / "root"
     (root / VIDEO).parent.mkdir(parents=True)
     (root / VIDEO).write_bytes(BODY)
+    with open(root / HUGE, "wb") as f:
+        f.truncate(HUGE_SIZE)
     index.connect(root / ".livecam" / "index.sqlite").close()
     web = Web("nas", "--root", str(root), "--trust-proxy-header", "X-Remote-User")
     try:
