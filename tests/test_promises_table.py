@@ -20,7 +20,7 @@ VERDICT = re.compile(r"^\| ([RATMNWS]\d+) \|.*\| ([^|]*) \|$", re.M)
 VERDICTS = ("proven", "partly", "none", "doc changed")
 # Rows for the docs written after the review, one per promise: M monitoring.md,
 # N nas.md, W web.md, S the s3 section of transports.md.
-LATER = {"M": 13, "N": 12, "W": 12, "S": 9}
+LATER = {"M": 13, "N": 12, "W": 16, "S": 9}
 
 
 def defined_tests(path: Path) -> set[str]:
