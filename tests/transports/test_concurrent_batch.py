@@ -68,7 +68,8 @@ def test_server_killed_mid_batch_keeps_the_unverified_local(nas, tmp_path, monke
     t = nas.transport(timeout=20)
     # Twice the items the workers can start while a slow stop of the server is under
     # way (other workers go on until it is dead), so "the batch stopped" can be seen.
-    items = backlog(tmp_path, 24, size=500_000)
+    workers = t.in_flight()
+    items = backlog(tmp_path, 4 * workers, size=500_000)
     real = t.publish_item
     down = threading.Event()
     after_down: list[int] = []  # calls that started once the server was dead
@@ -76,7 +77,7 @@ def test_server_killed_mid_batch_keeps_the_unverified_local(nas, tmp_path, monke
     def crash(n: int) -> None:
         if down.is_set():
             after_down.append(n)
-        elif n == 6:  # five started before: some verified, some in flight
+        elif n == workers + 4:  # some started before it verified, some in flight
             nas.server.stop()
             down.set()
 
@@ -92,7 +93,7 @@ def test_server_killed_mid_batch_keeps_the_unverified_local(nas, tmp_path, monke
         assert down.is_set() and len(calls) < len(items)
         # Nothing new started after the failure: once the server is dead, each other
         # worker may start at most one more item (its own failure stops the batch).
-        assert len(after_down) <= t.workers - 1, after_down
+        assert len(after_down) <= workers - 1, after_down
         monkeypatch.setattr(t, "publish_item", real)
         nas.server.start()
         retry_proves_what_arrived(t, items, nas, watcher)
