@@ -17,10 +17,10 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from livecam import options as o
-from livecam.options import Option
+from livecam.options import ConfigError, Option
 from livecam.publish import Store, classify_oserror, publish
 from livecam.transport import ConflictError, Item, PublishError, TransientError, Transport
 
@@ -31,10 +31,21 @@ WORKERS = 6
 # twice the bandwidth-delay product of 100 Mbit/s at 40 ms RTT.
 WINDOW = 1 << 20
 
+MIN_WINDOW = 1 << 16
+
+
+def window_size(value: Any, key: str) -> int:
+    """A size of at least 64K: less would leave one write request in flight."""
+    n = o.size(value, key)
+    if n < MIN_WINDOW:
+        raise ConfigError(f"{key}: must be at least 64K (a few write requests), got {value!r}")
+    return n
+
+
 #: The YAML keys of a transport built on stores (sftp, smb).
 BATCH_OPTIONS: dict[str, Option] = {
     "workers": Option(o.integer(1, 64), WORKERS, "segments in flight at once in a batch"),
-    "window": Option(o.size, WINDOW, "bytes written and not yet acknowledged on the connection"),
+    "window": Option(window_size, WINDOW, "bytes written, not yet acknowledged, per connection"),
 }
 
 

@@ -46,7 +46,8 @@ from livecam.store_transport import BATCH_OPTIONS, WINDOW, StoreTransport, Windo
 from livecam.transport import Item, PermanentError, PublishError, TransientError
 
 CONNECT_TIMEOUT = 10
-REQUEST = 1 << 18  # bytes per write request (4 credits); the window bounds how many are out
+REQUEST = 1 << 18  # bytes per write request at most (4 credits); the window bounds how many
+CREDIT = 1 << 16  # bytes one credit carries (smbprotocol's MAX_PAYLOAD_SIZE)
 CREDIT_GROWTH = 8  # extra credits asked per write, so several workers can write at once
 
 # NTSTATUS codes a person must act on: access, space, auth, a missing share.
@@ -122,8 +123,8 @@ class SmbTemp(TempFile):
         self.store, self.temp, self.raw = store, temp, raw
 
     def write(self, src: BinaryIO) -> None:
-        """Write ``src`` in requests of up to REQUEST bytes, as many in flight as the
-        connection's ``Window`` allows.
+        """Write ``src`` in requests of up to REQUEST bytes (at most half the window),
+        as many in flight as the connection's ``Window`` allows.
 
         One request at a time (smbclient's own write) waits a round trip per MB;
         overlapping them keeps the link busy. Each request needs credits; they are
@@ -132,6 +133,8 @@ class SmbTemp(TempFile):
         """
         conn = self.raw.fd.connection
         window = self.store.t.window
+        # At least two requests fit in the window, each a whole number of credits.
+        request = max(CREDIT, min(REQUEST, window.limit // 2 // CREDIT * CREDIT))
         pending: deque[tuple[Any, int]] = deque()
 
         def finish() -> None:
@@ -148,7 +151,7 @@ class SmbTemp(TempFile):
             while block := src.read(BLOCK):
                 view = memoryview(block)
                 while view:
-                    want = min(len(view), REQUEST, conn.max_write_size)
+                    want = min(len(view), request, conn.max_write_size)
                     if not window.take(want):
                         if pending:
                             finish()

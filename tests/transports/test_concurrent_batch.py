@@ -139,3 +139,36 @@ def test_remembered_directories_are_made_again_when_the_nas_lost_them(nas, tmp_p
     assert list(nas.segments()) == [c.local.name]
     assert sha256(nas.store / c.remote) == sha256(c.local)
     assert not nas.hidden()
+
+
+@BOTH
+def test_bytes_in_flight_stay_within_the_window(nas, tmp_path, monkeypatch):
+    from livecam.store_transport import Window
+
+    nas.raw.update(workers=4, window="128K")
+    t = nas.transport()
+    assert t.in_flight() == 4
+    items = backlog(tmp_path, 8, size=700_000)
+    seen: list[tuple[int, int]] = []  # (bytes in flight after a write was counted, limit)
+    real_take, real_wait = Window.take, Window.wait
+
+    def take(self, n: int) -> bool:
+        ok = real_take(self, n)
+        if ok:
+            seen.append((self.used, n))
+        return ok
+
+    def wait(self, n: int) -> None:
+        real_wait(self, n)
+        seen.append((self.used, n))
+
+    monkeypatch.setattr(Window, "take", take)
+    monkeypatch.setattr(Window, "wait", wait)
+    done = {item.local: sent for item, sent in t.publish_batch(items)}
+    assert sum(n for _, n in seen) >= 8 * 700_000, "every byte went through the window"
+    assert max(used for used, _ in seen) > max(n for _, n in seen), "requests overlapped"
+    assert max(used for used, _ in seen) <= 128 << 10, "never more than the window"
+    assert sorted(done) == sorted(i.local for i in items) and all(done.values())
+    for item in items:
+        assert sha256(nas.store / item.remote) == sha256(item.local)
+    assert not nas.hidden()
