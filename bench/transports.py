@@ -1,4 +1,4 @@
-"""Benchmark the network transports against their plain tools over a shaped link.
+"""Benchmark the network transports against the link and their plain tools.
 
     .venv/bin/python bench/transports.py [--quick] [--plan MBIT:COUNT:MB ...]
                                          [--latency-count N] [--overhead-count N]
@@ -7,17 +7,20 @@
 Real sshd (rrsync -wo account, chrooted SFTP account) and smbd run in a network
 namespace behind a veth pair shaped with tc tbf. For each link, each transport
 drains a backlog of segment-sized random files the way the shipper does (in
-batches of the transport's ``batch_size``, digests computed first, through
-``publish_batch``), and its plain tool sends the same files in one go over the
-same link: ``rsync -a``, OpenSSH ``sftp`` with ``put``, ``smbclient`` with
-``mput`` (SMB3 encrypted, as livecam). The figure is the drain-rate ratio. It
-also reports publish latency (p50/p95) of single 19 MB segments on a healthy
-link (a RAM segment is always published alone), the per-file cost with and
-without connection reuse (goal: under 0.5 s a file when reused), and one batch
-of 30 small files on a new connection (goal: under 2 s). A link with latency
-goes through a small delaying TCP relay (no netem). Needs root. Full run (the
-default): 200 files of 2 MB and of 19 MB at 100 and 20 Mbit/s; ``--plan``
-replaces those links/sizes/counts.
+batches of the transport's ``batch_size``, digests read only when needed,
+through ``publish_batch``), and its plain tool sends the same files in one go
+over the same link: ``rsync -a``, OpenSSH ``sftp`` with ``put``, ``smbclient``
+with ``mput`` (SMB3 encrypted, as livecam). The link's own figure comes first:
+the same bytes pushed over one plain TCP connection through the same path to a
+sink in the namespace (``bench/netpath.py``), the most the path carries. Each
+row gives livecam against its plain tool and both against the link. It also
+reports publish latency (p50/p95) of single 19 MB segments on a healthy link (a
+RAM segment is always published alone), the per-file cost with and without
+connection reuse (goal: under 0.5 s a file when reused), and one batch of 30
+small files on a new connection (goal: under 2 s). A link with latency goes
+through a delaying TCP relay in its own process (no netem on this kernel).
+Needs root. Full run (the default): 200 files of 2 MB and of 19 MB at 100 and
+20 Mbit/s; ``--plan`` replaces those links/sizes/counts.
 """
 
 from __future__ import annotations
@@ -332,6 +335,11 @@ def main() -> int:
     ap.add_argument("--single-count", type=int, help="single 19 MB publishes for p50/p95")
     ap.add_argument("--overhead-count", type=int, help="64 KB files for the per-file cost")
     ap.add_argument("--report", type=Path, help="write the tables as markdown here")
+    ap.add_argument(
+        "--only",
+        choices=["links", "latency"],
+        help="only the shaped links (--plan), or only the 40 ms RTT link",
+    )
     args = ap.parse_args()
     b = Bench(args.quick)
     try:
@@ -344,9 +352,11 @@ def main() -> int:
         host, ports = b.netns.ns_ip, {"rsync": 22, "sftp": 22, "smb": 445}
         full = [(100, 200, 2), (100, 200, 19), (20, 200, 2), (20, 200, 19)]
         plans = args.plan or ([(100, 50, 2), (20, 20, 2)] if args.quick else full)
-        for mbit, count, size in plans:
+        for mbit, count, size in plans if args.only != "latency" else []:
             b.netns.shape(mbit, burst="256kb")
             b.compare(f"{mbit:g} Mbit/s", b.files(count, int(size * MB)), host, ports, SINK_PORT)
+        if args.only == "links":
+            return 0
         b.netns.shape(100, burst="256kb")
         relays = {
             k: b.start(Relay((host, p), delay=0.02))
@@ -366,6 +376,8 @@ def main() -> int:
             rports,
             relays["sink"].port,
         )
+        if args.only == "latency":
+            return 0
         b.say("")
         b.say(
             "| transport (100 Mbit/s, one segment per publish) | files "
@@ -387,8 +399,8 @@ def main() -> int:
         b.first_batch()
     finally:
         b.close()
-    if args.report:
-        args.report.write_text("\n".join(b.lines) + "\n")
+        if args.report:
+            args.report.write_text("\n".join(b.lines) + "\n")
     return 0
 
 
