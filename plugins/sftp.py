@@ -38,7 +38,6 @@ from livecam_plugins._ssh import CONNECT_TIMEOUT, KEEPALIVE, SSH_OPTIONS, check_
 from livecam import hookimpl
 from livecam.options import ConfigError
 from livecam.publish import (
-    BLOCK,
     Directories,
     TempFile,
     TempRenameStore,
@@ -50,6 +49,7 @@ from livecam.transport import Item, PermanentError, PublishError, TransientError
 
 IO_TIMEOUT = 20  # a silent peer fails a read after this long
 REQUEST = 32768  # bytes per SFTP write request (OpenSSH's sftp does the same)
+READ = 8 * REQUEST  # bytes read from the local file at once: small buffers per worker
 READ_ONLY = 0o444  # every file this transport creates, from its creation
 
 
@@ -170,7 +170,7 @@ class SftpTemp(TempFile):
         pending: deque[tuple[int, int]] = deque()  # (request number, bytes)
         offset = 0
         try:
-            while block := src.read(BLOCK):
+            while block := src.read(READ):
                 view = memoryview(block)
                 for start in range(0, len(view), REQUEST):
                     chunk = view[start : start + REQUEST]

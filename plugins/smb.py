@@ -41,7 +41,7 @@ from typing import Any, BinaryIO, ClassVar
 from livecam import hookimpl
 from livecam import options as o
 from livecam.options import ConfigError, Option
-from livecam.publish import BLOCK, Directories, TempFile, TempRenameStore, read_digest
+from livecam.publish import Directories, TempFile, TempRenameStore, read_digest
 from livecam.store_transport import BATCH_OPTIONS, WINDOW, StoreTransport, Window
 from livecam.transport import Item, PermanentError, PublishError, TransientError
 
@@ -148,7 +148,7 @@ class SmbTemp(TempFile):
 
         offset = 0
         try:
-            while block := src.read(BLOCK):
+            while block := src.read(request):
                 view = memoryview(block)
                 while view:
                     want = min(len(view), request, conn.max_write_size)
