@@ -24,6 +24,7 @@ requests use paramiko's ``_request``, ``_async_request`` and ``_read_response``.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import posixpath
 import secrets
 import stat
@@ -59,6 +60,36 @@ def _paramiko() -> Any:
     except ImportError:
         return None
     return paramiko
+
+
+# paramiko internals this module uses (tested with paramiko 5.1; the sftp extra caps
+# it below 6): check-config refuses with one line naming what moved.
+_PARAMIKO_INTERNALS = {
+    "paramiko.sftp": ("CMD_OPEN", "CMD_HANDLE", "CMD_WRITE", "CMD_STATUS", "CMD_FSTAT",
+                      "CMD_ATTRS", "CMD_CLOSE", "int64"),
+    "paramiko.sftp_client": ("SFTPClient._request", "SFTPClient._async_request",
+                             "SFTPClient._read_response"),
+    "paramiko.sftp_attr": ("SFTPAttributes._from_msg",),
+}  # fmt: skip
+
+
+def paramiko_problems() -> str:
+    """'' when paramiko still has the internals used here, else what moved."""
+    missing = []
+    for module, names in _PARAMIKO_INTERNALS.items():
+        mod = importlib.import_module(module)
+        for name in names:
+            owner: Any = mod
+            for part in name.split("."):
+                owner = getattr(owner, part, None)
+            if owner is None:
+                missing.append(f"{module}.{name}")
+    if not missing:
+        return ""
+    return (
+        f"paramiko changed internals that livecam's sftp transport uses ({', '.join(missing)});"
+        " pin paramiko<6 (the versions tested) or update plugins/sftp.py"
+    )
 
 
 class SftpStore(TempRenameStore):
@@ -267,6 +298,8 @@ class SftpTransport(StoreTransport):
     def check(cls, opts: Any, key: str) -> None:
         if _paramiko() is None:
             raise ConfigError(f"{key}.plugin: sftp needs paramiko (pip install 'livecam[sftp]')")
+        if problems := paramiko_problems():
+            raise ConfigError(f"{key}.plugin: {problems}")
         check_ssh_options(opts, key)
 
     def describe(self) -> str:

@@ -160,3 +160,20 @@ def test_batch_option_mistakes(tmp_path, run_livecam, plugin, changes, message):
     assert result.returncode == 2
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_sftp_refuses_a_paramiko_whose_internals_moved(tmp_path, run_livecam):
+    # One private method removed for the livecam process only (a sitecustomize on
+    # PYTHONPATH), as an upgrade that renamed it would.
+    patch = tmp_path / "moved"
+    patch.mkdir()
+    (patch / "sitecustomize.py").write_text(
+        "import paramiko.sftp_client\ndel paramiko.sftp_client.SFTPClient._read_response\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(patch), *sys.path])))
+    path = config(tmp_path, ssh_transport(tmp_path, "sftp"))
+    assert run_livecam("-c", path, "check-config").returncode == 0
+    result = run_livecam("-c", path, "check-config", env=env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "paramiko.sftp_client.SFTPClient._read_response" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
