@@ -1,4 +1,4 @@
-"""Benchmark the network transports against their plain tools over a shaped link.
+"""Benchmark the network transports against the link and their plain tools.
 
     .venv/bin/python bench/transports.py [--quick] [--plan MBIT:COUNT:MB ...]
                                          [--latency-count N] [--overhead-count N]
@@ -7,36 +7,39 @@
 Real sshd (rrsync -wo account, chrooted SFTP account) and smbd run in a network
 namespace behind a veth pair shaped with tc tbf. For each link, each transport
 drains a backlog of segment-sized random files the way the shipper does (in
-batches of the transport's ``batch_size``, digests computed first, through
-``publish_batch``), and its plain tool sends the same files in one go over the
-same link: ``rsync -a``, OpenSSH ``sftp`` with ``put``, ``smbclient`` with
-``mput`` (SMB3 encrypted, as livecam). The figure is the drain-rate ratio. It
-also reports publish latency (p50/p95) of single 19 MB segments on a healthy
-link (a RAM segment is always published alone), the per-file cost with and
-without connection reuse (goal: under 0.5 s a file when reused), and one batch
-of 30 small files on a new connection (goal: under 2 s). A link with latency
-goes through a small delaying TCP relay (no netem). Needs root. Full run (the
-default): 200 files of 2 MB and of 19 MB at 100 and 20 Mbit/s; ``--plan``
-replaces those links/sizes/counts.
+batches of the transport's ``batch_size``, digests read only when needed,
+through ``publish_batch``), and its plain tool sends the same files in one go
+over the same link: ``rsync -a``, OpenSSH ``sftp`` with ``put``, ``smbclient``
+with ``mput`` (SMB3 encrypted, as livecam). The link's own figure comes first:
+the same bytes pushed over one plain TCP connection through the same path to a
+sink in the namespace (``bench/netpath.py``), the most the path carries. Each
+row gives livecam against its plain tool and both against the link. It also
+reports publish latency (p50/p95) of single 19 MB segments on a healthy link (a
+RAM segment is always published alone), the per-file cost with and without
+connection reuse (goal: under 0.5 s a file when reused), and one batch of 30
+small files on a new connection (goal: under 2 s). A link with latency goes
+through a delaying TCP relay in its own process (no netem on this kernel).
+Needs root. Full run (the default): 200 files of 2 MB and of 19 MB at 100 and
+20 Mbit/s; ``--plan`` replaces those links/sizes/counts.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+from typing import TypeVar
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+import netpath  # noqa: E402  (bench/, beside this file)
 from livecam_plugins.rsync import RsyncTransport  # noqa: E402
 from livecam_plugins.sftp import SftpTransport  # noqa: E402
 from livecam_plugins.smb import SmbTransport  # noqa: E402
@@ -47,44 +50,33 @@ from livecam.transport import Item  # noqa: E402
 from tests.transports import servers  # noqa: E402
 
 MB = 1_000_000
+NETPATH = REPO / "bench" / "netpath.py"
+SINK_PORT = 5201  # inside the namespace
+P = TypeVar("P", bound="Proc")
 
 
-class Relay:
+class Proc:
+    """A part of the network path (``bench/netpath.py``) in its own process."""
+
+    def __init__(self, argv: list[str]):
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+        if self.proc.stdout is None or self.proc.stdout.readline().strip() != "ready":
+            self.stop()
+            raise RuntimeError(f"{argv}: did not start")
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+class Relay(Proc):
     """A TCP relay on 127.0.0.1 that delays every chunk by ``delay`` seconds each way."""
 
     def __init__(self, target: tuple[str, int], delay: float):
-        self.target, self.delay = target, delay
         self.port = servers.free_port()
-        self.loop = asyncio.new_event_loop()
-        threading.Thread(target=self.loop.run_forever, daemon=True).start()
-        asyncio.run_coroutine_threadsafe(self._serve(), self.loop).result()
-
-    async def _serve(self) -> None:
-        self.server = await asyncio.start_server(self._client, "127.0.0.1", self.port)
-
-    async def _client(self, r1, w1) -> None:
-        r2, w2 = await asyncio.open_connection(*self.target)
-        await asyncio.gather(self._pipe(r1, w2), self._pipe(r2, w1))
-
-    async def _pipe(self, reader, writer) -> None:
-        queue: asyncio.Queue = asyncio.Queue()
-
-        async def send() -> None:
-            while (item := await queue.get()) is not None:
-                due, data = item
-                await asyncio.sleep(max(0.0, due - time.monotonic()))
-                writer.write(data)
-                await writer.drain()
-            writer.close()
-
-        sender = asyncio.create_task(send())
-        try:
-            while data := await reader.read(1 << 16):
-                await queue.put((time.monotonic() + self.delay, data))
-        except ConnectionError:
-            pass
-        await queue.put(None)
-        await sender
+        super().__init__([sys.executable, str(NETPATH), "relay", "--target",
+                          f"{target[0]}:{target[1]}", "--port", str(self.port),
+                          "--delay", str(delay)])  # fmt: skip
 
 
 class Bench:
@@ -101,8 +93,18 @@ class Bench:
         self.auth.write_text(f"username={servers.SMB_USER}\npassword={servers.SMB_PASSWORD}\n")
         self.auth.chmod(0o600)
         self.lines: list[str] = []
+        self.procs: list[Proc] = []
+        sink = ["ip", "netns", "exec", self.netns.name, sys.executable, str(NETPATH), "sink",
+                "--host", self.netns.ns_ip, "--port", str(SINK_PORT)]  # fmt: skip
+        self.start(Proc(sink))
+
+    def start(self, proc: P) -> P:
+        self.procs.append(proc)
+        return proc
 
     def close(self) -> None:
+        for proc in self.procs:
+            proc.stop()
         self.sshd.stop()
         self.smbd.stop()
         self.netns.remove()
@@ -207,7 +209,8 @@ class Bench:
         t0 = time.monotonic()
         for i in range(0, len(files), t.batch_size):
             batch = [
-                Item(f, f"lab/node01/cam0/{f.name}", f.stat().st_size, file_digest(f))
+                # The digest is read only when needed, as the shipper does.
+                Item(f, f"lab/node01/cam0/{f.name}", f.stat().st_size)
                 for f in files[i : i + t.batch_size]
             ]
             done = list(t.publish_batch(batch))
@@ -217,8 +220,18 @@ class Bench:
         t.close()
         return total, calls
 
-    def compare(self, label: str, files: list[Path], host: str, ports: dict[str, int]) -> None:
+    def compare(
+        self, label: str, files: list[Path], host: str, ports: dict[str, int], sink: int
+    ) -> None:
+        """Each transport's drain of ``files`` against its plain tool and against the
+        link: the same bytes pushed through the same path (``sink`` port, via ``host``)
+        over one plain TCP connection, the most the path carries."""
         nbytes = sum(f.stat().st_size for f in files)
+        link_rate = nbytes * 8 / netpath.push(host, sink, files) / 1e6
+        files_text = f"{len(files)} x {files[0].stat().st_size / MB:g} MB"
+        self.say(
+            f"| {label} | link (one TCP stream) | {files_text} | 1 | {link_rate:.1f} | | | | 1 |"
+        )
         for kind in ("rsync", "sftp", "smb"):
             self.wipe()
             t_plain = timed(lambda kind=kind: self.plain(kind, host, ports[kind]))
@@ -228,8 +241,8 @@ class Bench:
             plain_rate = nbytes * 8 / t_plain / 1e6
             self.say(
                 f"| {label} | {kind} | {len(files)} x {files[0].stat().st_size / MB:g} MB "
-                f"| {calls} | {rate:.1f} | {plain_rate:.1f} "
-                f"| **{rate / plain_rate:.2f}** |"
+                f"| {calls} | {rate:.1f} | {plain_rate:.1f} | {rate / plain_rate:.2f} "
+                f"| {plain_rate / link_rate:.2f} | **{rate / link_rate:.2f}** |"
             )
 
     def latency(self, count: int, host: str, ports: dict[str, int]) -> None:
@@ -322,22 +335,33 @@ def main() -> int:
     ap.add_argument("--single-count", type=int, help="single 19 MB publishes for p50/p95")
     ap.add_argument("--overhead-count", type=int, help="64 KB files for the per-file cost")
     ap.add_argument("--report", type=Path, help="write the tables as markdown here")
+    ap.add_argument(
+        "--only",
+        choices=["links", "latency"],
+        help="only the shaped links (--plan), or only the 40 ms RTT link",
+    )
     args = ap.parse_args()
     b = Bench(args.quick)
     try:
         b.say(
             "| link | transport | files | publish calls | livecam Mbit/s "
-            "| plain tool Mbit/s | ratio |"
+            "| plain tool Mbit/s | livecam / plain tool | plain tool / link "
+            "| livecam / link |"
         )
-        b.say("|---|---|---|---|---|---|---|")
+        b.say("|---|---|---|---|---|---|---|---|---|")
         host, ports = b.netns.ns_ip, {"rsync": 22, "sftp": 22, "smb": 445}
         full = [(100, 200, 2), (100, 200, 19), (20, 200, 2), (20, 200, 19)]
         plans = args.plan or ([(100, 50, 2), (20, 20, 2)] if args.quick else full)
-        for mbit, count, size in plans:
+        for mbit, count, size in plans if args.only != "latency" else []:
             b.netns.shape(mbit, burst="256kb")
-            b.compare(f"{mbit:g} Mbit/s", b.files(count, int(size * MB)), host, ports)
+            b.compare(f"{mbit:g} Mbit/s", b.files(count, int(size * MB)), host, ports, SINK_PORT)
+        if args.only == "links":
+            return 0
         b.netns.shape(100, burst="256kb")
-        relays = {k: Relay((host, p), delay=0.02) for k, p in (("ssh", 22), ("smb", 445))}
+        relays = {
+            k: b.start(Relay((host, p), delay=0.02))
+            for k, p in (("ssh", 22), ("smb", 445), ("sink", SINK_PORT))
+        }
         b.pin_relay(relays["ssh"].port)
         rports = {
             "rsync": relays["ssh"].port,
@@ -345,7 +369,15 @@ def main() -> int:
             "smb": relays["smb"].port,
         }
         count = args.latency_count or (50 if args.quick else 200)
-        b.compare("100 Mbit/s + 40 ms RTT", b.files(count, 2 * MB), "127.0.0.1", rports)
+        b.compare(
+            "100 Mbit/s + 40 ms RTT",
+            b.files(count, 2 * MB),
+            "127.0.0.1",
+            rports,
+            relays["sink"].port,
+        )
+        if args.only == "latency":
+            return 0
         b.say("")
         b.say(
             "| transport (100 Mbit/s, one segment per publish) | files "
@@ -367,8 +399,8 @@ def main() -> int:
         b.first_batch()
     finally:
         b.close()
-    if args.report:
-        args.report.write_text("\n".join(b.lines) + "\n")
+        if args.report:
+            args.report.write_text("\n".join(b.lines) + "\n")
     return 0
 
 

@@ -17,14 +17,75 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
+from livecam import options as o
+from livecam.options import ConfigError, Option
 from livecam.publish import Store, classify_oserror, publish
 from livecam.transport import ConflictError, Item, PublishError, TransientError, Transport
 
 # Segments in flight at once in a batch: with 40 ms RTT one 2 MB segment spends
-# about as long on its round trips as on its data; three keep the link busy.
-WORKERS = 3
+# about as long on its round trips as on its data (``workers``).
+WORKERS = 6
+# Bytes written and not yet acknowledged on one connection (``window``): about
+# twice the bandwidth-delay product of 100 Mbit/s at 40 ms RTT.
+WINDOW = 1 << 20
+
+MIN_WINDOW = 1 << 16
+
+
+def window_size(value: Any, key: str) -> int:
+    """A size of at least 64K: less would leave one write request in flight."""
+    n = o.size(value, key)
+    if n < MIN_WINDOW:
+        raise ConfigError(f"{key}: must be at least 64K (a few write requests), got {value!r}")
+    return n
+
+
+#: The YAML keys of a transport built on stores (sftp, smb).
+BATCH_OPTIONS: dict[str, Option] = {
+    "workers": Option(o.integer(1, 64), WORKERS, "segments in flight at once in a batch"),
+    "window": Option(window_size, WINDOW, "bytes written, not yet acknowledged, per connection"),
+}
+
+
+class Window:
+    """Bytes written and not yet acknowledged on one connection, shared by a batch's
+    workers, at most ``limit`` (one write may exceed it when nothing else is out).
+
+    Over one connection every request queues behind the data sent before it: with
+    megabytes in flight, each worker's next small request (the size check, the
+    rename, the next open) waits for every other worker's data, the workers fall
+    into step and the link idles while all of them wait on round trips at once.
+    A window a little above the link's bandwidth-delay product keeps the link full
+    and those requests quick.
+    """
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.used = 0
+        self._cond = threading.Condition()
+
+    def take(self, n: int) -> bool:
+        """Count ``n`` bytes as sent if they fit now; False if they do not."""
+        with self._cond:
+            if self.used and self.used + n > self.limit:
+                return False
+            self.used += n
+            return True
+
+    def wait(self, n: int) -> None:
+        """Count ``n`` bytes as sent, waiting for other workers' acknowledgements
+        (for a worker with nothing of its own in flight)."""
+        with self._cond:
+            self._cond.wait_for(lambda: not self.used or self.used + n <= self.limit)
+            self.used += n
+
+    def release(self, n: int) -> None:
+        """``n`` bytes were acknowledged (or will never be)."""
+        with self._cond:
+            self.used -= n
+            self._cond.notify_all()
 
 
 class StoreTransport(Transport):
@@ -57,11 +118,15 @@ class StoreTransport(Transport):
         (store,) = self.stores(1)
         return self.publish_item(store, Item(local, remote, size, digest), 1)
 
+    def in_flight(self) -> int:
+        """Segments in flight in a batch: the ``workers`` option, else the class's."""
+        return int(self.opts.get("workers") or self.workers)
+
     def publish_batch(self, items: Sequence[Item]) -> Iterator[tuple[Item, bool]]:
         """Publish ``items`` with up to ``workers`` in flight; see ``run_concurrently``."""
         if not items:
             return
-        stores = self.stores(min(self.workers, len(items)))
+        stores = self.stores(min(self.in_flight(), len(items)))
         n = len(stores)
         yield from run_concurrently(
             items, [functools.partial(self.publish_item, s, share=n) for s in stores]

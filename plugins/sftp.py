@@ -15,17 +15,23 @@ The NAS host key must be in ``known_hosts_file``; anything else is refused. One
 connection is kept open between publishes, with SSH keepalives; every socket
 read has a timeout, and a failed connection is dropped and made again next time.
 paramiko is imported only when used, so this module loads without it. A batch
-keeps three segments in flight, each on its own SFTP channel of the connection.
+keeps ``workers`` segments in flight, each on its own SFTP channel of the
+connection, with at most ``window`` bytes written and not yet acknowledged on
+the connection (``livecam.store_transport.Window`` says why). The pipelined
+requests use paramiko's ``_request``, ``_async_request`` and ``_read_response``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import posixpath
 import secrets
 import stat
 import time
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO, ClassVar
 
 from livecam_plugins._ssh import CONNECT_TIMEOUT, KEEPALIVE, SSH_OPTIONS, check_ssh_options
@@ -33,17 +39,18 @@ from livecam_plugins._ssh import CONNECT_TIMEOUT, KEEPALIVE, SSH_OPTIONS, check_
 from livecam import hookimpl
 from livecam.options import ConfigError
 from livecam.publish import (
-    BLOCK,
     Directories,
     TempFile,
     TempRenameStore,
     classify_oserror,
     read_digest,
 )
-from livecam.store_transport import StoreTransport
+from livecam.store_transport import BATCH_OPTIONS, WINDOW, StoreTransport, Window
 from livecam.transport import Item, PermanentError, PublishError, TransientError
 
 IO_TIMEOUT = 20  # a silent peer fails a read after this long
+REQUEST = 32768  # bytes per SFTP write request (OpenSSH's sftp does the same)
+READ = 8 * REQUEST  # bytes read from the local file at once: small buffers per worker
 READ_ONLY = 0o444  # every file this transport creates, from its creation
 
 
@@ -55,12 +62,42 @@ def _paramiko() -> Any:
     return paramiko
 
 
+# paramiko internals this module uses (tested with paramiko 5.1; the sftp extra caps
+# it below 6): check-config refuses with one line naming what moved.
+_PARAMIKO_INTERNALS = {
+    "paramiko.sftp": ("CMD_OPEN", "CMD_HANDLE", "CMD_WRITE", "CMD_STATUS", "CMD_FSTAT",
+                      "CMD_ATTRS", "CMD_CLOSE", "int64"),
+    "paramiko.sftp_client": ("SFTPClient._request", "SFTPClient._async_request",
+                             "SFTPClient._read_response"),
+    "paramiko.sftp_attr": ("SFTPAttributes._from_msg",),
+}  # fmt: skip
+
+
+def paramiko_problems() -> str:
+    """'' when paramiko still has the internals used here, else what moved."""
+    missing = []
+    for module, names in _PARAMIKO_INTERNALS.items():
+        mod = importlib.import_module(module)
+        for name in names:
+            owner: Any = mod
+            for part in name.split("."):
+                owner = getattr(owner, part, None)
+            if owner is None:
+                missing.append(f"{module}.{name}")
+    if not missing:
+        return ""
+    return (
+        f"paramiko changed internals that livecam's sftp transport uses ({', '.join(missing)});"
+        " pin paramiko<6 (the versions tested) or update plugins/sftp.py"
+    )
+
+
 class SftpStore(TempRenameStore):
     """The protocol's operations as SFTP requests over one session (channel)."""
 
-    def __init__(self, sftp: Any, dirs: Directories, root: str):
+    def __init__(self, sftp: Any, dirs: Directories, root: str, window: Window):
         super().__init__(dirs, root)
-        self.sftp = sftp
+        self.sftp, self.window = sftp, window
         self.limit, self.deadline = 0.0, float("inf")  # per item: the transport's ``attempt``
 
     def path(self, remote: str) -> str:
@@ -113,12 +150,12 @@ class SftpStore(TempRenameStore):
             path = f"{path}-{secrets.token_hex(4)}"
             return SftpTemp(self, path, self._create_read_only(path))
 
-    def _create_read_only(self, path: str) -> Any:
+    def _create_read_only(self, path: str) -> bytes:
         """Open ``path`` for writing (created or truncated), mode 0444 from its creation:
         the handle writes, but nobody can open the file for writing again, so once
         renamed into place it is never truncated or overwritten (the NAS role
-        refuses chmod). paramiko's ``open`` sends no mode, so the request is made here.
-        """
+        refuses chmod). paramiko's ``open`` sends no mode, so the request is made
+        here; returns the handle."""
         from paramiko.sftp import (
             CMD_HANDLE,
             CMD_OPEN,
@@ -128,7 +165,6 @@ class SftpStore(TempRenameStore):
             SFTPError,
         )
         from paramiko.sftp_attr import SFTPAttributes
-        from paramiko.sftp_file import SFTPFile
 
         attrs = SFTPAttributes()
         attrs.st_mode = READ_ONLY
@@ -136,7 +172,7 @@ class SftpStore(TempRenameStore):
         kind, msg = self.sftp._request(CMD_OPEN, path, flags, attrs)
         if kind != CMD_HANDLE:
             raise SFTPError("Expected handle")
-        return SFTPFile(self.sftp, msg.get_binary(), "wb")
+        return bytes(msg.get_binary())
 
     def short_write(self, remote: str, written: int, size: int) -> PublishError:
         # Pipelined writes that the server refused (ENOSPC) come back as a short file.
@@ -146,26 +182,81 @@ class SftpStore(TempRenameStore):
 
 
 class SftpTemp(TempFile):
-    """``.<name>.part`` open on the NAS, written with pipelined requests."""
+    """``.<name>.part`` open on the NAS, written with pipelined requests.
 
-    def __init__(self, store: SftpStore, path: str, f: Any):
-        self.store, self.path, self.f = store, path, f
+    The requests go out without waiting (paramiko's ``_async_request``) and their
+    answers are read in order (``_read_response``, which raises on an error
+    status), so every write is acknowledged before the size is believed, and the
+    bytes not yet acknowledged stay within the connection's ``Window``.
+    """
+
+    def __init__(self, store: SftpStore, path: str, handle: bytes):
+        self.store, self.path, self.handle = store, path, handle
+        self.closed = False
 
     def write(self, src: BinaryIO) -> None:
-        self.f.set_pipelined(True)
-        while block := src.read(BLOCK):
-            self.f.write(block)
-            if time.monotonic() > self.store.deadline:
-                raise TransientError(f"sftp {self.path}: timed out after {self.store.limit:g}s")
+        from paramiko.sftp import CMD_WRITE, int64
+
+        sftp, window = self.store.sftp, self.store.window
+        pending: deque[tuple[int, int]] = deque()  # (request number, bytes)
+        offset = 0
+        try:
+            while block := src.read(READ):
+                view = memoryview(block)
+                for start in range(0, len(view), REQUEST):
+                    chunk = view[start : start + REQUEST]
+                    while not window.take(len(chunk)):
+                        if not pending:
+                            window.wait(len(chunk))
+                            break
+                        self._acknowledged(*pending.popleft())
+                    try:
+                        num = sftp._async_request(
+                            type(None), CMD_WRITE, self.handle, int64(offset), bytes(chunk)
+                        )
+                    except BaseException:
+                        window.release(len(chunk))
+                        raise
+                    pending.append((num, len(chunk)))
+                    offset += len(chunk)
+                if time.monotonic() > self.store.deadline:
+                    raise TransientError(f"sftp {self.path}: timed out after {self.store.limit:g}s")
+            while pending:
+                self._acknowledged(*pending.popleft())
+        finally:
+            window.release(sum(n for _, n in pending))
+
+    def _acknowledged(self, num: int, length: int) -> None:
+        """Wait for write request ``num``'s answer (raises on an error status)."""
+        from paramiko.sftp import CMD_STATUS
+
+        try:
+            kind, _ = self.store.sftp._read_response(num)
+        finally:
+            self.store.window.release(length)
+        if kind != CMD_STATUS:
+            raise OSError(f"sftp {self.path}: unexpected answer {kind} to a write")
 
     def size(self) -> int:
-        self.f.flush()
-        # FSTAT is answered after every write before it: the size the NAS holds,
-        # without a separate stat of the temp after the close.
-        return int(self.f.stat().st_size)
+        """FSTAT on the open handle, then its close sent right behind it: the server
+        answers in order, so the size is the handle's after every write, and the
+        close costs no round trip of its own."""
+        from paramiko.sftp import CMD_ATTRS, CMD_CLOSE, CMD_FSTAT
+        from paramiko.sftp_attr import SFTPAttributes
+
+        sftp = self.store.sftp
+        stat_num = sftp._async_request(type(None), CMD_FSTAT, self.handle)
+        close_num = sftp._async_request(type(None), CMD_CLOSE, self.handle)
+        self.closed = True
+        kind, msg = sftp._read_response(stat_num)
+        if kind != CMD_ATTRS:
+            raise OSError(f"sftp {self.path}: unexpected answer {kind} to FSTAT")
+        size = int(SFTPAttributes._from_msg(msg).st_size)
+        sftp._read_response(close_num)
+        return size
 
     def rename(self, remote: str) -> None:
-        self.f.close()
+        self._close()
         target = self.store.path(remote)
         try:
             self.store.sftp.rename(self.path, target)
@@ -175,9 +266,16 @@ class SftpTemp(TempFile):
                 raise FileExistsError(target) from None
             raise
 
+    def _close(self) -> None:
+        if not self.closed:
+            from paramiko.sftp import CMD_CLOSE
+
+            self.closed = True
+            self.store.sftp._request(CMD_CLOSE, self.handle)
+
     def remove(self) -> None:
         try:
-            self.f.close()
+            self._close()
         finally:
             self.store.sftp.remove(self.path)
 
@@ -186,7 +284,7 @@ class SftpTransport(StoreTransport):
     """SFTP via paramiko: the publish protocol over SFTP channels (see the module doc)."""
 
     description = "SFTP (paramiko) to a chrooted SFTP-only account"
-    options: ClassVar = dict(SSH_OPTIONS)
+    options: ClassVar = {**SSH_OPTIONS, **BATCH_OPTIONS}
     batch_size: ClassVar[int] = 32
 
     def __init__(self, options: Any, *, timeout: float):
@@ -194,11 +292,14 @@ class SftpTransport(StoreTransport):
         self._ssh: Any = None
         self._sessions: list[Any] = []  # SFTP channels of the one connection
         self._dirs = Directories()
+        self._window = Window(self.opts.get("window") or WINDOW)
 
     @classmethod
     def check(cls, opts: Any, key: str) -> None:
         if _paramiko() is None:
             raise ConfigError(f"{key}.plugin: sftp needs paramiko (pip install 'livecam[sftp]')")
+        if problems := paramiko_problems():
+            raise ConfigError(f"{key}.plugin: {problems}")
         check_ssh_options(opts, key)
 
     def describe(self) -> str:
@@ -209,20 +310,27 @@ class SftpTransport(StoreTransport):
         """``count`` SFTP sessions (channels) on the one connection. Raises PublishError.
 
         paramiko's SFTPClient answers one request at a time, so each worker of a
-        batch gets its own channel; opening one costs two round trips, once per
-        connection.
+        batch gets its own channel; they are opened together, once per connection.
         """
         self._connect()
         paramiko = _paramiko()
+        missing = count - len(self._sessions)
         try:
-            while len(self._sessions) < count:
-                sftp = paramiko.SFTPClient.from_transport(self._ssh.get_transport())
-                sftp.get_channel().settimeout(IO_TIMEOUT)
-                self._sessions.append(sftp)
+            if missing > 0:  # opened at once: each takes three round trips
+                with ThreadPoolExecutor(missing) as pool:
+                    self._sessions += pool.map(lambda _: self._session(), range(missing))
         except (OSError, EOFError, paramiko.SSHException) as exc:
             self.close()
             raise TransientError(f"sftp {self.opts['host']}: {exc}") from None
-        return [SftpStore(s, self._dirs, self.opts["path"]) for s in self._sessions[:count]]
+        return [
+            SftpStore(s, self._dirs, self.opts["path"], self._window)
+            for s in self._sessions[:count]
+        ]
+
+    def _session(self) -> Any:
+        sftp = _paramiko().SFTPClient.from_transport(self._ssh.get_transport())
+        sftp.get_channel().settimeout(IO_TIMEOUT)
+        return sftp
 
     def _connect(self) -> None:
         """Connect unless the connection is up. Raises PublishError."""
@@ -269,6 +377,7 @@ class SftpTransport(StoreTransport):
             raise TransientError(f"{where}: {exc}") from None
         # A new connection: a restarted NAS may have lost directories seen before.
         self._ssh, self._sessions, self._dirs = ssh, [], Directories()
+        self._window = Window(self._window.limit)
 
     @contextlib.contextmanager
     def attempt(self, store: Any, limit: float) -> Iterator[None]:

@@ -14,9 +14,10 @@ password is picked up), never logged or shown.
 
 Round trips, not bytes, limit a backlog over a link with latency: directories
 made are remembered for the connection (forgotten on reconnect), writes overlap
-(``WINDOW`` requests in flight), and a batch keeps three segments in flight over
-the one session. Those need smbprotocol's internals, all in one section below
-(``upstream_problems`` says when an upgrade moved them).
+(as many as the connection's ``window`` of unacknowledged bytes allows), and a
+batch keeps ``workers`` segments in flight over the one session. Those need
+smbprotocol's internals, all in one section below (``upstream_problems`` says
+when an upgrade moved them).
 
 The connection is kept between publishes in this transport's own pool. After any
 network failure (an smbd restart, a cut link) the pool is dropped and the next
@@ -40,12 +41,13 @@ from typing import Any, BinaryIO, ClassVar
 from livecam import hookimpl
 from livecam import options as o
 from livecam.options import ConfigError, Option
-from livecam.publish import BLOCK, Directories, TempFile, TempRenameStore, read_digest
-from livecam.store_transport import StoreTransport
+from livecam.publish import Directories, TempFile, TempRenameStore, read_digest
+from livecam.store_transport import BATCH_OPTIONS, WINDOW, StoreTransport, Window
 from livecam.transport import Item, PermanentError, PublishError, TransientError
 
 CONNECT_TIMEOUT = 10
-WINDOW = 4  # write requests in flight per segment (of up to BLOCK each)
+REQUEST = 1 << 18  # bytes per write request at most (4 credits); the window bounds how many
+CREDIT = 1 << 16  # bytes one credit carries (smbprotocol's MAX_PAYLOAD_SIZE)
 CREDIT_GROWTH = 8  # extra credits asked per write, so several workers can write at once
 
 # NTSTATUS codes a person must act on: access, space, auth, a missing share.
@@ -121,7 +123,8 @@ class SmbTemp(TempFile):
         self.store, self.temp, self.raw = store, temp, raw
 
     def write(self, src: BinaryIO) -> None:
-        """Write ``src`` with WINDOW requests in flight.
+        """Write ``src`` in requests of up to REQUEST bytes (at most half the window),
+        as many in flight as the connection's ``Window`` allows.
 
         One request at a time (smbclient's own write) waits a round trip per MB;
         overlapping them keeps the link busy. Each request needs credits; they are
@@ -129,32 +132,50 @@ class SmbTemp(TempFile):
         send it has no credits for rather than wait).
         """
         conn = self.raw.fd.connection
+        window = self.store.t.window
+        # At least two requests fit in the window, each a whole number of credits.
+        request = max(CREDIT, min(REQUEST, window.limit // 2 // CREDIT * CREDIT))
         pending: deque[tuple[Any, int]] = deque()
 
         def finish() -> None:
             wait, length = pending.popleft()
-            if wait() != length:
+            try:
+                took = wait()
+            finally:
+                window.release(length)
+            if took != length:
                 raise TransientError(f"smb: the NAS took part of a {length} byte write")
 
         offset = 0
-        while block := src.read(min(BLOCK, conn.max_write_size)):
-            view = memoryview(block)
-            while view:
-                with self.store.t.credit_lock:
-                    length, free = writable(conn, len(view))
-                    if free or not pending:
-                        wait = send_write(self.raw, bytes(view[:length]), offset, CREDIT_GROWTH)
-                    else:
-                        length = 0
-                if not length:  # out of credits: a reply brings more
-                    finish()
-                    continue
-                pending.append((wait, length))
-                view, offset = view[length:], offset + length
-                while len(pending) >= WINDOW:
-                    finish()
-        while pending:
-            finish()
+        try:
+            while block := src.read(request):
+                view = memoryview(block)
+                while view:
+                    want = min(len(view), request, conn.max_write_size)
+                    if not window.take(want):
+                        if pending:
+                            finish()
+                            continue
+                        window.wait(want)
+                    sent = 0
+                    try:
+                        with self.store.t.credit_lock:
+                            length, free = writable(conn, want)
+                            if free or not pending:
+                                data = bytes(view[:length])
+                                wait = send_write(self.raw, data, offset, CREDIT_GROWTH)
+                                sent = length
+                    finally:
+                        window.release(want - sent)
+                    if not sent:  # out of credits: a reply brings more
+                        finish()
+                        continue
+                    pending.append((wait, sent))
+                    view, offset = view[sent:], offset + sent
+            while pending:
+                finish()
+        finally:
+            window.release(sum(n for _, n in pending))
 
     def size(self) -> int:
         return query_size(self.raw)
@@ -193,6 +214,7 @@ class SmbTransport(StoreTransport):
         "username": Option(o.string, help="the node's account on the NAS"),
         "password_file": Option(o.path, help="a file holding only the password (mode 0600)"),
         "encrypt": Option(o.boolean, True, "require SMB3 encryption"),
+        **BATCH_OPTIONS,
     }
     batch_size: ClassVar[int] = 32
 
@@ -203,6 +225,7 @@ class SmbTransport(StoreTransport):
         self._conn: Any = None
         self.dirs = Directories()  # forgotten on a new connection
         self.credit_lock = threading.Lock()
+        self.window = Window(self.opts.get("window") or WINDOW)
 
     @classmethod
     def check(cls, opts: Any, key: str) -> None:
@@ -249,6 +272,7 @@ class SmbTransport(StoreTransport):
             raise classify(exc, f"smb {o_['server']}/{o_['share']}", self._timed_out) from None
         if session.connection is not self._conn:  # a new connection: forget
             self._conn, self.dirs = session.connection, Directories()
+            self.window = Window(self.window.limit)
         return [SmbStore(self, kw) for _ in range(count)]
 
     def attempt(self, store: Any, limit: float) -> contextlib.AbstractContextManager[None]:

@@ -134,3 +134,46 @@ def test_without_paramiko_the_sftp_plugin_loads_and_check_config_says_so(tmp_pat
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     # The same config with paramiko present is accepted.
     assert run_livecam("-c", path, "check-config").returncode == 0
+
+
+@pytest.mark.parametrize("plugin", ["sftp", "smb"])
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"workers": 0}, "transport.workers: must be between 1 and 64, got 0"),
+        ({"workers": "many"}, "transport.workers: expected a whole number"),
+        ({"window": "lots"}, "transport.window: expected a size"),
+        ({"window": "8K"}, "transport.window: must be at least 64K"),
+    ],
+)
+def test_batch_option_mistakes(tmp_path, run_livecam, plugin, changes, message):
+    if plugin == "smb":
+        (tmp_path / "pw").write_text(SMB_PASSWORD + "\n")
+        (tmp_path / "pw").chmod(0o600)
+        t = {"plugin": "smb", "server": "nas.lan", "share": "cams", "username": "node01",
+             "password_file": str(tmp_path / "pw")}  # fmt: skip
+    else:
+        t = ssh_transport(tmp_path, plugin)
+    assert run_livecam("-c", config(tmp_path, {**t, "workers": 8, "window": "2M"}),
+                       "check-config").returncode == 0  # fmt: skip
+    result = run_livecam("-c", config(tmp_path, {**t, **changes}), "check-config")
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_sftp_refuses_a_paramiko_whose_internals_moved(tmp_path, run_livecam):
+    # One private method removed for the livecam process only (a sitecustomize on
+    # PYTHONPATH), as an upgrade that renamed it would.
+    patch = tmp_path / "moved"
+    patch.mkdir()
+    (patch / "sitecustomize.py").write_text(
+        "import paramiko.sftp_client\ndel paramiko.sftp_client.SFTPClient._read_response\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(patch), *sys.path])))
+    path = config(tmp_path, ssh_transport(tmp_path, "sftp"))
+    assert run_livecam("-c", path, "check-config").returncode == 0
+    result = run_livecam("-c", path, "check-config", env=env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "paramiko.sftp_client.SFTPClient._read_response" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr

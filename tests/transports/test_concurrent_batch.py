@@ -68,7 +68,8 @@ def test_server_killed_mid_batch_keeps_the_unverified_local(nas, tmp_path, monke
     t = nas.transport(timeout=20)
     # Twice the items the workers can start while a slow stop of the server is under
     # way (other workers go on until it is dead), so "the batch stopped" can be seen.
-    items = backlog(tmp_path, 24, size=500_000)
+    workers = t.in_flight()
+    items = backlog(tmp_path, 4 * workers, size=500_000)
     real = t.publish_item
     down = threading.Event()
     after_down: list[int] = []  # calls that started once the server was dead
@@ -76,7 +77,7 @@ def test_server_killed_mid_batch_keeps_the_unverified_local(nas, tmp_path, monke
     def crash(n: int) -> None:
         if down.is_set():
             after_down.append(n)
-        elif n == 6:  # five started before: some verified, some in flight
+        elif n == workers + 4:  # some started before it verified, some in flight
             nas.server.stop()
             down.set()
 
@@ -92,7 +93,7 @@ def test_server_killed_mid_batch_keeps_the_unverified_local(nas, tmp_path, monke
         assert down.is_set() and len(calls) < len(items)
         # Nothing new started after the failure: once the server is dead, each other
         # worker may start at most one more item (its own failure stops the batch).
-        assert len(after_down) <= t.workers - 1, after_down
+        assert len(after_down) <= workers - 1, after_down
         monkeypatch.setattr(t, "publish_item", real)
         nas.server.start()
         retry_proves_what_arrived(t, items, nas, watcher)
@@ -137,4 +138,37 @@ def test_remembered_directories_are_made_again_when_the_nas_lost_them(nas, tmp_p
     assert t.publish(c.local, c.remote, size=c.size, digest=c.digest)
     assert list(nas.segments()) == [c.local.name]
     assert sha256(nas.store / c.remote) == sha256(c.local)
+    assert not nas.hidden()
+
+
+@BOTH
+def test_bytes_in_flight_stay_within_the_window(nas, tmp_path, monkeypatch):
+    from livecam.store_transport import Window
+
+    nas.raw.update(workers=4, window="128K")
+    t = nas.transport()
+    assert t.in_flight() == 4
+    items = backlog(tmp_path, 8, size=700_000)
+    seen: list[tuple[int, int]] = []  # (bytes in flight after a write was counted, limit)
+    real_take, real_wait = Window.take, Window.wait
+
+    def take(self, n: int) -> bool:
+        ok = real_take(self, n)
+        if ok:
+            seen.append((self.used, n))
+        return ok
+
+    def wait(self, n: int) -> None:
+        real_wait(self, n)
+        seen.append((self.used, n))
+
+    monkeypatch.setattr(Window, "take", take)
+    monkeypatch.setattr(Window, "wait", wait)
+    done = {item.local: sent for item, sent in t.publish_batch(items)}
+    assert sum(n for _, n in seen) >= 8 * 700_000, "every byte went through the window"
+    assert max(used for used, _ in seen) > max(n for _, n in seen), "requests overlapped"
+    assert max(used for used, _ in seen) <= 128 << 10, "never more than the window"
+    assert sorted(done) == sorted(i.local for i in items) and all(done.values())
+    for item in items:
+        assert sha256(nas.store / item.remote) == sha256(item.local)
     assert not nas.hidden()

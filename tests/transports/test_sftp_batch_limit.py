@@ -1,7 +1,7 @@
-"""sftp: in a batch three segments share the link, so each one's time limit is
-``timeout`` x 3 (docs/transports.md, sftp). sshd sits in a network namespace
-behind a shaped veth, so three segments in flight each take longer than one
-segment's ``timeout`` and still go.
+"""sftp: in a batch ``workers`` segments (default 6) share the link, so each
+one's time limit is ``timeout`` x ``workers`` (docs/transports.md, sftp). sshd
+sits in a network namespace behind a shaped veth, so six segments in flight each
+take longer than two of one segment's ``timeout`` and still go.
 """
 
 from __future__ import annotations
@@ -26,14 +26,14 @@ def shaped_sshd(base):
         (base / "lim").mkdir()
         s = servers.Sshd(base / "lim", host=netns.ns_ip, port=2222, netns=netns.name)
         s.start()
-        netns.shape(8)  # 8 Mbit/s: three 1 MB segments side by side take about 3 s each
+        netns.shape(8)  # 8 Mbit/s: six 1 MB segments side by side take about 6 s each
         yield s
         s.stop()
     finally:
         netns.remove()
 
 
-def test_each_segment_of_a_batch_may_take_three_timeouts(shaped_sshd, tmp_path):
+def test_each_segment_of_a_batch_may_take_timeout_times_workers(shaped_sshd, tmp_path):
     nas = Nas("sftp", shaped_sshd)
     try:
         t = nas.transport(timeout=TIMEOUT)
@@ -43,7 +43,7 @@ def test_each_segment_of_a_batch_may_take_three_timeouts(shaped_sshd, tmp_path):
         seconds = time.monotonic() - t0
     finally:
         nas.close()
-    # Two rounds of three: each segment outlived one timeout, and none was cut off.
+    # One round of six: each segment outlived two timeouts, and none was cut off.
     assert seconds > 2 * TIMEOUT, seconds
     assert sorted(i.local for i, _ in done) == sorted(i.local for i in items)
     assert all(sent for _, sent in done)
