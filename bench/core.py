@@ -28,6 +28,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from tests.conftest import command_lines  # noqa: E402 - the tests' helper, from the repo
+from tests.core.node import LoopDisk  # noqa: E402
 
 LIVECAM = [sys.executable, "-m", "livecam"]
 
@@ -164,31 +165,6 @@ class Node:
             elif f"livecam-bench-{os.getpid()}" in cmd and cmd.startswith("ffmpeg"):
                 found[pid] = "ffmpeg"
         return found
-
-
-class LoopDisk:
-    """An ext4 image on a loop device: the node's SD card, with its own write counter."""
-
-    def __init__(self, root: Path, size: str = "2G"):
-        self.image = root / "sd.img"
-        self.mnt = root / "sd"
-        self.mnt.mkdir()
-        subprocess.run(["truncate", "-s", size, str(self.image)], check=True)
-        subprocess.run(["mkfs.ext4", "-q", str(self.image)], check=True)
-        losetup = ["losetup", "--find", "--show", str(self.image)]
-        self.dev = subprocess.run(
-            losetup, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        subprocess.run(["mount", self.dev, str(self.mnt)], check=True)
-
-    def written(self) -> int:
-        subprocess.run(["sync", "-f", str(self.mnt)], check=True)
-        fields = Path(f"/sys/block/{Path(self.dev).name}/stat").read_text().split()
-        return int(fields[6]) * 512
-
-    def close(self) -> None:
-        subprocess.run(["umount", str(self.mnt)], check=False)
-        subprocess.run(["losetup", "-d", self.dev], check=False)
 
 
 def small_cameras(n: int = 2) -> dict:

@@ -129,6 +129,9 @@ class Node:
         for key, value in overrides.items():  # a dict override changes only its keys
             base = self.config.get(key)
             self.config[key] = {**base, **value} if isinstance(base, dict) else value
+        # The tiers where the config puts them (an override may move them).
+        self.buffer = Path(self.config["buffer"]["path"])
+        self.spool = Path(self.config["spool"]["path"])
         self.config_file = write_config(root / "livecam.yaml", self.config)
         self.procs: list[subprocess.Popen[bytes]] = []
 
@@ -288,3 +291,28 @@ def assert_all_arrived(node: Node, share: Target, *, lost_ok: set[str] = frozens
             assert sha256(on_share[c["name"]]) == c["sha256"], f"{c['name']} differs on the share"
     assert not share.hidden(), f"temp files left on the share: {share.hidden()[:3]}"
     return closed
+
+
+class LoopDisk:
+    """An ext4 image on a loop device: the node's SD card, with its own write counter."""
+
+    def __init__(self, root: Path, size: str = "2G"):
+        self.image = root / "sd.img"
+        self.mnt = root / "sd"
+        self.mnt.mkdir()
+        subprocess.run(["truncate", "-s", size, str(self.image)], check=True)
+        subprocess.run(["mkfs.ext4", "-q", str(self.image)], check=True)
+        losetup = ["losetup", "--find", "--show", str(self.image)]
+        self.dev = subprocess.run(
+            losetup, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        subprocess.run(["mount", self.dev, str(self.mnt)], check=True)
+
+    def written(self) -> int:
+        subprocess.run(["sync", "-f", str(self.mnt)], check=True)
+        fields = Path(f"/sys/block/{Path(self.dev).name}/stat").read_text().split()
+        return int(fields[6]) * 512
+
+    def close(self) -> None:
+        subprocess.run(["umount", str(self.mnt)], check=False)
+        subprocess.run(["losetup", "-d", self.dev], check=False)

@@ -20,7 +20,7 @@ from datetime import datetime
 import pytest
 
 from tests.conftest import ffprobe
-from tests.core.node import Node, Share, Watcher, assert_all_arrived, wait_for
+from tests.core.node import LoopDisk, Node, Share, Watcher, assert_all_arrived, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -92,6 +92,31 @@ def test_healthy_link_ships_everything_and_never_writes_the_spool(node, share):
     for name, seen in watcher.seen.items():
         assert seen == {sizes[name]}, f"{name} was visible with sizes {seen}"
     assert "ERROR" not in n.log_text()
+
+
+def test_healthy_link_writes_not_one_byte_to_the_sd_card(node, share, tmp_path):
+    # The spool on an ext4 image with its own write counter: the node's SD card.
+    (tmp_path / "sd").mkdir()
+    disk = LoopDisk(tmp_path / "sd", size="256M")
+    n = node(spool={"path": str(disk.mnt / "spool")})
+    try:
+        proc = n.start()
+        # Start-up may write (the sequence block is reserved on the spool).
+        wait_for(published(share, 4), 40, "first segments published")
+        before, shipped = disk.written(), len(share.segments())
+        wait_for(published(share, shipped + 10), 40, "ten more segments published")
+        assert disk.written() - before == 0, "bytes reached the SD card on a healthy link"
+        assert n.status()["shipper"]["spilled"] == 0
+        # The control: the counter does see the spool being written in an outage.
+        share.unmount()
+        wait_for(lambda: n.local_segments("spool"), 30, "a segment spilled in the outage")
+        assert disk.written() - before > 0
+        share.mount()
+        assert n.stop(proc) == 0
+        n.drain()
+    finally:
+        n.cleanup()  # nothing may hold the disk when it is unmounted
+        disk.close()
 
 
 def test_outage_spills_to_disk_and_catches_up(node, share):
