@@ -125,11 +125,12 @@ def _export(args: argparse.Namespace, cfg: nasconfig.NasConfig) -> int:
         raise ConfigError("export: name a camera: SITE/NODE/CAMERA (or --camera, repeated)")
     start = nasconfig.parse_time(args.start, "--from").timestamp()
     end = nasconfig.parse_time(args.end, "--to").timestamp()
-    conn, _ = index.update(cfg)
-    try:
-        cams = [resolve(conn, spec) for spec in specs]
-    except ExportError as exc:
-        raise ConfigError(str(exc)) from None
+    cams = _resolve(cfg, specs)
+    # Only what the span needs is brought up to date: each camera's node, and of its
+    # days of segments only those around the span (loss records: all of them).
+    conn = index.connect(cfg.db)
+    for site, node in dict.fromkeys((site, node) for site, node, _ in cams):
+        index.Indexer(cfg, conn, under=f"{site}/{node}", window=(start, end)).run()
     failed = 0
     for cam, out in zip(cams, output_paths(Path(args.output), cams), strict=True):
         try:
@@ -143,3 +144,19 @@ def _export(args: argparse.Namespace, cfg: nasconfig.NasConfig) -> int:
         spans = [report.describe(h) for h in clip.holes] + clip.uncovered
         print(f"  holes: {'; '.join(spans) if spans else 'none'}")
     return 1 if failed else 0
+
+
+def _resolve(cfg: nasconfig.NasConfig, specs: list[str]) -> list[tuple[str, str, str]]:
+    """The cameras named, from the index as it is; a camera it does not know yet is
+    looked for again after a full update."""
+    conn = index.connect(cfg.db)
+    try:
+        try:
+            return [resolve(conn, spec) for spec in specs]
+        except ExportError:
+            index.Indexer(cfg, conn).run()
+            return [resolve(conn, spec) for spec in specs]
+    except ExportError as exc:
+        raise ConfigError(str(exc)) from None
+    finally:
+        conn.close()
