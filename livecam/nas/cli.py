@@ -21,7 +21,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from livecam import options
-from livecam.nas import audit, index, report
+from livecam.nas import audit, explain, index, report
 from livecam.nas import config as nasconfig
 from livecam.nas.export import ExportError, export, output_paths, resolve
 from livecam.options import ConfigError
@@ -140,7 +140,7 @@ def _export(args: argparse.Namespace, cfg: nasconfig.NasConfig) -> int:
             failed += 1
             continue
         print(f"{clip.out}: {clip.camera}, {len(clip.segments)} segments from "
-              f"{audit.iso(clip.segments[0].start + clip.inpoint)}")  # fmt: skip
+              f"{explain.iso(clip.segments[0].start + clip.inpoint)}")  # fmt: skip
         spans = [report.describe(h) for h in clip.holes] + clip.uncovered
         print(f"  holes: {'; '.join(spans) if spans else 'none'}")
     return 1 if failed else 0

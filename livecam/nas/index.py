@@ -235,7 +235,7 @@ class Indexer:
         error: str | None = None
         try:
             rec = records.read(self.config.root / found.rel, found.rel)
-            kind, camera, when = rec.kind, rec.camera, rec.time
+            kind, camera, when = rec.kind, rec.camera or None, rec.time  # None: every camera
             text = (self.config.root / found.rel).read_text()
         except records.BadRecord as exc:
             error = str(exc)
