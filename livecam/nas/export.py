@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from livecam.nas import fmp4, probe
+from livecam.nas import fmp4, fragments, probe
 from livecam.nas.audit import audit_camera, cameras, segments
 from livecam.nas.explain import TIME_TOLERANCE, Hole, Seg, iso
 
@@ -78,7 +78,7 @@ def export(
     tmp = out.with_name(f".{out.name}.part")
     try:
         inpoint, outpoint = _join(root, chosen, start - first.start, end - last.start, tmp)
-    except fmp4.Unsupported:
+    except fragments.Unsupported:
         inpoint = _keyframe_at_or_before(root / first.path, start - first.start)
         floor = inpoint if first is last else 0
         outpoint = _keyframe_after(root / last.path, end - last.start, floor)
