@@ -164,6 +164,13 @@ def audit_camera(
             result.holes.append(Hole("unplayable", seg.start, seg.start, seg.seq, seg.seq,
                                      unexplained=[seg.seq]))  # fmt: skip
     starts = new_sequences(recs)
+    by_epoch: dict[int, list[LossRecord]] = {}  # numbers repeat across epochs: their own
+    for rec in recs:
+        by_epoch.setdefault(epoch_of(rec.time, starts), []).append(rec)
+    evicted = {e: {seq: r for r in rs if r.kind == "evicted" for seq in r.sequences}
+               for e, rs in by_epoch.items()}  # fmt: skip
+    restarts = {e: [r for r in rs if r.kind == "restart" and r.get("reserved_below") is not None]
+                for e, rs in by_epoch.items()}  # fmt: skip
     for a, b in itertools.pairwise(segs):
         if a.epoch != b.epoch:
             hole = Hole("time", a.end, b.start, b.seq, b.seq, causes=[{
@@ -172,19 +179,15 @@ def audit_camera(
             }])  # fmt: skip
             result.holes.append(hole)
             continue
-        # The epoch's own records: numbers repeat across epochs.
-        mine = [r for r in recs if epoch_of(r.time, starts) == a.epoch]
         if b.seq > a.seq + 1:
-            evicted = {seq: r for r in mine if r.kind == "evicted" for seq in r.sequences}
-            restarts = [r for r in mine
-                        if r.kind == "restart" and r.get("reserved_below") is not None]  # fmt: skip
             hole = Hole("sequence", a.end, b.start, a.seq + 1, b.seq - 1)
+            ev, rs = evicted.get(a.epoch, {}), restarts.get(a.epoch, [])
             for seq in range(a.seq + 1, b.seq):
-                explain_seq(hole, seq, a, b, evicted, restarts, recent=now - b.start < grace)
+                explain_seq(hole, seq, a, b, ev, rs, recent=now - b.start < grace)
             result.holes.append(hole)
         elif abs(b.start - a.end) > TIME_TOLERANCE:
             hole = Hole("time", a.end, b.start, b.seq, b.seq)
-            explain_time(hole, a, b, mine)
+            explain_time(hole, a, b, by_epoch.get(a.epoch, []))
             result.holes.append(hole)
     result.coverage = _coverage(segs, since, now)
     return result
