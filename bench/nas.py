@@ -133,6 +133,7 @@ def bench_audit(args: argparse.Namespace, work: Path) -> dict:
         "SELECT path, seq FROM segments WHERE camera='cam0' AND seq % 800 = 7 LIMIT 100"
     ).fetchall()
     spool = work / "spool"
+    spool.mkdir(exist_ok=True)  # record_loss never makes a missing spool
     for path, seq in victims:
         (root / path).unlink()
         rec = losses.record_loss(spool, "evicted", "cam0", [seq], "bench", tier="spool",
