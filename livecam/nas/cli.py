@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sqlite3
 import sys
 import time
 from dataclasses import asdict, replace
@@ -125,10 +126,10 @@ def _export(args: argparse.Namespace, cfg: nasconfig.NasConfig) -> int:
         raise ConfigError("export: name a camera: SITE/NODE/CAMERA (or --camera, repeated)")
     start = nasconfig.parse_time(args.start, "--from").timestamp()
     end = nasconfig.parse_time(args.end, "--to").timestamp()
-    cams = _resolve(cfg, specs)
+    conn = index.connect(cfg.db)
+    cams = _resolve(cfg, conn, specs)
     # Only what the span needs is brought up to date: each camera's node, and of its
     # days of segments only those around the span (loss records: all of them).
-    conn = index.connect(cfg.db)
     for site, node in dict.fromkeys((site, node) for site, node, _ in cams):
         index.Indexer(cfg, conn, under=f"{site}/{node}", window=(start, end)).run()
     failed = 0
@@ -146,10 +147,11 @@ def _export(args: argparse.Namespace, cfg: nasconfig.NasConfig) -> int:
     return 1 if failed else 0
 
 
-def _resolve(cfg: nasconfig.NasConfig, specs: list[str]) -> list[tuple[str, str, str]]:
+def _resolve(
+    cfg: nasconfig.NasConfig, conn: sqlite3.Connection, specs: list[str]
+) -> list[tuple[str, str, str]]:
     """The cameras named, from the index as it is; a camera it does not know yet is
     looked for again after a full update."""
-    conn = index.connect(cfg.db)
     try:
         try:
             return [resolve(conn, spec) for spec in specs]
@@ -158,5 +160,3 @@ def _resolve(cfg: nasconfig.NasConfig, specs: list[str]) -> list[tuple[str, str,
             return [resolve(conn, spec) for spec in specs]
     except ExportError as exc:
         raise ConfigError(str(exc)) from None
-    finally:
-        conn.close()
