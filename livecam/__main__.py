@@ -1,5 +1,5 @@
 import sys
 
-from livecam.cli import main
+from livecam.main import main
 
 sys.exit(main())

@@ -128,6 +128,7 @@ class Housekeeper:
         log.warning("spool %s works again: spilling resumes", self.spool.path)
         with self.state.edit() as st:
             st.spool_failed = None
+        self._record("spool_recovered", f"spool {self.spool.path} works again")
         return True
 
     def _looks_usable(self) -> bool:
@@ -157,9 +158,17 @@ class Housekeeper:
                 "the buffer evicts when full)",
                 error,
             )
+            self._record("spool_failed", f"running RAM-only: {error}", error=error)
         with self.state.edit() as st:
             st.spool_failed = error
         self._probe_at = time.monotonic() + SPOOL_RETRY
+
+    def _record(self, kind: str, reason: str, **detail: str) -> None:
+        """For the NAS audit: when the node ran RAM-only (the record goes to the RAM
+        buffer while the spool cannot take it, and ships from there)."""
+        losses = self.evictor.losses
+        if losses is not None:
+            losses.record(kind, "", [], reason, spool_path=str(self.spool.path), **detail)
 
     def spill(self, segment: Segment) -> bool:
         """Copy one segment from RAM to the spool durably and drop the RAM copy unless

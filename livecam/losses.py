@@ -19,7 +19,8 @@ A record's fields::
 
     format     "livecam-loss/1"
     kind       evicted | restart | salvaged | camera_down | clock_step
-    site, node, camera
+               | spool_failed | spool_recovered (the node ran RAM-only in between)
+    site, node, camera   (camera "" for what concerns every camera of the node)
     time       when the node wrote it (Unix seconds, the node's clock)
     sequences  the camera's sequence numbers it concerns (may be empty)
     reason     one line a person can read
@@ -47,7 +48,10 @@ log = logging.getLogger("livecam.losses")
 
 FORMAT = "livecam-loss/1"
 LOSS_CAMERA = "livecam-losses"
-KINDS = ("evicted", "restart", "salvaged", "camera_down", "clock_step")
+KINDS = (
+    "evicted", "restart", "salvaged", "camera_down", "clock_step",
+    "spool_failed", "spool_recovered",
+)  # fmt: skip
 
 
 def is_loss_record(path: Path) -> bool:

@@ -1,7 +1,11 @@
 """``livecam nas audit``: is every missing second of every camera accounted for?
 
 Per camera, segments are walked in sequence order (the clock may be wrong; the
-sequence is not). Two kinds of hole are found:
+sequence is not), epoch by epoch: a node that starts with no sequence state (it
+was reinstalled) numbers from 0 again, and says so in its first ``restart``
+record; the segments it names after that record are a new epoch, walked on their
+own, and the step from one epoch to the next is a hole explained as
+``new_sequence`` (see ``livecam.nas.explain``). Two kinds of hole are found:
 
 - a **sequence hole**: numbers missing between two segments on the NAS. Each
   missing number is explained by a loss record of its node: ``evicted`` (the
@@ -26,51 +30,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from livecam.nas.explain import (
+    TIME_TOLERANCE,
+    Hole,
+    Seg,
+    epoch_of,
+    explain_seq,
+    explain_time,
+    iso,
+    new_sequences,
+    ram_only,
+)
 from livecam.nas.records import BadRecord, LossRecord, parse
 
-TIME_TOLERANCE = 3.0  # seconds: names carry whole seconds, a busy node closes late
 # No segment is longer: a query for a span looks this far before it by the start-time
 # index (segments_time) instead of reading every segment of the camera.
 MAX_SEGMENT_SECONDS = 86400.0
-
-
-@dataclass(frozen=True)
-class Seg:
-    """A segment as the index knows it."""
-
-    seq: int
-    start: float
-    duration: float | None
-    path: str
-
-    @property
-    def end(self) -> float:
-        return self.start + (self.duration or 0.0)
-
-
-@dataclass
-class Hole:
-    """Missing numbers (``first``..``last``) or a time gap between two segments."""
-
-    kind: str  # "sequence", "time" or "unplayable"
-    after: float  # end of the segment before it
-    before: float  # start of the segment after it
-    first: int
-    last: int
-    causes: list[dict[str, Any]] = field(default_factory=list)  # {cause, text, seqs}
-    unexplained: list[int] = field(default_factory=list)
-
-    @property
-    def explained(self) -> bool:
-        return bool(self.causes) and not self.unexplained
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind, "first_seq": self.first, "last_seq": self.last,
-            "after": iso(self.after), "before": iso(self.before),
-            "seconds": round(self.before - self.after, 1), "explained": self.explained,
-            "causes": self.causes, "unexplained_seqs": self.unexplained,
-        }  # fmt: skip
 
 
 @dataclass
@@ -88,6 +63,8 @@ class CameraAudit:
     holes: list[Hole] = field(default_factory=list)
     records: int = 0
     bad_records: list[str] = field(default_factory=list)
+    epochs: int = 0  # sequences the node began (more than one: it was reinstalled)
+    ram_only: list[dict[str, Any]] = field(default_factory=list)  # spool failed: from, to, why
 
     @property
     def key(self) -> str:
@@ -110,6 +87,7 @@ class CameraAudit:
             "coverage_ratio": round(self.ratio(), 6), "coverage": self.coverage,
             "holes": [h.as_dict() for h in self.holes], "unexplained_gaps": self.unexplained,
             "loss_records": self.records, "bad_loss_records": self.bad_records,
+            "ram_only": self.ram_only, "epochs": self.epochs,
         }  # fmt: skip
 
 
@@ -125,18 +103,27 @@ def segments(
     conn: sqlite3.Connection, site: str, node: str, camera: str,
     since: float | None = None, until: float | None = None,
 ) -> list[Seg]:  # fmt: skip
-    """One camera's segments in sequence order, one per number (a conflict copy is dropped);
-    only those ending at or after ``since`` and starting at or before ``until``."""
+    """One camera's segments, epoch by epoch, each in sequence order, one per name (a
+    conflict copy is dropped); only those ending at or after ``since`` and starting
+    at or before ``until``."""
+    starts = new_sequences([
+        parse(text, path) for path, text in conn.execute(
+            "SELECT path, record FROM losses WHERE site=? AND node=? AND camera=?"
+            " AND kind='restart' AND error IS NULL", (site, node, camera))
+    ])  # fmt: skip
     lo = -1e18 if since is None else since
     rows = conn.execute(
         "SELECT seq, start, duration, path FROM segments WHERE site=? AND node=? AND camera=?"
         " AND start >= ? AND start <= ? AND start + COALESCE(duration, 0) >= ? ORDER BY seq, path",
         (site, node, camera, lo - MAX_SEGMENT_SECONDS, 1e18 if until is None else until, lo),
     ).fetchall()  # fmt: skip
+    seen: set[tuple[int, float]] = set()
     out: list[Seg] = []
-    for r in rows:
-        if not out or out[-1].seq != r[0]:
-            out.append(Seg(r[0], r[1], r[2], r[3]))
+    for seq, start, duration, path in rows:
+        if (seq, start) not in seen:
+            seen.add((seq, start))
+            out.append(Seg(seq, start, duration, path, epoch_of(start, starts)))
+    out.sort(key=lambda seg: (seg.epoch, seg.seq))
     return out
 
 
@@ -170,85 +157,45 @@ def audit_camera(
     segs = segments(conn, site, node, camera, since, until)
     recs, result.bad_records = loss_records(conn, site, node, camera)
     result.records = len(recs)
+    result.ram_only = ram_only(recs, since, until)
     if not segs:
         return result
     result.segments = len(segs)
     result.first_seq, result.last_seq = segs[0].seq, segs[-1].seq
     result.newest = max(s.start for s in segs)
-    evicted = {seq: r for r in recs if r.kind == "evicted" for seq in r.sequences}
-    restarts = [r for r in recs if r.kind == "restart" and r.get("reserved_below") is not None]
+    result.epochs = len({s.epoch for s in segs})
     for seg in segs:
         if seg.duration is None:
             result.holes.append(Hole("unplayable", seg.start, seg.start, seg.seq, seg.seq,
                                      unexplained=[seg.seq]))  # fmt: skip
+    starts = new_sequences(recs)
+    by_epoch: dict[int, list[LossRecord]] = {}  # numbers repeat across epochs: their own
+    for rec in recs:
+        by_epoch.setdefault(epoch_of(rec.time, starts), []).append(rec)
+    evicted = {e: {seq: r for r in rs if r.kind == "evicted" for seq in r.sequences}
+               for e, rs in by_epoch.items()}  # fmt: skip
+    restarts = {e: [r for r in rs if r.kind == "restart" and r.get("reserved_below") is not None]
+                for e, rs in by_epoch.items()}  # fmt: skip
     for a, b in itertools.pairwise(segs):
+        if a.epoch != b.epoch:
+            hole = Hole("time", a.end, b.start, b.seq, b.seq, causes=[{
+                "cause": "new_sequence", "seqs": [b.seq],
+                "text": "the node started with no sequence state (reinstalled): a new sequence",
+            }])  # fmt: skip
+            result.holes.append(hole)
+            continue
         if b.seq > a.seq + 1:
             hole = Hole("sequence", a.end, b.start, a.seq + 1, b.seq - 1)
+            ev, rs = evicted.get(a.epoch, {}), restarts.get(a.epoch, [])
             for seq in range(a.seq + 1, b.seq):
-                _explain_seq(hole, seq, a, b, evicted, restarts, recent=now - b.start < grace)
+                explain_seq(hole, seq, a, b, ev, rs, recent=now - b.start < grace)
             result.holes.append(hole)
         elif abs(b.start - a.end) > TIME_TOLERANCE:
             hole = Hole("time", a.end, b.start, b.seq, b.seq)
-            _explain_time(hole, a, b, recs)
+            explain_time(hole, a, b, by_epoch.get(a.epoch, []))
             result.holes.append(hole)
     result.coverage = _coverage(segs, since, now)
     return result
-
-
-def _explain_seq(
-    hole: Hole, seq: int, a: Seg, b: Seg, evicted: dict[int, LossRecord],
-    restarts: list[LossRecord], *, recent: bool,
-) -> None:  # fmt: skip
-    if seq in evicted:
-        rec = evicted[seq]
-        tier, limit = rec.get("tier") or "?", rec.get("limit") or "?"
-        _add(hole, "evicted", f"evicted from the {tier} ({limit} limit)", seq)
-        return
-    for rec in restarts:
-        below = int(rec.get("reserved_below"))
-        if a.seq < below <= b.seq and seq < below:
-            last = rec.get("last_seq")
-            if rec.get("clean") and last is not None and seq <= int(last):
-                continue  # closed before the clean stop: the restart did not take it
-            if rec.get("clean"):
-                _add(hole, "restart", "reserved before a clean stop, never used", seq)
-            else:
-                _add(hole, "power_cut", "lost at a crash or power cut (reserved, unpublished)",
-                     seq)  # fmt: skip
-            return
-    if recent:
-        _add(hole, "backlog", "not yet shipped (the node's backlog)", seq)
-        return
-    hole.unexplained.append(seq)
-
-
-def _explain_time(hole: Hole, a: Seg, b: Seg, recs: list[LossRecord]) -> None:
-    lo, hi = min(a.end, b.start) - TIME_TOLERANCE, max(a.end, b.start) + TIME_TOLERANCE
-    for rec in recs:
-        if rec.kind == "clock_step" and (b.seq in rec.sequences or lo <= rec.time <= hi):
-            _add(hole, "clock_step", f"the node's clock stepped {rec.get('step_seconds'):+.1f}s",
-                 b.seq)  # fmt: skip
-            return
-    if b.start < a.end:
-        hole.unexplained.append(b.seq)  # time went back with no clock step recorded
-        return
-    downs = [r for r in recs if r.kind == "camera_down" and lo <= r.time <= hi]
-    if downs:
-        _add(hole, "camera_down", f"camera down: {len(downs)} restart(s); {downs[0].reason}",
-             b.seq)  # fmt: skip
-        return
-    if any(r.kind == "restart" and lo <= r.time <= hi for r in recs):
-        _add(hole, "restart", "the recorder was not running (stopped or restarting)", b.seq)
-        return
-    hole.unexplained.append(b.seq)
-
-
-def _add(hole: Hole, cause: str, text: str, seq: int) -> None:
-    for c in hole.causes:
-        if c["cause"] == cause and c["text"] == text:
-            c["seqs"].append(seq)
-            return
-    hole.causes.append({"cause": cause, "text": text, "seqs": [seq]})
 
 
 def _coverage(segs: list[Seg], since: float | None, now: float) -> list[dict[str, Any]]:
@@ -273,10 +220,6 @@ def _coverage(segs: list[Seg], since: float | None, now: float) -> list[dict[str
                      "ratio": round(min(1.0, done / elapsed), 6) if elapsed else 0.0})  # fmt: skip
         day += timedelta(days=1)
     return days
-
-
-def iso(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def to_json(audits: list[CameraAudit]) -> str:

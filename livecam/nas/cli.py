@@ -15,13 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sqlite3
 import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
 from livecam import options
-from livecam.nas import audit, index, report
+from livecam.nas import audit, explain, index, report
 from livecam.nas import config as nasconfig
 from livecam.nas.export import ExportError, export, output_paths, resolve
 from livecam.options import ConfigError
@@ -125,11 +126,12 @@ def _export(args: argparse.Namespace, cfg: nasconfig.NasConfig) -> int:
         raise ConfigError("export: name a camera: SITE/NODE/CAMERA (or --camera, repeated)")
     start = nasconfig.parse_time(args.start, "--from").timestamp()
     end = nasconfig.parse_time(args.end, "--to").timestamp()
-    conn, _ = index.update(cfg)
-    try:
-        cams = [resolve(conn, spec) for spec in specs]
-    except ExportError as exc:
-        raise ConfigError(str(exc)) from None
+    conn = index.connect(cfg.db)
+    cams = _resolve(cfg, conn, specs)
+    # Only what the span needs is brought up to date: each camera's node, and of its
+    # days of segments only those around the span (loss records: all of them).
+    for site, node in dict.fromkeys((site, node) for site, node, _ in cams):
+        index.Indexer(cfg, conn, under=f"{site}/{node}", window=(start, end)).run()
     failed = 0
     for cam, out in zip(cams, output_paths(Path(args.output), cams), strict=True):
         try:
@@ -139,7 +141,22 @@ def _export(args: argparse.Namespace, cfg: nasconfig.NasConfig) -> int:
             failed += 1
             continue
         print(f"{clip.out}: {clip.camera}, {len(clip.segments)} segments from "
-              f"{audit.iso(clip.segments[0].start + clip.inpoint)}")  # fmt: skip
+              f"{explain.iso(clip.segments[0].start + clip.inpoint)}")  # fmt: skip
         spans = [report.describe(h) for h in clip.holes] + clip.uncovered
         print(f"  holes: {'; '.join(spans) if spans else 'none'}")
     return 1 if failed else 0
+
+
+def _resolve(
+    cfg: nasconfig.NasConfig, conn: sqlite3.Connection, specs: list[str]
+) -> list[tuple[str, str, str]]:
+    """The cameras named, from the index as it is; a camera it does not know yet is
+    looked for again after a full update."""
+    try:
+        try:
+            return [resolve(conn, spec) for spec in specs]
+        except ExportError:
+            index.Indexer(cfg, conn).run()
+            return [resolve(conn, spec) for spec in specs]
+    except ExportError as exc:
+        raise ConfigError(str(exc)) from None

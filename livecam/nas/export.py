@@ -17,8 +17,9 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from livecam.nas import fmp4, probe
-from livecam.nas.audit import Hole, Seg, audit_camera, cameras, iso, segments
+from livecam.nas import fmp4, fragments, probe
+from livecam.nas.audit import audit_camera, cameras, segments
+from livecam.nas.explain import TIME_TOLERANCE, Hole, Seg, iso
 
 
 class ExportError(Exception):
@@ -77,7 +78,7 @@ def export(
     tmp = out.with_name(f".{out.name}.part")
     try:
         inpoint, outpoint = _join(root, chosen, start - first.start, end - last.start, tmp)
-    except fmp4.Unsupported:
+    except fragments.Unsupported:
         inpoint = _keyframe_at_or_before(root / first.path, start - first.start)
         floor = inpoint if first is last else 0
         outpoint = _keyframe_after(root / last.path, end - last.start, floor)
@@ -87,15 +88,13 @@ def export(
         raise
     os.replace(tmp, out)
     audit = audit_camera(conn, *cam, since=first.start, until=last.start, grace=grace)
-    # A hole is spanned when it lies between the first and the last segment joined.
+    # A hole is spanned when it lies between the first and the last segment joined (by
+    # time: sequence numbers start again after a reinstall).
     holes = [
-        h
-        for h in audit.holes
-        if first.seq < h.first
-        and (
-            h.last < last.seq if h.kind == "sequence" else h.kind == "time" and h.first <= last.seq
-        )
-    ]
+        h for h in audit.holes
+        if h.after >= first.start - TIME_TOLERANCE and h.before <= last.end + TIME_TOLERANCE
+        and (h.kind != "unplayable" or first.start < h.after < last.end)
+    ]  # fmt: skip
     uncovered = []
     if first.start > start + 1:
         uncovered.append(f"nothing recorded from {iso(start)} to {iso(first.start)}")

@@ -72,10 +72,15 @@ def connect(db: Path) -> sqlite3.Connection:
 class Indexer:
     """Brings the index at ``config.db`` up to date with ``config.root``."""
 
-    def __init__(self, config: NasConfig, conn: sqlite3.Connection, *, full: bool = False):
+    def __init__(
+        self, config: NasConfig, conn: sqlite3.Connection, *, full: bool = False,
+        under: str = "", window: tuple[float, float] | None = None,
+    ):  # fmt: skip
         self.config = config
         self.conn = conn
         self.full = full
+        self.under = under.strip("/")
+        self.window = window
         self.stats = Stats()
         self.pool = ThreadPoolExecutor(max_workers=config.probe_workers)
         self._local = threading.local()
@@ -83,8 +88,9 @@ class Indexer:
 
     def run(self) -> Stats:
         t0 = time.monotonic()
+        parent = self.under.rpartition("/")[0] if self.under else None
         try:
-            self._visit("", None)
+            self._visit(self.under, parent)
         finally:
             self.pool.shutdown()
         self.stats.seconds = round(time.monotonic() - t0, 3)
@@ -99,6 +105,8 @@ class Indexer:
             return
         self.stats.dirs_seen += 1
         row = self.conn.execute("SELECT mtime_ns FROM dirs WHERE path = ?", (rel,)).fetchone()
+        if row is not None and self._outside_window(rel):
+            return  # a known day of segments the caller does not need: left for a full run
         if row is not None and row[0] == mtime and not self.full:
             for (child,) in self.conn.execute(
                 "SELECT path FROM dirs WHERE parent = ?", (rel,)
@@ -106,7 +114,7 @@ class Indexer:
                 self._visit(child, rel)
             return
         self.stats.dirs_listed += 1
-        subdirs, files = _list(path, rel)
+        subdirs, files = tree.listing(path, rel)
         for child in subdirs:
             self._visit(child, rel)
         known_children = {
@@ -120,6 +128,21 @@ class Indexer:
                 "INSERT OR REPLACE INTO dirs (path, parent, mtime_ns) VALUES (?, ?, ?)",
                 (rel, parent, mtime),
             )
+
+    def _outside_window(self, rel: str) -> bool:
+        """A directory named for a UTC date (``{date}`` in ``remote_path``) more than a day
+        away from the window, and not one of loss records (a node may write a record
+        long after the segments it concerns: those directories are always looked at).
+
+        Only directories the index already knows are ever skipped: a new one is listed,
+        so a later run, which descends into the known children of an unchanged
+        directory, can never miss it."""
+        if self.window is None:
+            return False
+        day = tree.day_of(rel)
+        return day is not None and (
+            day + 86400 < self.window[0] - 86400 or day > self.window[1] + 86400
+        )
 
     def _update_files(self, rel: str, files: dict[str, os.stat_result]) -> None:
         known = {
@@ -213,7 +236,7 @@ class Indexer:
         error: str | None = None
         try:
             rec = records.read(self.config.root / found.rel, found.rel)
-            kind, camera, when = rec.kind, rec.camera, rec.time
+            kind, camera, when = rec.kind, rec.camera or None, rec.time  # None: every camera
             text = (self.config.root / found.rel).read_text()
         except records.BadRecord as exc:
             error = str(exc)
@@ -242,28 +265,6 @@ class Indexer:
             )
 
 
-def _list(path: Path, rel: str) -> tuple[list[str], dict[str, os.stat_result]]:
-    """Sub-directories and files (with their stat) of one directory; dot-names skipped."""
-    subdirs: list[str] = []
-    files: dict[str, os.stat_result] = {}
-    try:
-        entries = list(os.scandir(path))
-    except FileNotFoundError:
-        return subdirs, files
-    for entry in entries:
-        if entry.name.startswith("."):
-            continue
-        child = f"{rel}/{entry.name}" if rel else entry.name
-        try:
-            if entry.is_dir(follow_symlinks=False):
-                subdirs.append(child)
-            elif entry.is_file(follow_symlinks=False):
-                files[child] = entry.stat(follow_symlinks=False)
-        except FileNotFoundError:
-            continue
-    return sorted(subdirs), files
-
-
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -272,10 +273,17 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def update(config: NasConfig, *, full: bool = False) -> tuple[sqlite3.Connection, Stats]:
-    """Open the index and bring it up to date; the open connection and what was done."""
+def update(
+    config: NasConfig, *, full: bool = False, under: str = "",
+    window: tuple[float, float] | None = None,
+) -> tuple[sqlite3.Connection, Stats]:  # fmt: skip
+    """Open the index and bring it up to date; the open connection and what was done.
+
+    ``under`` (``SITE/NODE``, relative to the root) brings only that subtree up to
+    date, and ``window`` (Unix seconds) also leaves out its known days of segments
+    outside that span: what an export of that span needs (see ``_outside_window``)."""
     conn = connect(config.db)
-    return conn, Indexer(config, conn, full=full).run()
+    return conn, Indexer(config, conn, full=full, under=under, window=window).run()
 
 
 def row_dict(row: sqlite3.Row) -> dict[str, Any]:

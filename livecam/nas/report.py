@@ -6,7 +6,8 @@ import os
 import time
 from pathlib import Path
 
-from livecam.nas.audit import CameraAudit, Hole, iso
+from livecam.nas.audit import CameraAudit
+from livecam.nas.explain import Hole, iso
 
 
 def text(audits: list[CameraAudit], now: float | None = None) -> str:
@@ -20,6 +21,13 @@ def text(audits: list[CameraAudit], now: float | None = None) -> str:
         for day in a.coverage:
             lines.append(f"  {day['date']}: coverage {100 * day['ratio']:.1f}% "
                          f"({day['recorded']:.0f}s of {day['elapsed']:.0f}s)")  # fmt: skip
+        for span in a.ram_only:
+            until = (
+                f"to {span['to']} ({span['seconds']:.0f}s)"
+                if span["to"]
+                else "on (no recovery yet)"
+            )
+            lines.append(f"  ran RAM-only from {span['from']} {until}: {span['reason']}")
         for hole in a.holes:
             lines.append("  " + describe(hole))
         for bad in a.bad_records:

@@ -8,8 +8,10 @@ temp files, the index's own directory) are never looked at.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 from livecam.losses import LOSS_CAMERA
@@ -17,6 +19,8 @@ from livecam.segment import Segment
 
 # A segment the shipper published beside other content under the same name.
 _CONFLICT_RE = re.compile(r"^(?P<stem>.+)\.conflict-[0-9a-f]{12}(?P<ext>\.mp4)$")
+# A directory ``{date}`` in ``remote_path`` made: the segment's UTC start date.
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 @dataclass(frozen=True)
@@ -56,3 +60,38 @@ def parse(rel: str) -> Found | None:
         start=segment.start.timestamp(),
         is_loss_record=segment.camera == LOSS_CAMERA,
     )
+
+
+def day_of(rel: str) -> float | None:
+    """The UTC midnight (Unix seconds) of a directory of segments named for its date
+    (``.../2026-11-27``); None for any other directory, and for loss records' (a
+    node may write a record long after the segments it concerns)."""
+    parts = PurePosixPath(rel).parts
+    if not parts or LOSS_CAMERA in parts or not _DATE_RE.match(parts[-1]):
+        return None
+    try:
+        return datetime.strptime(parts[-1], "%Y-%m-%d").replace(tzinfo=UTC).timestamp()
+    except ValueError:  # 2026-13-01
+        return None
+
+
+def listing(path: Path, rel: str) -> tuple[list[str], dict[str, os.stat_result]]:
+    """Sub-directories and files (with their stat) of one directory; dot-names skipped."""
+    subdirs: list[str] = []
+    files: dict[str, os.stat_result] = {}
+    try:
+        entries = list(os.scandir(path))
+    except FileNotFoundError:
+        return subdirs, files
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        child = f"{rel}/{entry.name}" if rel else entry.name
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                subdirs.append(child)
+            elif entry.is_file(follow_symlinks=False):
+                files[child] = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+    return sorted(subdirs), files

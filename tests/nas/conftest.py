@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,10 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
         wait_for(lambda: sum(c["camera"] == "cam0" for c in node.closed()) >= SEGMENTS
                  and sum(c["camera"] == "cam1" for c in node.closed()) >= SEGMENTS,
                  90, f"{SEGMENTS} segments per camera")  # fmt: skip
+        # Stop while both cameras are well inside a segment, so each camera's last
+        # segment is cut short (test_index checks its duration comes from the file).
+        wait_for(lambda: (ages := open_ages(node)) and all(0.2 < a < 1.5 for a in ages),
+                 30, "mid-segment")  # fmt: skip
         assert node.stop(proc) == 0
         node.drain()
         copy = base / "root"
@@ -51,6 +56,18 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
         node.cleanup()
         share.close()
     return copy
+
+
+def open_ages(node: Node) -> list[float]:
+    """Seconds since each camera's open segment was created ([] while one has none)."""
+    ages = []
+    for cam in CAMERAS:
+        try:
+            opened = next((node.buffer / cam / ".open").glob("*"))
+            ages.append(time.time() - opened.stat().st_ctime)
+        except (StopIteration, FileNotFoundError):
+            return []
+    return ages
 
 
 @pytest.fixture

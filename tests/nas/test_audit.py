@@ -2,7 +2,7 @@
 
 The scenario test runs a real node (``livecam run``, ffmpeg test-pattern cameras,
 the ``nfs`` transport into a tmpfs share) through a clean restart, a camera whose
-ffmpeg is killed again and again, an outage with a spool quota that forces
+ffmpeg is killed again and again (then frozen), an outage with a spool quota that forces
 evictions, and a power cut (kill -9 of everything, the RAM buffer wiped). The
 audit must explain every hole, and agree with what the node closed (the witness
 plugin's log) and what it evicted (its EVICTED log lines). A segment then deleted
@@ -100,6 +100,14 @@ def test_audit_explains_every_hole_of_a_real_node(tmp_path: Path):
                                      if p not in killed], 30, "a cam0 ffmpeg")  # fmt: skip
             os.kill(pids[0], signal.SIGKILL)
             killed.append(pids[0])
+        # Under load the kills can come more than 3 segments apart (the backoff then
+        # starts afresh at 0.5 s) with segments closed between them, so no gap need be
+        # longer than the audit's tolerance; a frozen camera always makes one: the
+        # recorder restarts it when no segment closed for its stall limit (7.5 s).
+        frozen = wait_for(lambda: [p for p in node.pids("ffmpeg", "cam0/.open")
+                                   if p not in killed], 30, "a cam0 ffmpeg")  # fmt: skip
+        os.kill(frozen[0], signal.SIGSTOP)
+        wait_for(lambda: "cam0 stalled" in node.log_text(), 30, "the stall noticed")
         mark = closed("cam0")
         wait_for(lambda: closed("cam0") >= mark + 3, 40, "cam0 back")
         # An outage long enough for the spool quota to evict.

@@ -11,13 +11,15 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
+import sqlite3
 import subprocess
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
-from livecam.segment import Segment
+from livecam.segment import Segment, segment_name
 from tests.nas.conftest import nas, segment_files
 
 pytestmark = pytest.mark.slow
@@ -158,3 +160,51 @@ def test_export_refuses_a_time_without_a_zone_and_an_unknown_camera(tree: Path, 
                "--to", "2026-11-27T14:04:00Z", "-o", str(out))  # fmt: skip
     assert done.returncode == 2 and "no such camera" in done.stderr
     assert not out.exists()
+
+
+def test_export_brings_only_its_node_and_days_up_to_date(tree: Path, tmp_path):
+    """A segment that landed since the last index run is exported; another node's new
+    files and a known day far from the span are left for the next ``nas index``."""
+    files = segment_files(tree / "lab", "cam0")
+    late = files[3]
+    held = tmp_path / late.name
+    os.rename(late, held)  # not there yet when the index runs
+    old_day = start_of(files[0]) - timedelta(days=3)
+    old_dir = tree / "lab/node01/cam0" / f"{old_day:%Y-%m-%d}"
+    old_dir.mkdir()
+    (old_dir / segment_name("cam0", old_day, 900000)).write_bytes(files[0].read_bytes())
+    assert nas("nas", "index", "--root", str(tree)).returncode == 0
+    db = tree / ".livecam" / "index.sqlite"
+    assert late.name not in indexed_names(db)
+    # Now it lands (a temp name, then a rename), and so do files the span does not need.
+    tmp = late.with_name(f".{late.name}.part")
+    shutil.copyfile(held, tmp)
+    os.rename(tmp, late)
+    old_late = old_dir / segment_name("cam0", old_day + timedelta(seconds=2), 900001)
+    old_late.write_bytes(files[0].read_bytes())
+    other = tree / "lab/node02/cam0" / late.parent.name / late.name
+    other.parent.mkdir(parents=True)
+    shutil.copyfile(held, other)
+
+    out = tmp_path / "clip.mp4"
+    done = nas("export", "lab/node01/cam0", "--root", str(tree),
+               "--from", start_of(files[1]).isoformat(),
+               "--to", (start_of(files[5]) + timedelta(seconds=1)).isoformat(),
+               "-o", str(out))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "5 segments" in done.stdout and "holes: none" in done.stdout, done.stdout
+    names = indexed_names(db)
+    assert late.name in names, "the export brought the span's directory up to date"
+    assert old_late.name not in names and other.name not in indexed_names(db, "node02")
+    # The next full run finds what the export left out.
+    assert nas("nas", "index", "--root", str(tree)).returncode == 0
+    assert old_late.name in indexed_names(db) and other.name in indexed_names(db, "node02")
+
+
+def indexed_names(db: Path, node: str = "node01") -> set[str]:
+    conn = sqlite3.connect(db)
+    try:
+        rows = conn.execute("SELECT path FROM segments WHERE node = ?", (node,)).fetchall()
+    finally:
+        conn.close()
+    return {Path(r[0]).name for r in rows}
