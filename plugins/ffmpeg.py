@@ -72,10 +72,6 @@ class FfmpegCamera(CameraBackend):
         "snapshot_seconds": Option(o.duration, "5s", "a JPEG of the latest frame (0: none)"),
     }
 
-    #: Inputs (camera, input arguments) that ended in this process: a file read to
-    #: its end is not recorded again when the recorder restarts the backend.
-    _ended: ClassVar[set[tuple[str, ...]]] = set()
-
     def __init__(self, camera: str, options: Any, *, segment_seconds: float):
         super().__init__(camera, options, segment_seconds=segment_seconds)
         self._proc: subprocess.Popen[bytes] | None = None
@@ -186,16 +182,11 @@ class FfmpegCamera(CameraBackend):
             os.path.join(os.path.dirname(open_dir.rstrip("/")), ".snapshot.jpg"),
         ]  # fmt: skip
 
-    def _input_key(self) -> tuple[str, ...]:
-        return (self.camera, *(self.opts["input"] or ()))
-
     def _source(self) -> str:
         inp = self.opts["input"] or []
         return inp[inp.index("-i") + 1] if "-i" in inp[:-1] else self.opts["pattern"]
 
     def record(self, sink: SegmentSink) -> None:
-        if self._input_key() in self._ended:
-            raise InputEnded(f"input ended: {self._source()} was recorded to its end already")
         argv = self.argv(str(sink.open_dir))
         log.debug("camera %s: %s", self.camera, shlex.join(argv))
         with self._lock:
@@ -239,7 +230,6 @@ class FfmpegCamera(CameraBackend):
             # ffmpeg ends on its own, without an error, only when its input ended.
             if _is_live(self.opts["input"]):  # a stream closed: the camera may come back
                 raise CameraError(f"input ended: {self._source()} closed the stream")
-            self._ended.add(self._input_key())
             raise InputEnded(f"input ended: {self._source()} (ffmpeg read it to its end)")
         raise CameraError(f"ffmpeg exited with code {code}: {cause(errors)}")
 
