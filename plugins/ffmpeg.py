@@ -17,6 +17,7 @@ import re
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import threading
 from collections import deque
@@ -269,7 +270,13 @@ def _is_live(argv: list[str]) -> bool:
     source = argv[argv.index("-i") + 1] if "-i" in argv[:-1] else ""
     live_formats = {"v4l2", "video4linux2", "alsa", "pulse", "x11grab", "kmsgrab"}
     fmt = argv[argv.index("-f") + 1] if "-f" in argv[:-1] else ""
-    return fmt in live_formats or "://" in source or source.startswith("/dev/")
+    if fmt in live_formats or "://" in source or source.startswith("/dev/"):
+        return True
+    try:  # a pipe or socket a feeder writes may get a new writer: not a file's end
+        mode = os.stat(source).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
 @hookimpl

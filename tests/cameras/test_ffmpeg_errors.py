@@ -8,6 +8,7 @@ and a file is recorded once, not again from the start on every restart.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -146,3 +147,59 @@ def test_an_ended_input_stays_ended_across_a_reboot_until_the_camera_changes(tmp
     assert "recording with ffmpeg" in log, log
     again = [p for p in shipped() if p not in first]
     assert 2 <= len(again) <= 3, (again, log)
+
+
+def test_a_pipe_whose_writer_ends_is_not_an_ended_input(tmp_path):
+    """A FIFO's writer may come back (a feeder restarting): its end is a closed
+    stream, restarted as usual and never noted as an input that ended for good."""
+    clip = tmp_path / "clip.ts"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=10",
+         "-t", "2", "-c:v", "libx264", "-preset", "ultrafast", "-f", "mpegts", str(clip)],
+        check=True,
+    )  # fmt: skip
+    fifo = tmp_path / "feed"
+    os.mkfifo(fifo)
+    config = write_config(tmp_path / "livecam.yaml", {
+        "segment_seconds": 1,
+        "cameras": {"cam0": {"size": [160, 120], "fps": 10, "preset": "ultrafast",
+                             "input": ["-f", "mpegts", "-i", str(fifo)]}},
+        "buffer": {"path": str(tmp_path / "buffer"), "max_bytes": "50M"},
+        "spool": {"path": str(tmp_path / "spool"), "max_bytes": "50M", "min_free_bytes": 0},
+        "transport": {"plugin": "nfs", "path": str(tmp_path / "nas")},
+        "plugin_dirs": [],
+    })  # fmt: skip
+    log = tmp_path / "record.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(livecam_cmd("-c", str(config), "record", "cam0"),
+                                stdout=out, stderr=out)  # fmt: skip
+    try:
+        with open(fifo, "wb") as writer:  # waits for the recorder's ffmpeg to open it
+            writer.write(clip.read_bytes())
+        deadline = time.monotonic() + 60
+        while not failures(log.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        # The restarted ffmpeg opens the pipe again: a second writer comes and stays
+        # until the stop (ffmpeg blocked opening a pipe with no writer ignores SIGTERM).
+        writer_fd = -1
+        while writer_fd < 0 and time.monotonic() < deadline:
+            try:
+                writer_fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:
+                time.sleep(0.1)
+        assert writer_fd >= 0, log.read_text()
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(1)
+        os.close(writer_fd)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    lines = failures(text)
+    assert lines and f"input ended: {fifo} closed the stream" in lines[0], text
+    assert "recorded to its end already" not in text
+    assert len(re.findall(r"recording with ffmpeg", text)) >= 2, text  # started again
+    assert not list((tmp_path / "spool").rglob("ended-*.json"))
+    assert sorted((tmp_path / "buffer" / "cam0").glob("*.mp4")), text  # the feed recorded
