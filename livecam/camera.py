@@ -33,7 +33,8 @@ class CameraError(Exception):
 
 class InputEnded(CameraError):
     """The input has nothing more to give (a file read to its end). Recording it
-    again would repeat it from the start, so the backend refuses to from then on."""
+    again would repeat it from the start, so the recorder starts no backend for the
+    camera again while it is configured the same (``livecam.ended``)."""
 
 
 class BadSegment(CameraError):

@@ -6,7 +6,11 @@ is first renamed to a hidden name (which also proves the tier can still delete),
 then counted, logged and announced, then deleted. The count is kept in memory
 and written to every ledger file that can take it (the spool's, which survives a
 reboot, and the RAM buffer's, which survives a failed SD card); ``status`` reads
-the larger. The log line is written whatever the disks do.
+the larger. The log line is written whatever the disks do. A crash between the
+count and the delete leaves the segment aside; the next start deletes it, and
+counts it only if the ledger's last eviction is not that segment (evictions run
+one at a time, so only the last can be counted and not yet deleted): each
+eviction is counted once, while its log line and event may come twice.
 
 Order: the plugins' choice first, then oldest first (each camera strictly by
 sequence). A segment the publisher holds at that moment is skipped without
@@ -122,8 +126,14 @@ class Evictor:
         aside.unlink(missing_ok=True)
         return size
 
-    def _count(self, segment: Segment, tier: Tier, reason: str, size: int) -> None:
-        count = self.ledger.count(segment, tier, reason, size)
+    def _count(
+        self, segment: Segment, tier: Tier, reason: str, size: int, counted: bool = False
+    ) -> None:
+        """Count (unless ``counted`` already), log and announce one eviction."""
+        if counted:
+            count = int(self.ledger.record.get("count", 0))
+        else:
+            count = self.ledger.count(segment, tier, reason, size)
         log.warning(
             "EVICTED %s from %s (%s limit): %d bytes of recording deleted unshipped (%d so far)",
             segment.name,
@@ -140,9 +150,11 @@ class Evictor:
             segment = Segment.from_path(aside.with_name(aside.name[1 : -len(EVICTING)]))
             if segment is None:
                 continue
+            last = self.ledger.record.get("last") or {}
+            counted = last.get("segment") == segment.name and last.get("tier") == tier.role
             try:
                 size = aside.stat().st_size
-                self._count(segment.at(aside), tier, "interrupted", size)
+                self._count(segment.at(aside), tier, "interrupted", size, counted)
                 aside.unlink()
             except OSError as exc:
                 log.error("cannot finish evicting %s: %s", aside, exc)

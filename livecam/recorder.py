@@ -3,7 +3,8 @@
 It never touches the network. It runs the camera backend, hands it a
 ``BufferSink`` (``livecam.sink``) that makes each closed file a ready segment,
 and restarts the backend with backoff when it fails or stalls (no segment closed
-for a few lengths). Its state file has one writer, the ``state-writer`` thread;
+for a few lengths). A camera whose input ended is not started again while it is
+configured the same (``livecam.ended``). Its state file has one writer, the ``state-writer`` thread;
 the backend's threads only change the state in memory.
 """
 
@@ -17,8 +18,9 @@ import threading
 import time
 
 from livecam import build
-from livecam.camera import CameraBackend, CameraError
+from livecam.camera import CameraBackend, CameraError, InputEnded
 from livecam.config import Config
+from livecam.ended import EndedInputs
 from livecam.heartbeat import RecorderHeartbeat
 from livecam.losses import LossWriter, mark_clean_stop, note_start
 from livecam.plugins import Plugins
@@ -57,6 +59,7 @@ class Recorder:
         )
         self.sink: BufferSink | None = None
         self.losses = LossWriter(self.spool.path, config.site, config.node, self.buffer.path)
+        self.ended = EndedInputs(self.camera, self.spool.state_dir, self.buffer.state_dir)
 
     def run(self) -> int:
         """Record until SIGTERM/SIGINT. Returns the process exit code."""
@@ -76,16 +79,9 @@ class Recorder:
             )
             started = time.monotonic()
             sink.last_closed = started
-            with self.state.edit() as st:
-                st.state = "recording"
-            log.info("camera %s: recording with %s", self.camera.name, self.camera.backend)
-            try:
-                self.backend.record(sink)
-                if self.stopping.is_set():
-                    break
-                error: Exception = CameraError("backend returned without being stopped")
-            except Exception as exc:
-                error = exc
+            error = self._record(sink)
+            if error is None:
+                break
             sink.salvage()
             if self.stopping.is_set():
                 break
@@ -95,7 +91,7 @@ class Recorder:
             failures += 1
             with self.state.edit() as st:
                 st.restarts += 1
-                st.state = "restarting"
+                st.state = "ended" if isinstance(error, InputEnded) else "restarting"
                 st.last_error = f"{type(error).__name__}: {error}"
                 restarts = st.restarts
             delay = min(BACKOFF_MAX, 0.5 * 2 ** (failures - 1))
@@ -119,6 +115,31 @@ class Recorder:
         mark_clean_stop(self.spool.state_dir, self.camera.name, self.state.current.last_segment)
         log.info("camera %s: stopped", self.camera.name)
         return 0
+
+    def _record(self, sink: BufferSink) -> Exception | None:
+        """Run the backend until it fails (the error) or is stopped (None)."""
+        assert self.backend is not None
+        if ended := self.ended.ended():
+            return InputEnded(
+                f"{ended}; recorded to its end already "
+                f"(change cameras.{self.camera.name} to record it again)"
+            )
+        with self.state.edit() as st:
+            st.state = "recording"
+        log.info("camera %s: recording with %s", self.camera.name, self.camera.backend)
+        try:
+            self.backend.record(sink)
+        except InputEnded as exc:
+            try:
+                self.ended.mark(str(exc))
+            except OSError as why:
+                log.error("camera %s: cannot note that its input ended: %s", self.camera.name, why)
+            return exc
+        except Exception as exc:
+            return exc
+        if self.stopping.is_set():
+            return None
+        return CameraError("backend returned without being stopped")
 
     def stop(self) -> None:
         self.stopping.set()

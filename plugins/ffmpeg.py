@@ -17,6 +17,7 @@ import re
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import threading
 from collections import deque
@@ -71,10 +72,6 @@ class FfmpegCamera(CameraBackend):
         "extra_output_args": Option(o.string_list, []),
         "snapshot_seconds": Option(o.duration, "5s", "a JPEG of the latest frame (0: none)"),
     }
-
-    #: Inputs (camera, input arguments) that ended in this process: a file read to
-    #: its end is not recorded again when the recorder restarts the backend.
-    _ended: ClassVar[set[tuple[str, ...]]] = set()
 
     def __init__(self, camera: str, options: Any, *, segment_seconds: float):
         super().__init__(camera, options, segment_seconds=segment_seconds)
@@ -186,16 +183,11 @@ class FfmpegCamera(CameraBackend):
             str(snapshot.path_for(open_dir.rstrip("/"))),
         ]  # fmt: skip
 
-    def _input_key(self) -> tuple[str, ...]:
-        return (self.camera, *(self.opts["input"] or ()))
-
     def _source(self) -> str:
         inp = self.opts["input"] or []
         return inp[inp.index("-i") + 1] if "-i" in inp[:-1] else self.opts["pattern"]
 
     def record(self, sink: SegmentSink) -> None:
-        if self._input_key() in self._ended:
-            raise InputEnded(f"input ended: {self._source()} was recorded to its end already")
         argv = self.argv(str(sink.open_dir))
         log.debug("camera %s: %s", self.camera, shlex.join(argv))
         with self._lock:
@@ -239,7 +231,6 @@ class FfmpegCamera(CameraBackend):
             # ffmpeg ends on its own, without an error, only when its input ended.
             if _is_live(self.opts["input"]):  # a stream closed: the camera may come back
                 raise CameraError(f"input ended: {self._source()} closed the stream")
-            self._ended.add(self._input_key())
             raise InputEnded(f"input ended: {self._source()} (ffmpeg read it to its end)")
         raise CameraError(f"ffmpeg exited with code {code}: {cause(errors)}")
 
@@ -279,7 +270,13 @@ def _is_live(argv: list[str]) -> bool:
     source = argv[argv.index("-i") + 1] if "-i" in argv[:-1] else ""
     live_formats = {"v4l2", "video4linux2", "alsa", "pulse", "x11grab", "kmsgrab"}
     fmt = argv[argv.index("-f") + 1] if "-f" in argv[:-1] else ""
-    return fmt in live_formats or "://" in source or source.startswith("/dev/")
+    if fmt in live_formats or "://" in source or source.startswith("/dev/"):
+        return True
+    try:  # a pipe or socket a feeder writes may get a new writer: not a file's end
+        mode = os.stat(source).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
 @hookimpl

@@ -7,6 +7,12 @@ leftover), query its size on the open handle, then rename (without replacing:
 kept and compared, never overwritten) and close in one compound request. "Already
 there" means same size and, read back only then, the same SHA-256.
 
+On an append-only share (the NAS role's: Samba's vfs_worm with no grace period)
+a file is immutable as soon as it exists and was written, so even the temp cannot
+be renamed: after the first refusal on a connection the final step hard-links the
+temp to the target name (never replacing) and leaves the temp for the NAS's
+retention, and a retry writes beside an earlier attempt's immutable temp.
+
 Encryption (SMB3) is required by default: a server that cannot encrypt is an
 error, never a silent downgrade; ``encrypt: false`` allows plaintext. The password
 comes from ``password_file`` only and is read when connecting (so a rotated
@@ -32,6 +38,8 @@ import contextlib
 import errno
 import functools
 import importlib
+import secrets
+import stat
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -62,6 +70,9 @@ PERMANENT_STATUS = {
     0xC0000072: "account disabled",  # STATUS_ACCOUNT_DISABLED
     0xC00000CC: "no such share",  # STATUS_BAD_NETWORK_NAME
 }
+
+
+ACCESS_DENIED = 0xC0000022  # STATUS_ACCESS_DENIED: smbprotocol gives it no errno
 
 
 def _smbclient() -> Any:
@@ -106,14 +117,34 @@ class SmbStore(TempRenameStore):
         try:
             _smbclient().mkdir(self.unc(directory), **self.kw)
         except OSError as exc:
+            # An append-only share refuses a create of any name that exists, even a
+            # directory's: one that is there is what was asked for.
+            if getattr(exc, "ntstatus", None) == ACCESS_DENIED and self._is_dir(directory):
+                return
             raise _as_builtin(exc) from None
+
+    def _is_dir(self, directory: str) -> bool:
+        try:
+            return stat.S_ISDIR(_smbclient().stat(self.unc(directory), **self.kw).st_mode)
+        except OSError:
+            return False
 
     def open_temp(self, temp: str) -> TempFile:
         try:
-            raw = open_raw(self.unc(self.full(temp)), self.kw)
+            return SmbTemp(self, temp, self._open(temp))
+        except OSError as exc:
+            # An earlier attempt's temp on an append-only share cannot be reopened for
+            # writing: write beside it (the NAS's retention removes leftovers).
+            if getattr(exc, "ntstatus", None) != ACCESS_DENIED or self.size(temp) is None:
+                raise
+        temp = f"{temp}-{secrets.token_hex(4)}"
+        return SmbTemp(self, temp, self._open(temp))
+
+    def _open(self, temp: str) -> Any:
+        try:
+            return open_raw(self.unc(self.full(temp)), self.kw)
         except OSError as exc:
             raise _as_builtin(exc) from None
-        return SmbTemp(self, temp, raw)
 
 
 class SmbTemp(TempFile):
@@ -181,8 +212,23 @@ class SmbTemp(TempFile):
         return query_size(self.raw)
 
     def rename(self, remote: str) -> None:
+        target = self.store.unc(self.store.full(remote))
+        t = self.store.t
         try:
-            rename_and_close(self.raw, self.store.unc(self.store.full(remote)))
+            if t.renames_refused:
+                link_and_close(self.raw, target)
+                return
+            try:
+                rename_and_close(self.raw, target)
+            except OSError as exc:
+                if getattr(exc, "ntstatus", None) != ACCESS_DENIED:
+                    raise
+                # An append-only share (vfs_worm) refuses renaming even the temp this
+                # handle wrote; the compound closed it. Link it instead, from now on.
+                t.renames_refused = True
+                reopened = open_raw(self.store.unc(self.store.full(self.temp)), self.store.kw,
+                                    write=False)  # fmt: skip
+                link_and_close(reopened, target)
         except OSError as exc:
             raise _as_builtin(exc) from None
 
@@ -224,6 +270,7 @@ class SmbTransport(StoreTransport):
         self._timed_out = False
         self._conn: Any = None
         self.dirs = Directories()  # forgotten on a new connection
+        self.renames_refused = False  # the share is append-only: link (forgotten likewise)
         self.credit_lock = threading.Lock()
         self.window = Window(self.opts.get("window") or WINDOW)
 
@@ -273,6 +320,7 @@ class SmbTransport(StoreTransport):
         if session.connection is not self._conn:  # a new connection: forget
             self._conn, self.dirs = session.connection, Directories()
             self.window = Window(self.window.limit)
+            self.renames_refused = False
         return [SmbStore(self, kw) for _ in range(count)]
 
     def attempt(self, store: Any, limit: float) -> contextlib.AbstractContextManager[None]:
@@ -342,7 +390,11 @@ def classify(exc: Exception, where: str, timed_out: bool) -> PublishError:
 _MODULE_NAMES = {
     "smbclient._io": ("SMBFileIO", "SMBFileTransaction", "query_info", "set_info"),
     "smbprotocol": ("MAX_PAYLOAD_SIZE",),
-    "smbprotocol.file_info": ("FileRenameInformation", "FileStandardInformation"),
+    "smbprotocol.file_info": (
+        "FileLinkInformation",
+        "FileRenameInformation",
+        "FileStandardInformation",
+    ),
     "smbprotocol.open": ("FilePipePrinterAccessMask", "Open"),
     "smbprotocol.connection": ("Connection",),
 }
@@ -386,11 +438,15 @@ def _moved(missing: list[str]) -> str:
     )
 
 
-def open_raw(unc: str, kw: dict[str, Any]) -> Any:
-    """Open ``unc`` truncated for writing, size queries, renaming: a raw smbclient handle."""
+def open_raw(unc: str, kw: dict[str, Any], *, write: bool = True) -> Any:
+    """A raw smbclient handle on ``unc``: created or truncated for writing, size
+    queries and renaming; with ``write`` false an existing file, only to be linked
+    (left closed: ``link_and_close`` opens it in its compound)."""
     from smbclient._io import SMBFileIO
     from smbprotocol.open import FilePipePrinterAccessMask as Access
 
+    if not write:
+        return SMBFileIO(unc, mode="r", desired_access=Access.FILE_READ_ATTRIBUTES, **kw)
     access = Access.FILE_WRITE_DATA | Access.DELETE | Access.FILE_READ_ATTRIBUTES
     raw = SMBFileIO(unc, mode="w", desired_access=access, **kw)
     raw.open()
@@ -422,6 +478,24 @@ def rename_and_close(raw: Any, unc: str) -> None:
     with SMBFileTransaction(raw) as commit:
         set_info(commit, rename)
         raw.close(transaction=commit)
+
+
+def link_and_close(raw: Any, unc: str) -> None:
+    """Give the file of ``raw`` the name ``unc`` too (a hard link, never replacing) and
+    close it: one compound, which opens ``raw`` first when it is closed. Raises
+    SMBOSError (EEXIST when the name is taken)."""
+    import ntpath
+
+    from smbclient._io import SMBFileTransaction, set_info
+    from smbprotocol.file_info import FileLinkInformation
+
+    link = FileLinkInformation()
+    link["replace_if_exists"] = False
+    link["file_name"] = ntpath.join(ntpath.dirname(raw.fd.file_name), ntpath.basename(unc))
+    with SMBFileTransaction(raw) as commit:
+        set_info(commit, link)
+        if not raw.closed:
+            raw.close(transaction=commit)
 
 
 def writable(conn: Any, want: int) -> tuple[int, bool]:

@@ -1,4 +1,4 @@
-"""A fleet of two camera nodes and a NAS, as Debian trees provisioned by site.yml."""
+"""A fleet of camera nodes (rsync, sftp, smb) and a NAS, as Debian trees provisioned by site.yml."""
 
 from __future__ import annotations
 
@@ -15,11 +15,29 @@ from tests.ansible import fleet
 
 NODES = ("node1", "node2")  # ship over rsync (the e2e cuts node1's link)
 SFTP_NODE = "node3"  # ships over sftp into a chrooted account
-ALL_NODES = (*NODES, SFTP_NODE)
+SMB_NODE = "node4"  # ships over smb to the role's append-only share
+ALL_NODES = (*NODES, SFTP_NODE, SMB_NODE)
 NAS_ADDRESS = "10.77.0.1"
 SFTP_PORT = 2422  # not 22: the NAS role must make its sshd listen there too
 WEB_NODE = "node1"  # the node whose web page is enabled (livecam-web.service)
 WEB_TOKEN = "ansible-web-token-4711"  # node1's and the NAS's web token (a vault value)
+SMB_PORT = 4450  # not 445: the NAS role must make smbd listen there too
+SMB_PASSWORDS = ("first-Pa55-word", "changed-Pa55-word")  # loopback netns only
+
+
+def write_vault(work: Path, password: str) -> None:
+    """The smb node's password as the site keeps it: in a file ansible-vault
+    encrypted (host_vars beside the inventory), its vault password in a file."""
+    secret = work / fleet.VAULT_PASSWORD
+    if not secret.exists():
+        secret.write_text("test vault password\n")
+        secret.chmod(0o600)
+    vault = work / "host_vars" / f"{SMB_NODE}.yml"
+    vault.parent.mkdir(exist_ok=True)
+    vault.write_text(yaml.safe_dump({"vault_livecam_smb_password": password}))
+    fleet.sh(str(fleet.VENV_BIN / "ansible-vault"), "encrypt", "--vault-password-file",
+             str(secret), str(vault))  # fmt: skip
+    assert vault.read_text().startswith("$ANSIBLE_VAULT;")
 
 
 @dataclass
@@ -43,6 +61,8 @@ def _inventory(trees: dict[str, Path]) -> dict:
                            "bitrate": "100k"}},
         "node3": {"cam0": {"backend": "ffmpeg", "size": [160, 120], "fps": 10,
                            "bitrate": "100k"}},
+        "node4": {"cam0": {"backend": "ffmpeg", "size": [160, 120], "fps": 10,
+                           "bitrate": "100k"}},
     }  # fmt: skip
     hosts = {n: {"ansible_host": str(trees[n]), "livecam_node_cameras": cameras[n]}
              for n in ALL_NODES}  # fmt: skip
@@ -52,6 +72,12 @@ def _inventory(trees: dict[str, Path]) -> dict:
     }  # fmt: skip
     hosts[SFTP_NODE]["livecam_node_remote_path"] = "{camera}/{date}/{name}"
     hosts[WEB_NODE].update(livecam_node_web=True, livecam_node_web_token=WEB_TOKEN)
+    hosts[SMB_NODE]["livecam_node_transport"] = {
+        "plugin": "smb", "server": NAS_ADDRESS, "port": SMB_PORT, "share": "livecam",
+        "path": f"test/{SMB_NODE}", "username": f"livecam-{SMB_NODE}",
+    }  # fmt: skip
+    hosts[SMB_NODE]["livecam_node_remote_path"] = "{camera}/{date}/{name}"
+    hosts[SMB_NODE]["livecam_node_transport_secret"] = "{{ vault_livecam_smb_password }}"
     return {
         "all": {
             "vars": {
@@ -107,6 +133,7 @@ def provisioned(tmp_path_factory) -> Fleet:
             "__pycache__", "livecam-demo"))  # fmt: skip
         inventory = _inventory(f.trees)
         inventory["all"]["vars"]["livecam_source"] = str(source)
+        write_vault(work, SMB_PASSWORDS[0])
         f.inventory.write_text(yaml.safe_dump(inventory, sort_keys=False))
         t0 = time.monotonic()
         out, recap = fleet.ansible_playbook(f.inventory)

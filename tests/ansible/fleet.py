@@ -29,9 +29,10 @@ VARIANT = "minbase"
 # tree share one base; the roles' apt tasks then find their packages present.
 PACKAGES = sorted([
     "ffmpeg", "openssh-client", "openssh-server", "prometheus-node-exporter", "python3",
-    "python3-apt", "python3-venv", "rsync", "systemd",
+    "python3-apt", "python3-venv", "rsync", "samba", "samba-vfs-modules", "systemd",
 ])  # fmt: skip
 
+VAULT_PASSWORD = "vault-password"  # beside the inventory: ansible-vault's password file
 RECAP_RE = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)",
                       re.M)  # fmt: skip
 
@@ -162,6 +163,8 @@ def ansible_playbook(inventory: Path, *args: str, timeout: float = 900) -> tuple
                ANSIBLE_RETRY_FILES_ENABLED="0", ANSIBLE_DEPRECATION_WARNINGS="0",
                ANSIBLE_LOCAL_TEMP=str(inventory.parent / "ansible-tmp"),
                PATH=f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}")  # fmt: skip
+    if (inventory.parent / VAULT_PASSWORD).exists():  # the smb node's secret is vaulted
+        env["ANSIBLE_VAULT_PASSWORD_FILE"] = str(inventory.parent / VAULT_PASSWORD)
     proc = subprocess.run(
         [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory),
          str(REPO / "ansible" / "site.yml"), *args],

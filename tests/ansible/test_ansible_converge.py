@@ -8,7 +8,16 @@ import re
 import pytest
 
 from tests.ansible import fleet
-from tests.ansible.conftest import ALL_NODES, NODES, SFTP_NODE, SFTP_PORT, WEB_NODE, WEB_TOKEN
+from tests.ansible.conftest import (
+    ALL_NODES,
+    NODES,
+    SFTP_NODE,
+    SFTP_PORT,
+    SMB_NODE,
+    SMB_PORT,
+    WEB_NODE,
+    WEB_TOKEN,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -67,6 +76,14 @@ def test_node_tree(provisioned, node):
     assert check.returncode == 0, check.stderr
     assert f"node {node}, site test" in check.stdout
 
+    if node == SMB_NODE:  # a password from the vault, no ssh key
+        assert f"transport: smb to livecam-{node}@10.77.0.1:{SMB_PORT}/livecam/test/{node}" in (
+            check.stdout
+        )
+        secret = tree / "etc/livecam/transport.secret"
+        assert oct(secret.stat().st_mode & 0o777) == "0o600"
+        assert not (tree / "etc/livecam/ssh/id_ed25519").exists()
+        return
     known = (tree / "etc/livecam/ssh/known_hosts").read_text().split()
     nas_key = (provisioned.trees["nas"] / "etc/ssh/ssh_host_ed25519_key.pub").read_text().split()
     pinned = f"[10.77.0.1]:{SFTP_PORT}" if node == SFTP_NODE else "10.77.0.1"
@@ -114,6 +131,19 @@ def test_nas_tree(provisioned):
     (nas / "run/sshd").mkdir(mode=0o755, exist_ok=True)
     check = fleet.sh("chroot", str(nas), "/usr/sbin/sshd", "-t", check=False)
     assert check.returncode == 0, check.stderr
+
+    # The smb node: a Samba user on the role's append-only share, on its port too.
+    smb_conf = (nas / "etc/samba/livecam.conf").read_text()
+    assert f"smb ports = 445 {SMB_PORT}" in smb_conf
+    assert "vfs objects = worm" in smb_conf and "worm:grace_period = 0" in smb_conf
+    assert "create mask = 0440" in smb_conf
+    assert "include = /etc/samba/livecam.conf" in (nas / "etc/samba/smb.conf").read_text()
+    testparm = fleet.sh("chroot", str(nas), "testparm", "-s", check=False)
+    assert testparm.returncode == 0 and "worm:grace_period = 0" in testparm.stdout, testparm.stderr
+    users = fleet.sh("chroot", str(nas), "pdbedit", "-L").stdout
+    assert f"livecam-{SMB_NODE}:" in users
+    owner = fleet.sh("chroot", str(nas), "stat", "-c", "%U %a", f"/srv/livecam/test/{SMB_NODE}")
+    assert owner.stdout.split() == [f"livecam-{SMB_NODE}", "750"]
 
     # livecam on the NAS, from the nodes' wheel: config, timer, and a working audit.
     assert "root: /srv/livecam" in (nas / "etc/livecam/nas.yaml").read_text()

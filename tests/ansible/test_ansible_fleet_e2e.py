@@ -20,12 +20,21 @@ from pathlib import Path
 import pytest
 
 from tests.ansible import fleet
-from tests.ansible.conftest import ALL_NODES, NAS_ADDRESS, SFTP_NODE
+from tests.ansible.conftest import (
+    ALL_NODES,
+    NAS_ADDRESS,
+    SFTP_NODE,
+    SMB_NODE,
+    SMB_PASSWORDS,
+    SMB_PORT,
+    write_vault,
+)
 from tests.conftest import sha256
 
 pytestmark = pytest.mark.slow
 
-CAMERAS = {"node1": ("cam0", "cam1"), "node2": ("cam0",), SFTP_NODE: ("cam0",)}
+CAMERAS = {"node1": ("cam0", "cam1"), "node2": ("cam0",), SFTP_NODE: ("cam0",),
+           SMB_NODE: ("cam0",)}  # fmt: skip
 SEQ_RE = re.compile(r"^(?P<cam>[A-Za-z0-9_-]+)-\d{8}T\d{6}Z-(?P<seq>\d+)\.mp4$")
 KEY = "/etc/livecam/ssh/id_ed25519"
 SSH = (f"ssh -F none -i {KEY} -o IdentitiesOnly=yes -o BatchMode=yes "
@@ -70,12 +79,38 @@ class Running:
         self.spawn("sshd", ["ip", "netns", "exec", self.spaces["nas"], "chroot", str(nas), *sshd])
         fleet.wait_for(lambda: "Server listening" in (self.work / "sshd.log").read_text(),
                        15, "sshd to listen")  # fmt: skip
+        # The tree's own smbd with the smb.conf the role wrote (livecam.conf included).
+        for d in ("run/samba", "var/log/samba", "var/cache/samba"):
+            (nas / d).mkdir(parents=True, exist_ok=True)
+        smbd = ["/usr/sbin/smbd", "--foreground", "--no-process-group", "--debug-stdout"]
+        self.spawn("smbd", ["ip", "netns", "exec", self.spaces["nas"], "chroot", str(nas), *smbd])
+        fleet.wait_for(lambda: self.smb_logon(SMB_PASSWORDS[0]) is not None, 30, "smbd to listen")
+
+    def smb_logon(self, password: str) -> bool | None:
+        """Whether the smb node's account logs on to the NAS with ``password`` (Samba's
+        own smbclient, in the NAS namespace); None while nothing listens."""
+        auth = self.work / "smb-auth"
+        auth.write_text(f"username=livecam-{SMB_NODE}\npassword={password}\n")
+        auth.chmod(0o600)
+        out = fleet.sh("ip", "netns", "exec", self.spaces["nas"], "smbclient",
+                       f"//{NAS_ADDRESS}/livecam", "-p", str(SMB_PORT), "-A", str(auth),
+                       "-m", "SMB3", "-c", f"ls test/{SMB_NODE}/*", check=False)  # fmt: skip
+        text = out.stdout + out.stderr
+        if "NT_STATUS_CONNECTION_REFUSED" in text:
+            return None
+        if "NT_STATUS_LOGON_FAILURE" in text:
+            return False
+        assert out.returncode == 0, text
+        return True
 
     def start_node(self, node: str) -> None:
         tree = self.trees[node]
         fleet.mount_runtime(tree, self.cleanup)
         opts = fleet.fstab_mount(tree, "/run/livecam/buffer", self.cleanup)
         assert "size=32M" in opts
+        self.start_livecam(node)
+
+    def start_livecam(self, node: str) -> None:
         livecam = ["/opt/livecam/venv/bin/livecam", "-c", "/etc/livecam/livecam.yaml"]
         # As the units run them: one recorder per camera, one shipper.
         self.recorders[node] = [
@@ -217,3 +252,41 @@ def test_a_node_key_cannot_touch_another_nodes_recordings(running):
             assert not (r.trees["node1"] / "tmp" / victim.name).exists(), what
     after = {p: sha256(p) for p in node2_dir.rglob("*") if p.is_file()}
     assert after == before, "node1's key changed node2's recordings"
+
+
+def test_a_changed_vault_password_reaches_samba_and_the_smb_node_still_ships(running, provisioned):
+    r = running
+    # Only the hosts the change touches (a run of the whole fleet costs minutes).
+    limit = ("--limit", f"nas,{SMB_NODE},localhost")
+    record = r.trees["nas"] / f"etc/samba/livecam-livecam-{SMB_NODE}.sha256"
+    secret = r.trees[SMB_NODE] / "etc/livecam/transport.secret"
+    old_record = record.read_text()
+    assert secret.read_text() == SMB_PASSWORDS[0]
+    assert r.smb_logon(SMB_PASSWORDS[0]) is True and r.smb_logon(SMB_PASSWORDS[1]) is False
+    write_vault(provisioned.work, SMB_PASSWORDS[1])  # what `ansible-vault edit` leaves
+
+    # --check --diff on the NAS shows the change and makes none.
+    out, recap = fleet.ansible_playbook(provisioned.inventory, "--check", "--diff",
+                                        "--limit", "nas,localhost")  # fmt: skip
+    assert recap["nas"][1] > 0, out[-6000:]
+    assert f"--- before: /etc/samba/livecam-livecam-{SMB_NODE}.sha256" in out, out[-6000:]
+    assert record.read_text() == old_record and secret.read_text() == SMB_PASSWORDS[0]
+    assert r.smb_logon(SMB_PASSWORDS[0]) is True
+
+    # The run: the node's secret file and Samba's password change together.
+    out, recap = fleet.ansible_playbook(provisioned.inventory, *limit)
+    assert recap["nas"][1] > 0 and recap[SMB_NODE][1] > 0, out[-6000:]
+    assert not any(p in out for p in SMB_PASSWORDS), "a password reached the playbook output"
+    assert record.read_text() != old_record and secret.read_text() == SMB_PASSWORDS[1]
+    assert r.smb_logon(SMB_PASSWORDS[1]) is True and r.smb_logon(SMB_PASSWORDS[0]) is False
+
+    # The node, restarted as the handler would restart its units, ships over smb.
+    at = r.count(SMB_NODE)
+    r.start_livecam(SMB_NODE)
+    try:
+        fleet.wait_for(lambda: r.count(SMB_NODE) >= at + 3, 90, "the smb node to ship again")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{r.logs()}") from None
+    for proc in (*r.recorders[SMB_NODE], r.shippers[SMB_NODE]):
+        assert _stop(proc, signal.SIGTERM) == 0, r.logs()
+    assert "logon refused" not in (r.work / f"{SMB_NODE}-ship.log").read_text()

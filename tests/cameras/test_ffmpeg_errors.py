@@ -7,13 +7,26 @@ and a file is recorded once, not again from the start on every restart.
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
 import signal
 import subprocess
 import time
 from pathlib import Path
 
 from tests.conftest import livecam_cmd, write_config
+
+
+def make_clip(path: Path, seconds: int) -> Path:
+    """A small H.264 file of ``seconds`` of test pattern: an input that ends."""
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=10",
+         "-t", str(seconds), "-c:v", "libx264", "-preset", "ultrafast", str(path)],
+        check=True,
+    )  # fmt: skip
+    return path
 
 
 def run_recorder(tmp: Path, camera: dict, seconds: float) -> tuple[str, list[Path]]:
@@ -59,12 +72,7 @@ def test_an_input_without_video_names_the_missing_stream(tmp_path):
 
 
 def test_a_file_input_that_ends_is_reported_ended_and_not_recorded_again(tmp_path):
-    clip = tmp_path / "clip.mp4"
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=10",
-         "-t", "3", "-c:v", "libx264", "-preset", "ultrafast", str(clip)],
-        check=True,
-    )  # fmt: skip
+    clip = make_clip(tmp_path / "clip.mp4", 3)
     # 3 s of file at its own pace, then 0.5 + 1 + 2 + 4 s of restarts: ample time to
     # record it two or three times more if the restarts replayed it.
     log, segments = run_recorder(tmp_path, {"input": ["-i", str(clip)]}, 12)
@@ -72,8 +80,126 @@ def test_a_file_input_that_ends_is_reported_ended_and_not_recorded_again(tmp_pat
     assert len(lines) >= 2, log  # it ended, and the restarts that followed
     assert f"input ended: {clip} (ffmpeg read it to its end)" in lines[0]
     for line in lines[1:]:
-        assert f"input ended: {clip} was recorded to its end already" in line
+        assert f"input ended: {clip} (ffmpeg read it to its end); recorded to its end already" in (
+            line
+        )
     assert "code 0" not in log and "no message" not in log
     # Recorded once: 3 s of 1 s segments (the last may be cut short), not again.
     assert 3 <= len(segments) <= 4, segments
-    assert len(re.findall(r"recording with ffmpeg", log)) == len(lines)  # each start ended
+    assert len(re.findall(r"recording with ffmpeg", log)) == 1  # started once, never again
+
+
+def test_an_ended_input_stays_ended_across_a_reboot_until_the_camera_changes(tmp_path):
+    """A real ``livecam run`` ships a file input to its end; restarted after a
+    reboot (RAM buffer wiped) it records nothing of it again; with the camera's
+    input changed in the config it records again."""
+    clip = make_clip(tmp_path / "clip.mp4", 2)
+    nas = tmp_path / "nas"
+    nas.mkdir()
+    camera = {"size": [160, 120], "fps": 10, "preset": "ultrafast", "input": ["-i", str(clip)]}
+
+    def run(seconds: float, until: str | None = None) -> tuple[str, dict]:
+        config = write_config(tmp_path / "livecam.yaml", {
+            "segment_seconds": 1,
+            "cameras": {"cam0": camera},
+            "buffer": {"path": str(tmp_path / "buffer"), "max_bytes": "50M"},
+            "spool": {"path": str(tmp_path / "spool"), "max_bytes": "50M", "min_free_bytes": 0},
+            "transport": {"plugin": "local", "path": str(nas)},
+            "plugin_dirs": [],
+        })  # fmt: skip
+        log = tmp_path / "run.log"
+        log.write_bytes(b"")
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(livecam_cmd("-c", str(config), "run"), stdout=out, stderr=out)
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline and not (until and until in log.read_text()):
+                time.sleep(0.2)
+            status = json.loads(subprocess.run(
+                livecam_cmd("-c", str(config), "status", "--json"),
+                capture_output=True, text=True, timeout=30).stdout)  # fmt: skip
+            time.sleep(1)  # let the shipper take what closed last
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 0
+        return log.read_text(), status
+
+    def shipped() -> list[Path]:
+        return sorted(p for p in nas.rglob("cam0-*.mp4"))
+
+    # First boot: the file is recorded and shipped to its end, once.
+    log, status = run(30, until="recorded to its end already")
+    first = shipped()
+    assert f"input ended: {clip} (ffmpeg read it to its end)" in log, log
+    assert 2 <= len(first) <= 3, (first, log)
+    assert status["cameras"]["cam0"]["state"] == "ended", status
+    assert (tmp_path / "spool" / ".livecam" / "ended-cam0.json").is_file()
+
+    # A reboot: the RAM buffer is gone, the spool (and its note) stays.
+    shutil.rmtree(tmp_path / "buffer")
+    log, status = run(6)
+    assert "recorded to its end already" in log, log
+    assert "recording with ffmpeg" not in log, log  # no backend started at all
+    assert status["cameras"]["cam0"]["state"] == "ended", status
+    assert shipped() == first
+
+    # The camera's input changed in the config: it records again.
+    camera["input"] = ["-ss", "0", "-i", str(clip)]
+    log, status = run(30, until="recorded to its end already")
+    assert "recording with ffmpeg" in log, log
+    again = [p for p in shipped() if p not in first]
+    assert 2 <= len(again) <= 3, (again, log)
+
+
+def test_a_pipe_whose_writer_ends_is_not_an_ended_input(tmp_path):
+    """A FIFO's writer may come back (a feeder restarting): its end is a closed
+    stream, restarted as usual and never noted as an input that ended for good."""
+    clip = tmp_path / "clip.ts"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=10",
+         "-t", "2", "-c:v", "libx264", "-preset", "ultrafast", "-f", "mpegts", str(clip)],
+        check=True,
+    )  # fmt: skip
+    fifo = tmp_path / "feed"
+    os.mkfifo(fifo)
+    config = write_config(tmp_path / "livecam.yaml", {
+        "segment_seconds": 1,
+        "cameras": {"cam0": {"size": [160, 120], "fps": 10, "preset": "ultrafast",
+                             "input": ["-f", "mpegts", "-i", str(fifo)]}},
+        "buffer": {"path": str(tmp_path / "buffer"), "max_bytes": "50M"},
+        "spool": {"path": str(tmp_path / "spool"), "max_bytes": "50M", "min_free_bytes": 0},
+        "transport": {"plugin": "nfs", "path": str(tmp_path / "nas")},
+        "plugin_dirs": [],
+    })  # fmt: skip
+    log = tmp_path / "record.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(livecam_cmd("-c", str(config), "record", "cam0"),
+                                stdout=out, stderr=out)  # fmt: skip
+    try:
+        with open(fifo, "wb") as writer:  # waits for the recorder's ffmpeg to open it
+            writer.write(clip.read_bytes())
+        deadline = time.monotonic() + 60
+        while not failures(log.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        # The restarted ffmpeg opens the pipe again: a second writer comes and stays
+        # until the stop (ffmpeg blocked opening a pipe with no writer ignores SIGTERM).
+        writer_fd = -1
+        while writer_fd < 0 and time.monotonic() < deadline:
+            try:
+                writer_fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:
+                time.sleep(0.1)
+        assert writer_fd >= 0, log.read_text()
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(1)
+        os.close(writer_fd)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    lines = failures(text)
+    assert lines and f"input ended: {fifo} closed the stream" in lines[0], text
+    assert "recorded to its end already" not in text
+    assert len(re.findall(r"recording with ffmpeg", text)) >= 2, text  # started again
+    assert not list((tmp_path / "spool").rglob("ended-*.json"))
+    assert sorted((tmp_path / "buffer" / "cam0").glob("*.mp4")), text  # the feed recorded

@@ -111,6 +111,28 @@ def test_full_spool_evicts_oldest_first_and_counts_each(setup, caplog):
     assert '"count": 2' in status and segs[1].name in status
 
 
+def test_a_crash_mid_eviction_is_finished_and_counted_once(setup):
+    """What a crash leaves aside is deleted at the next start and counted once:
+    again if the crash came before the count, not again if it came after."""
+    cfg, plugins, _ = setup
+    segs = [put(cfg.spool.path, i) for i in range(1, 4)]  # 300K in a 250K spool
+    shipper = Shipper(cfg, plugins)
+    assert shipper.evict(shipper.spool, 50_000, "max_bytes") is True
+    ledger = cfg.spool.path / ".livecam" / "evictions.json"
+    assert json.loads(ledger.read_text())["count"] == 1
+    # A crash after the count, before the delete: the counted segment is still aside.
+    counted = segs[0].path.with_name(f".{segs[0].name}.evicting")
+    counted.write_bytes(b"x" * 100_000)
+    # A crash after the rename aside, before the count.
+    uncounted = segs[1].path.with_name(f".{segs[1].name}.evicting")
+    segs[1].path.rename(uncounted)
+    Shipper(cfg, plugins).evictor.finish_interrupted(shipper.spool)
+    assert not counted.exists() and not uncounted.exists()
+    record = json.loads(ledger.read_text())
+    assert record["count"] == 2, record  # segs[0] once, segs[1] once
+    assert record["last"]["segment"] == segs[1].name
+
+
 def test_an_eviction_plugin_chooses_and_the_rest_is_oldest_first(setup):
     cfg, plugins, _ = setup
 

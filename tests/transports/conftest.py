@@ -58,12 +58,16 @@ class Nas(Target):
         self.transports: list[Transport] = []
 
     def hidden(self) -> list[Path]:
-        """Temp files left on the NAS. The sftp account may not remove anything
-        (``internal-sftp -P``, as the NAS role sets it up), so a failed attempt's
-        temp stays there, read-only, for the NAS's retention: not counted here."""
+        """Temp files left on the NAS. The sftp and smb accounts may not remove
+        anything (``internal-sftp -P``; Samba's vfs_worm, as the NAS role sets them
+        up), so a failed attempt's temp stays there, immutable, for the NAS's
+        retention, and on smb every published segment keeps its temp as a second
+        name (the transport links instead of renaming): not counted here."""
         left = super().hidden()
         if self.kind == "sftp":
             left = [p for p in left if not (_temp(p) and p.stat().st_mode & 0o777 == 0o444)]
+        elif self.kind == "smb":
+            left = [p for p in left if not (_temp(p) and p.stat().st_mode & 0o222 == 0)]
         return left
 
     def options(self) -> dict[str, Any]:

@@ -24,6 +24,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 RSYNC_USER = "lc-rsync"
 SFTP_USER = "lc-sftp"
@@ -32,16 +33,20 @@ SMB_PASSWORD = "s3cret-Pa55"  # a test account on loopback only
 NAS_ROLE = Path(__file__).resolve().parents[2] / "ansible/roles/livecam_nas"
 
 
-def nas_role_var(name: str) -> str:
+def nas_role_var(name: str) -> Any:
     """A private variable of the NAS role (``vars/main.yml``): the servers here are
     restricted with exactly the options the role renders."""
     import yaml
 
-    return str(yaml.safe_load((NAS_ROLE / "vars/main.yml").read_text())[name])
+    return yaml.safe_load((NAS_ROLE / "vars/main.yml").read_text())[name]
 
 
-RRSYNC_OPTIONS = nas_role_var("__livecam_nas_rrsync_options")
-SFTP_DENIED = nas_role_var("__livecam_nas_sftp_denied")
+RRSYNC_OPTIONS = str(nas_role_var("__livecam_nas_rrsync_options"))
+SFTP_DENIED = str(nas_role_var("__livecam_nas_sftp_denied"))
+# The smb share's options beyond the basics (vfs_worm), as smb-livecam.conf.j2 renders them.
+SMB_SHARE_OPTIONS = "".join(
+    f"    {k} = {v}\n" for k, v in nas_role_var("__livecam_nas_smb_share_options").items()
+)
 
 
 def sh(*argv: str, check: bool = True, **kw) -> subprocess.CompletedProcess[str]:
@@ -308,7 +313,7 @@ class Smbd(Daemon):
     path = {self.share_root}
     read only = no
     valid users = {SMB_USER}
-""")
+{SMB_SHARE_OPTIONS}""")
         self.password_file = base / "smb-password"
         self.password_file.write_text(SMB_PASSWORD + "\n")
         self.password_file.chmod(0o600)

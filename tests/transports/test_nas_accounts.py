@@ -12,6 +12,7 @@ import os
 import shlex
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -217,3 +218,219 @@ def test_livecam_sftp_retries_and_answers_already_there_under_the_restrictions(
                      digest=file_digest(seg)) is True  # fmt: skip
     assert sha256(nas.store / REMOTE / seg.name) == sha256(seg)
     assert leftover.read_bytes() == b"half"  # not removable: left for the NAS's retention
+
+
+def smbclient_as_node(smbd: servers.Smbd, auth: Path, command: str) -> str:
+    """Samba's own smbclient with the node's user and password: its output."""
+    proc = subprocess.run(
+        ["smbclient", "//127.0.0.1/nas", "-p", str(smbd.port), "-A", str(auth), "-m", "SMB3",
+         "-c", command],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    return proc.stdout + proc.stderr
+
+
+def published(nas: Nas) -> dict[str, str]:
+    """{name: sha256} of the final names in the test's directory (temps left out)."""
+    return {p.name: sha256(p) for p in (nas.store / REMOTE).iterdir() if not p.name.startswith(".")}
+
+
+@pytest.fixture
+def smb_shipped(smbd, tmp_path):
+    """Three segments livecam published to the smb share: (nas, {name: sha256})."""
+    nas = Nas("smb", smbd)
+    t = nas.transport()
+    for i in range(3):
+        seg = tmp_path / f"cam0-20261126T1215{i:02d}Z-{i:06d}.mp4"
+        seg.write_bytes(os.urandom(50_000 + i))
+        assert t.publish(seg, f"{REMOTE}/{seg.name}", size=seg.stat().st_size,
+                         digest=file_digest(seg))  # fmt: skip
+    before = published(nas)
+    assert len(before) == 3
+    yield nas, before
+    nas.close()
+
+
+class SmbAsNode:
+    """smbprotocol's own client (no livecam code) logged on as the node: raw creates
+    and set-info requests, to try what smbclient has no command for."""
+
+    def __init__(self, smbd: servers.Smbd):
+        import uuid
+
+        from smbprotocol.connection import Connection
+        from smbprotocol.session import Session
+        from smbprotocol.tree import TreeConnect
+
+        self.conn = Connection(uuid.uuid4(), "127.0.0.1", smbd.port)
+        self.conn.connect()
+        session = Session(self.conn, servers.SMB_USER, servers.SMB_PASSWORD)
+        session.connect()
+        self.tree = TreeConnect(session, r"\\127.0.0.1\nas")
+        self.tree.connect()
+
+    def open(self, path: str, access: int, disposition: int) -> Any:
+        from smbprotocol.open import (
+            CreateOptions,
+            FileAttributes,
+            ImpersonationLevel,
+            Open,
+            ShareAccess,
+        )  # fmt: skip
+
+        f = Open(self.tree, path)
+        f.create(ImpersonationLevel.Impersonation, access, FileAttributes.FILE_ATTRIBUTE_NORMAL,
+                 ShareAccess.FILE_SHARE_READ | ShareAccess.FILE_SHARE_WRITE
+                 | ShareAccess.FILE_SHARE_DELETE,
+                 disposition, CreateOptions.FILE_NON_DIRECTORY_FILE)  # fmt: skip
+        return f
+
+    def set_info(self, f: Any, info: Any) -> None:
+        from smbprotocol.open import SMB2SetInfoRequest
+
+        req = SMB2SetInfoRequest()
+        req["info_type"] = info.INFO_TYPE
+        req["file_info_class"] = info.INFO_CLASS
+        req["file_id"] = f.file_id
+        req["buffer"] = info
+        request = self.conn.send(req, sid=self.tree.session.session_id,
+                                 tid=self.tree.tree_connect_id)  # fmt: skip
+        self.conn.receive(request)
+
+    def close(self) -> None:
+        self.conn.disconnect(True)
+
+
+def test_smb_account_cannot_delete_overwrite_rename_or_truncate(smb_shipped, smbd, tmp_path):
+    from smbprotocol.exceptions import SMBResponseException
+    from smbprotocol.file_info import (
+        FileDispositionInformation,
+        FileEndOfFileInformation,
+        FileLinkInformation,
+        FileRenameInformation,
+    )  # fmt: skip
+    from smbprotocol.open import CreateDisposition as Disp
+    from smbprotocol.open import FilePipePrinterAccessMask as Access
+
+    nas, before = smb_shipped
+    assert servers.SMB_SHARE_OPTIONS  # the share is the role's, vfs_worm and all
+    auth = tmp_path / "auth"
+    auth.write_text(f"username={servers.SMB_USER}\npassword={servers.SMB_PASSWORD}\n")
+    auth.chmod(0o600)
+    d = f"{nas.store.name}/{REMOTE}".replace("/", "\\")
+    name = sorted(before)[0]
+    size = (nas.store / REMOTE / name).stat().st_size
+    forged = tmp_path / "forged"
+    forged.write_bytes(b"forged")
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    # Adding works (and proves the logon, the path and the commands).
+    out = smbclient_as_node(smbd, auth, f'put "{forged}" "{d}\\added.mp4"')
+    assert (nas.store / REMOTE / "added.mp4").read_bytes() == b"forged", out
+    attempts = {
+        "delete": f'rm "{d}\\{name}"',
+        "delete-mask": f'rm "{d}\\*.mp4"',
+        "overwrite": f'put "{forged}" "{d}\\{name}"',
+        "truncate": f'put "{empty}" "{d}\\{name}"',
+        "append": f'reput "{forged}" "{d}\\{name}"',
+        "rename-over": f'put "{forged}" "{d}\\fresh.mp4"; rename "{d}\\fresh.mp4" "{d}\\{name}" -f',
+        "rename-away": f'rename "{d}\\{name}" "{d}\\away.mp4"',
+        "hardlink-over": f'hardlink "{d}\\added.mp4" "{d}\\{name}"',
+        "set-read-only": f'setmode "{d}\\{name}" +r',
+        "backdate": f'utimes "{d}\\{name}" -1 -1 2020:01:01-00:00:00 -1',  # retention bait
+        "delete-dir": f'deltree "{d}"',
+        "remove-dir": f'rmdir "{d}"',
+        "rename-dir": f'rename "{d}" "{nas.store.name}\\away"',
+    }
+    for what, command in attempts.items():
+        out = smbclient_as_node(smbd, auth, command)
+        assert "NT_STATUS_ACCESS_DENIED" in out, f"{what}: {out}"
+        assert {k: v for k, v in published(nas).items() if k in before} == before, what
+    allinfo = smbclient_as_node(smbd, auth, f'allinfo "{d}\\{name}"')
+    assert f"stream: [::$DATA], {size} bytes" in allinfo, allinfo
+    # What smbclient has no command for, through smbprotocol's own requests.
+    node = SmbAsNode(smbd)
+    try:
+        target = f"{d}\\{name}"
+        refused = {}
+        opens = {
+            "truncating open": (Access.FILE_READ_ATTRIBUTES, Disp.FILE_OVERWRITE),
+            "superseding open": (Access.FILE_READ_ATTRIBUTES, Disp.FILE_SUPERSEDE),
+            "open for writing": (Access.FILE_WRITE_DATA, Disp.FILE_OPEN),
+            "open for appending": (Access.FILE_APPEND_DATA, Disp.FILE_OPEN),
+            "open for delete": (Access.DELETE, Disp.FILE_OPEN),
+        }
+        for what, (access, disposition) in opens.items():
+            try:
+                node.open(target, access, disposition).close()
+            except SMBResponseException as exc:
+                refused[what] = exc.status
+        # From a fresh file of its own, still open for writing: rename, link over.
+        fresh = node.open(f"{d}\\.fresh.part", Access.FILE_WRITE_DATA | Access.DELETE
+                          | Access.FILE_READ_ATTRIBUTES, Disp.FILE_CREATE)  # fmt: skip
+        fresh.write(b"forged", 0)
+        for what, info_class in (("rename over", FileRenameInformation),
+                                 ("link over", FileLinkInformation)):  # fmt: skip
+            info = info_class()
+            info["replace_if_exists"] = True
+            info["file_name"] = target
+            try:
+                node.set_info(fresh, info)
+            except SMBResponseException as exc:
+                refused[what] = exc.status
+        # And on a published file opened without write access: truncate, delete on close.
+        reader = node.open(target, Access.FILE_READ_ATTRIBUTES, Disp.FILE_OPEN)
+        for what, info in (("set end of file", FileEndOfFileInformation()),
+                           ("delete on close", FileDispositionInformation())):  # fmt: skip
+            if what == "delete on close":
+                info["delete_pending"] = True
+            try:
+                node.set_info(reader, info)
+            except SMBResponseException as exc:
+                refused[what] = exc.status
+        reader.close()
+        fresh.close()
+        expected = {*opens, "rename over", "link over", "set end of file", "delete on close"}
+        assert set(refused) == expected, expected - set(refused)
+    finally:
+        node.close()
+    assert {k: v for k, v in published(nas).items() if k in before} == before
+
+
+def test_livecam_smb_links_retries_and_answers_already_there_under_the_restrictions(
+    smb_shipped, tmp_path
+):
+    nas, before = smb_shipped
+    # The share refused renaming livecam's own temp; the final step linked it instead
+    # (never replacing), and the temp stays as a second name of the same file.
+    assert nas.transports[0].renames_refused
+    for name in before:
+        final, temp = nas.store / REMOTE / name, nas.store / REMOTE / f".{name}.part"
+        assert final.stat().st_ino == temp.stat().st_ino and final.stat().st_nlink == 2
+    t = nas.transport()
+    name = sorted(before)[0]
+    copy = tmp_path / "again" / name
+    copy.parent.mkdir()
+    copy.write_bytes((nas.store / REMOTE / name).read_bytes())
+    assert t.publish(copy, f"{REMOTE}/{name}", size=copy.stat().st_size,
+                     digest=file_digest(copy)) is False  # fmt: skip
+    other = tmp_path / "other" / name
+    other.parent.mkdir()
+    other.write_bytes(os.urandom(1000))
+    with pytest.raises(ConflictError):
+        t.publish(other, f"{REMOTE}/{name}", size=1000, digest=file_digest(other))
+    # A cut attempt left its temp, now immutable: the retry writes beside it.
+    seg = tmp_path / "cam0-20261126T121700Z-000042.mp4"
+    seg.write_bytes(os.urandom(40_000))
+    leftover = nas.store / REMOTE / f".{seg.name}.part"
+    leftover.write_bytes(b"half")
+    uid = servers.pwd.getpwnam(servers.SMB_USER)
+    os.chown(leftover, uid.pw_uid, uid.pw_gid)
+    assert t.publish(seg, f"{REMOTE}/{seg.name}", size=seg.stat().st_size,
+                     digest=file_digest(seg)) is True  # fmt: skip
+    assert sha256(nas.store / REMOTE / seg.name) == sha256(seg)
+    assert leftover.read_bytes() == b"half"  # immutable: left for the NAS's retention
+    beside = [p for p in (nas.store / REMOTE).iterdir() if p.name.startswith(leftover.name + "-")]
+    assert len(beside) == 1
+    assert beside[0].stat().st_ino == (nas.store / REMOTE / seg.name).stat().st_ino
+    assert {k: v for k, v in published(nas).items() if k in before} == before
