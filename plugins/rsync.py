@@ -45,7 +45,13 @@ from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from livecam_plugins._ssh import CONNECT_TIMEOUT, KEEPALIVE, SSH_OPTIONS, check_ssh_options
+from livecam_plugins._ssh import (
+    CONNECT_TIMEOUT,
+    KEEPALIVE,
+    SSH_OPTIONS,
+    check_ssh_options,
+    ssh_answers,
+)
 
 from livecam import hookimpl
 from livecam import options as o
@@ -160,6 +166,10 @@ class RsyncTransport(Transport):
         for tool in ("rsync", "ssh"):
             if shutil.which(tool) is None:
                 raise ConfigError(f"{key}.plugin: rsync needs the {tool} command installed")
+
+    def reachable(self, timeout: float) -> bool:
+        """Whether the NAS's sshd greets (its banner; no login): see Transport.reachable."""
+        return ssh_answers(self.opts["host"], self.opts["port"], timeout)
 
     def describe(self) -> str:
         o_ = self.opts
