@@ -79,6 +79,7 @@ log = logging.getLogger("livecam.rsync")
 # few percent (the other nodes fill the link meanwhile). CALL_BYTES caps a call
 # on a fast link (whole segments; a bigger one goes alone).
 CALL_SECONDS = 8.0
+GREETING_TIMEOUT = 3.0  # seconds for sshd's identification line before a new connection
 CALL_BYTES = 128 * 1024 * 1024
 PARTIAL = (23, 24)  # rsync: some files were not transferred / vanished; the rest may be there
 CONTROL_PREFIX = "livecam-ssh-"
@@ -307,6 +308,13 @@ class RsyncTransport(Transport):
         Returns the per-item PermanentErrors (refused paths, other content).
         """
         if not self._master_alive():
+            # A greeting first (cheap, bounded): ssh against a NAS that is down can
+            # sit out its whole ConnectTimeout, and a node would miss its return.
+            if not self.reachable(GREETING_TIMEOUT):
+                raise TransientError(
+                    f"ssh to {self.opts['host']}:{self.opts['port']}: "
+                    f"no SSH greeting within {GREETING_TIMEOUT:g}s (NAS down or unreachable)"
+                )
             self._start_master()
         # The whole-call bound: n segments get n times the per-segment timeout, so a
         # link slow enough for single segments is never too slow for a batch.
