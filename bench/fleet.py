@@ -27,8 +27,10 @@ once, intact, with no temp left. Needs root.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -46,6 +48,8 @@ from tests.transports import servers  # noqa: E402
 
 USER = "lcfleet-b"
 MiB = 1024 * 1024
+RETRY_DEFAULTS = {"initial": "1s", "max": "60s"}
+FAILED = re.compile(r"publish failed \((?:transient|PERMANENT)\): (.*?)(?:; retry \d+ in|$)", re.M)
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -101,7 +105,8 @@ def run(args: argparse.Namespace) -> dict:
         size = int(args.segment_mb * MiB)
         made = {}
         for name in names:
-            node = fleet_node(base / "nodes" / name, nas, name)
+            # livecam's own backoff defaults (tests.core.node's are short, for tests).
+            node = fleet_node(base / "nodes" / name, nas, name, retry=RETRY_DEFAULTS)
             nodes[name] = node
             made[name] = backlog(node.spool, args.cameras, args.segments, size)
         total = sum(len(m) for m in made.values()) * size
@@ -124,10 +129,12 @@ def run(args: argparse.Namespace) -> dict:
             cpu[name], rss[name] = usage(proc.pid)
         for node in nodes.values():
             node.stop()
-        failed = {}
+        failed, reasons = {}, collections.Counter()
         for name, node in nodes.items():
             state = json.loads((node.buffer / ".livecam" / "shipper.json").read_text())
             failed[name] = state["failures"]
+            for m in FAILED.finditer(node.log_text()):
+                reasons[m.group(1)[:100]] += 1
         for name in names:
             check_arrived(nas, name, made[name])
         done = [max(clock.freed[n].values()) - t_ref for n in names]
@@ -148,6 +155,7 @@ def run(args: argparse.Namespace) -> dict:
             "sshd_drops": nas.drops(),
             "failed_publishes": sum(failed.values()),
             "failed_publishes_max_node": max(failed.values()),
+            "failure_reasons": dict(reasons.most_common(5)),
             "cpu_s_per_node": spread(list(cpu.values())),
             "cpu_s_per_node_per_gib": round(
                 statistics.mean(cpu.values()) / (total / args.nodes / 1024**3), 1
