@@ -105,8 +105,10 @@ def run(args: argparse.Namespace) -> dict:
         size = int(args.segment_mb * MiB)
         made = {}
         for name in names:
-            # livecam's own backoff defaults (tests.core.node's are short, for tests).
-            node = fleet_node(base / "nodes" / name, nas, name, retry=RETRY_DEFAULTS)
+            # livecam's own timeout and backoff defaults (tests.core.node's are short).
+            node = fleet_node(
+                base / "nodes" / name, nas, name, timeout="120s", retry=RETRY_DEFAULTS
+            )
             nodes[name] = node
             made[name] = backlog(node.spool, args.cameras, args.segments, size)
         total = sum(len(m) for m in made.values()) * size

@@ -139,11 +139,12 @@ def backlog(spool: Path, cameras: int, count: int, size: int) -> dict[str, str]:
     return made
 
 
-def fleet_node(root: Path, nas: FleetNas, name: str, **overrides) -> Node:
-    """A node ``name`` shipping to ``nas`` (rsync, the node role's remote layout)."""
+def fleet_node(root: Path, nas: FleetNas, name: str, timeout: str = "10s", **overrides) -> Node:
+    """A node ``name`` shipping to ``nas`` (rsync, the node role's remote layout)
+    with ``timeout`` per segment."""
     return Node(
         root,
-        nas.transport(name),
+        {**nas.transport(name), "timeout": timeout},
         node=name,
         site=SITE,
         remote_path="{camera}/{date}/{name}",
