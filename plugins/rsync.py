@@ -88,6 +88,9 @@ CONTROL_PREFIX = "livecam-ssh-"
 CHECK_DIR = ".livecam-compare"
 ITEMIZED = re.compile(r"^([<>ch.*][fdLDS][ .+?a-zA-Z]{9}) (.+)$")
 
+# rrsync's single-run lock per directory: the NAS side of a call this node gave
+# up on (a timeout, a cut link) has not ended yet. Transient, not "refused".
+BUSY = re.compile(r"Another instance of rrsync is already accessing")
 # stderr text -> why a person must act. Anything else is transient (network, restarts).
 PERMANENT = [
     (re.compile(r"REMOTE HOST IDENTIFICATION HAS CHANGED|Host key verification failed|"
@@ -118,6 +121,8 @@ def classify(stderr: str, what: str) -> PublishError:
         if ln.strip() and not ln.startswith("@") and "home directory" not in ln
     ]
     detail = "; ".join(lines[-3:]) or "no error output"
+    if BUSY.search(stderr):
+        return TransientError(f"{what}: the NAS still runs this node's previous call: {detail}")
     for pattern, reason in PERMANENT:
         if pattern.search(stderr):
             return PermanentError(f"{what}: {reason}: {detail}")
