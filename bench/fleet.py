@@ -141,6 +141,14 @@ def run(args: argparse.Namespace) -> dict:
             check_arrived(nas, name, made[name])
         done = [max(clock.freed[n].values()) - t_ref for n in names]
         first = [min(clock.arrived[n].values()) - t_ref for n in names]
+        first_freed = [min(clock.freed[n].values()) - t_ref for n in names]
+        # How long each segment's spool copy outlived its arrival on the NAS.
+        kept = [
+            clock.freed[n][seg] - at
+            for n in names
+            for seg, at in clock.arrived[n].items()
+            if seg in clock.freed[n]
+        ]
         return {
             "nodes": args.nodes,
             "backlog_per_node": f"{args.cameras} cameras x {args.segments} x {args.segment_mb} MiB",
@@ -154,6 +162,12 @@ def run(args: argparse.Namespace) -> dict:
             "completion_s": spread(done),
             "slowest_over_median": round(max(done) / statistics.median(done), 2),
             "first_arrival_s": spread(first),
+            "first_freed_s": spread(first_freed),
+            "spool_copy_kept_after_arrival_s": {
+                "median": round(statistics.median(kept), 1),
+                "p95": round(sorted(kept)[int(0.95 * (len(kept) - 1))], 1),
+                "max": round(max(kept), 1),
+            },
             "sshd_drops": nas.drops(),
             "failed_publishes": sum(failed.values()),
             "failed_publishes_max_node": max(failed.values()),
