@@ -7,13 +7,17 @@ runs the real probe against a real sshd behind a real outage).
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 import time
 
 import pytest
+from livecam_plugins._ssh import ssh_answers
 
 from livecam.retry import PROBE_EVERY, RETURN_JITTER, RetryPolicy, Stopped
-from livecam.transport import PermanentError, TransientError
+from livecam.transport import PermanentError, TransientError, Transport
+from tests.core.node import wait_for
 
 
 class Script:
@@ -97,3 +101,49 @@ def test_a_transport_that_cannot_tell_waits_its_backoff():
     assert policy(probe, backoff=0.5).call(failing(1, TransientError("x"))) == "published"
     assert probe.calls == 1
     assert time.monotonic() - t0 <= 0.5 + 30  # uniform(0, 0.5): a hang guard only
+
+
+class Listener:
+    """A TCP server on loopback that accepts and sends ``greeting`` (maybe nothing)."""
+
+    def __init__(self, greeting: bytes):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.greeting = greeting
+        self.accepted: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = self.sock.accept()
+                self.accepted.append(conn)
+                conn.sendall(self.greeting)
+
+    def close(self) -> None:
+        self.sock.close()
+        for c in self.accepted:
+            c.close()
+
+
+def test_the_default_probe_connects_to_the_endpoint():
+    server = Listener(b"")
+    t = Transport({"host": "127.0.0.1", "port": server.port}, timeout=5)
+    assert t.endpoint() == ("127.0.0.1", server.port)
+    assert t.reachable(2) is True
+    wait_for(lambda: server.accepted, 10, "the probe's connection")  # it really connected
+    server.close()
+    assert t.reachable(2) is False  # refused
+    assert Transport({"path": "/mnt/nas"}, timeout=5).reachable(2) is None  # nothing to probe
+
+
+def test_the_ssh_probe_wants_sshds_greeting_not_just_a_tcp_accept():
+    silent, sshd = Listener(b""), Listener(b"SSH-2.0-OpenSSH_9.2\r\n")
+    try:
+        # A proxy or firewall accepting for a NAS that is down: no greeting, not up.
+        assert ssh_answers("127.0.0.1", silent.port, 1.0) is False
+        wait_for(lambda: silent.accepted, 10, "the probe's connection")
+        assert ssh_answers("127.0.0.1", sshd.port, 2.0) is True
+    finally:
+        silent.close()
+        sshd.close()
