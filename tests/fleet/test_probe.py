@@ -121,6 +121,8 @@ class Listener:
                 conn.sendall(self.greeting)
 
     def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes accept(); stops listening
         self.sock.close()
         for c in self.accepted:
             c.close()
