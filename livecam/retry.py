@@ -100,7 +100,7 @@ class RetryPolicy:
         deadline = time.monotonic() + seconds
         while (left := deadline - time.monotonic()) > 0:
             started = time.monotonic()
-            answers = self.probe(min(PROBE_TIMEOUT, left))
+            answers = self._ask(min(PROBE_TIMEOUT, left))
             if answers is None or (answers and not self._seen_down):
                 # Cannot tell, or the NAS answers and something else failed:
                 # the backoff runs its course.
@@ -113,7 +113,16 @@ class RetryPolicy:
                 self._sleep_plain(min(jitter, deadline - time.monotonic()))
                 return
             self._seen_down = True
-            self._sleep_plain(min(PROBE_EVERY - (time.monotonic() - started), left))
+            now = time.monotonic()
+            self._sleep_plain(min(PROBE_EVERY - (now - started), deadline - now))
+
+    def _ask(self, timeout: float) -> bool | None:
+        """The probe's answer; a probe that raises (a plugin's bug) cannot tell."""
+        try:
+            return self.probe(timeout)
+        except Exception:
+            log.exception("the transport's reachability probe raised")
+            return None
 
     def _sleep_plain(self, seconds: float) -> None:
         if self.stopping.wait(max(0.0, seconds)):
