@@ -93,21 +93,27 @@ class Publisher:
     def publish_next(self) -> bool:
         """Publish the oldest ready segments. False when there is none (or stopping).
 
-        One segment, or up to the transport's ``batch_size`` from the spool: a
-        batch never holds a RAM segment beyond its first, so a slow batch cannot
-        keep segments from spilling (the power-cut window stays as documented).
+        One segment, or up to the transport's ``batch_size`` (and ``batch_limit``
+        bytes) from the spool: a batch never holds a RAM segment beyond its first,
+        so a slow batch cannot keep segments from spilling (the power-cut window
+        stays as documented).
         """
+        limit = self.transport.batch_limit()
         with ExitStack() as held:
             batch: list[Segment] = []
+            size = 0
             for segment in self.ready():
                 if self.stopping.is_set():
                     return False
                 if batch and (
-                    len(batch) >= self.transport.batch_size or self.buffer.holds(segment)
+                    len(batch) >= self.transport.batch_size
+                    or self.buffer.holds(segment)
+                    or (limit is not None and size + _size(segment) > limit)
                 ):
                     break
                 if held.enter_context(self.claims.claim(segment.name)) and segment.path.exists():
                     batch.append(segment)
+                    size += _size(segment)
             if not batch:
                 return False
             self._publish(batch)
@@ -196,6 +202,14 @@ class Publisher:
             st.failures_by_kind[kind] = st.failures_by_kind.get(kind, 0) + 1
             st.last_error = LastError(time.time(), segment.name, str(error), error.permanent)
         self.plugins.publish_failed(segment=segment, error=error, permanent=error.permanent)
+
+
+def _size(segment: Segment) -> int:
+    """``segment``'s bytes; 0 if it was evicted meanwhile (``_publish`` skips it)."""
+    try:
+        return segment.size
+    except FileNotFoundError:
+        return 0
 
 
 def _first_unpublished(items: Pending, batch: list[Segment]) -> Segment:

@@ -3,12 +3,23 @@
 Transient errors wait with exponential backoff and full jitter (``retry.initial``
 up to ``retry.max``); permanent ones (auth refused, no space...) wait a fixed,
 slow ``retry.permanent``. A stop interrupts any wait at once.
+
+While a transient wait runs, a cheap reachability probe (``Transport.reachable``:
+a TCP connect, no login) runs every ``PROBE_EVERY`` seconds. Once a probe found
+the NAS unreachable, the first probe that finds it answering again ends the
+wait after a random ``0..RETURN_JITTER`` seconds (so a fleet returning together
+does not connect in one burst): a node is back within seconds of its NAS,
+whatever the backoff had grown to, while the expensive publish still backs off
+against a dead NAS. A NAS that answers while publishing fails is probed once
+per wait, never hammered; permanent waits are never cut short.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import threading
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -20,6 +31,17 @@ log = logging.getLogger("livecam.shipper")
 
 T = TypeVar("T")
 
+PROBE_EVERY = 2.0  # seconds between reachability probes during a transient wait
+PROBE_TIMEOUT = 2.0  # a probe's own bound (a dead link answers nothing)
+RETURN_JITTER = 2.0  # the first attempt after the NAS answers again: 0..this seconds
+
+Probe = Callable[[float], "bool | None"]
+
+
+def no_probe(timeout: float) -> bool | None:
+    """A probe that cannot tell: waits run their course."""
+    return None
+
 
 class Stopped(Exception):
     """The shipper is stopping; unwinds the retry loop."""
@@ -29,17 +51,33 @@ class RetryPolicy:
     """The publisher's waits between failed attempts; see the module doc."""
 
     def __init__(
-        self, *, initial: float, maximum: float, permanent: float, stopping: threading.Event
+        self,
+        *,
+        initial: float,
+        maximum: float,
+        permanent: float,
+        stopping: threading.Event,
+        probe: Probe = no_probe,
     ):
         self.permanent = permanent
         self.stopping = stopping
+        self.probe = probe
         self._jitter = wait_random_exponential(multiplier=initial, max=maximum)
+        self._probing = False  # the wait to come follows a transient failure
+        self._seen_down = False  # a probe found the NAS unreachable since the last success
 
     def wait(self, retry_state: RetryCallState) -> float:
         """Seconds to wait before the next attempt."""
         if _is_permanent(retry_state):
+            self._probing = False
             return self.permanent
+        self._probing = True
         return float(self._jitter(retry_state))
+
+    def start_jitter(self) -> None:
+        """Wait 0..RETURN_JITTER seconds: a fleet started together spreads its
+        first connections. Raises Stopped on stop."""
+        self._sleep_plain(random.uniform(0, RETURN_JITTER))
 
     def call(self, fn: Callable[[], T]) -> T:
         """``fn()``, retried on PublishError until it succeeds; raises Stopped on stop."""
@@ -50,10 +88,44 @@ class RetryPolicy:
             before_sleep=self._before_sleep,
             reraise=True,
         )
-        return retrying(fn)
+        result = retrying(fn)
+        self._seen_down = False
+        return result
 
     def _sleep(self, seconds: float) -> None:
-        if self.stopping.wait(seconds):
+        """The wait between attempts, cut short when the NAS answers again."""
+        if not self._probing:
+            self._sleep_plain(seconds)
+            return
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            started = time.monotonic()
+            answers = self._ask(min(PROBE_TIMEOUT, left))
+            if answers is None or (answers and not self._seen_down):
+                # Cannot tell, or the NAS answers and something else failed:
+                # the backoff runs its course.
+                self._sleep_plain(deadline - time.monotonic())
+                return
+            if answers:
+                self._seen_down = False
+                jitter = random.uniform(0, RETURN_JITTER)
+                log.info("the NAS answers again; next attempt in %.1fs", jitter)
+                self._sleep_plain(min(jitter, deadline - time.monotonic()))
+                return
+            self._seen_down = True
+            now = time.monotonic()
+            self._sleep_plain(min(PROBE_EVERY - (now - started), deadline - now))
+
+    def _ask(self, timeout: float) -> bool | None:
+        """The probe's answer; a probe that raises (a plugin's bug) cannot tell."""
+        try:
+            return self.probe(timeout)
+        except Exception:
+            log.exception("the transport's reachability probe raised")
+            return None
+
+    def _sleep_plain(self, seconds: float) -> None:
+        if self.stopping.wait(max(0.0, seconds)):
             raise Stopped
 
     def _before_sleep(self, retry_state: RetryCallState) -> None:

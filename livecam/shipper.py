@@ -72,6 +72,7 @@ class Shipper:
             maximum=config.retry_max,
             permanent=config.retry_permanent,
             stopping=self.stopping,
+            probe=self.transport.reachable,
         )
         self.publisher = Publisher(
             config,
@@ -134,6 +135,11 @@ class Shipper:
 
     def publish_forever(self) -> None:
         """The publisher thread's body."""
+        try:
+            self.retry.start_jitter()
+        except Stopped:
+            self.transport.close()
+            return
         while not self.stopping.is_set():
             try:
                 if not self.retry.call(self._attempt):

@@ -19,6 +19,11 @@ Every network call has a hard timeout (``self.timeout`` seconds). Failures raise
 refused, host key mismatch, no space, permission denied: alarm, retried slowly).
 No secret may appear in argv, logs or error messages.
 
+``reachable`` is the cheap check the retry policy runs every few seconds while a
+transient failure backs off (``livecam.retry``): a TCP connect to ``endpoint``
+by default, so the shipper notices a returning NAS within seconds without
+repeating the expensive publish against a dead one.
+
 ``livecam.publish`` implements steps 1-4 once, over a few store operations, and
 ``livecam.store_transport.StoreTransport`` makes a transport of such a store.
 """
@@ -29,6 +34,7 @@ import contextlib
 import functools
 import os
 import signal
+import socket
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -104,8 +110,45 @@ class Transport:
         for item in items:
             yield item, self.publish(item.local, item.remote, size=item.size, digest=item.digest)
 
+    def batch_limit(self) -> int | None:
+        """Bytes the shipper hands the next ``publish_batch`` at most (always at
+        least one segment); None: only ``batch_size`` limits it.
+
+        A transport that proves arrival only when a call ends keeps its calls short
+        with it: verified segments then leave the node within seconds, and the few
+        a batch holds are all the eviction has to skip."""
+        return None
+
     def close(self) -> None:
         """Release connections. Called when the shipper stops."""
+
+    def endpoint(self) -> tuple[str, int] | None:
+        """The NAS's (host, TCP port), for ``reachable``; None if there is none.
+
+        The default reads the options ``host`` (or ``server``) and ``port``; a
+        transport with other keys overrides it."""
+        host = self.opts.get("host") or self.opts.get("server")
+        port = self.opts.get("port")
+        if isinstance(host, str) and host and isinstance(port, int):
+            return host, port
+        return None
+
+    def reachable(self, timeout: float) -> bool | None:
+        """Whether the NAS answers at all, cheaply, within ``timeout`` seconds.
+
+        Called only while the publisher waits after a transient failure, every
+        few seconds, never concurrently with itself; it must not log in or send
+        data. True: it answers (a wait after an outage ends early); False: it
+        does not; None: this transport cannot tell (the wait runs its course).
+        The default opens and closes one TCP connection to ``endpoint()``."""
+        where = self.endpoint()
+        if where is None:
+            return None
+        try:
+            with socket.create_connection(where, timeout=timeout):
+                return True
+        except OSError:
+            return False
 
 
 def run_command(

@@ -40,11 +40,18 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from livecam_plugins._ssh import CONNECT_TIMEOUT, KEEPALIVE, SSH_OPTIONS, check_ssh_options
+from livecam_plugins._ssh import (
+    CONNECT_TIMEOUT,
+    KEEPALIVE,
+    SSH_OPTIONS,
+    check_ssh_options,
+    ssh_answers,
+)
 
 from livecam import hookimpl
 from livecam import options as o
@@ -63,10 +70,16 @@ from livecam.transport import (
 
 log = logging.getLogger("livecam.rsync")
 
-# One rsync call carries at most this many bytes (whole segments; a bigger one
-# goes alone): its segments are deleted locally only when the call ends, so this
-# bounds how long a slow link keeps a verified backlog on the node (about 50 s
-# at 20 Mbit/s), while the ~0.2 s start-up of a call stays a few percent.
+# rsync proves a call's segments only when the call ends (exit 0), so they are
+# deleted locally only then. A call is sized to last about CALL_SECONDS at the
+# rate this node measured on its previous call (the first call after start or
+# an outage carries one segment): verified segments leave the spool within
+# seconds even when fifty nodes share the link, and the few segments a call
+# holds are all the eviction must skip, while a call's ~0.2 s start-up stays a
+# few percent (the other nodes fill the link meanwhile). CALL_BYTES caps a call
+# on a fast link (whole segments; a bigger one goes alone).
+CALL_SECONDS = 8.0
+GREETING_TIMEOUT = 3.0  # seconds for sshd's identification line before a new connection
 CALL_BYTES = 128 * 1024 * 1024
 PARTIAL = (23, 24)  # rsync: some files were not transferred / vanished; the rest may be there
 CONTROL_PREFIX = "livecam-ssh-"
@@ -75,6 +88,9 @@ CONTROL_PREFIX = "livecam-ssh-"
 CHECK_DIR = ".livecam-compare"
 ITEMIZED = re.compile(r"^([<>ch.*][fdLDS][ .+?a-zA-Z]{9}) (.+)$")
 
+# rrsync's single-run lock per directory: the NAS side of a call this node gave
+# up on (a timeout, a cut link) has not ended yet. Transient, not "refused".
+BUSY = re.compile(r"Another instance of rrsync is already accessing")
 # stderr text -> why a person must act. Anything else is transient (network, restarts).
 PERMANENT = [
     (re.compile(r"REMOTE HOST IDENTIFICATION HAS CHANGED|Host key verification failed|"
@@ -105,6 +121,8 @@ def classify(stderr: str, what: str) -> PublishError:
         if ln.strip() and not ln.startswith("@") and "home directory" not in ln
     ]
     detail = "; ".join(lines[-3:]) or "no error output"
+    if BUSY.search(stderr):
+        return TransientError(f"{what}: the NAS still runs this node's previous call: {detail}")
     for pattern, reason in PERMANENT:
         if pattern.search(stderr):
             return PermanentError(f"{what}: {reason}: {detail}")
@@ -115,9 +133,9 @@ class RsyncTransport(Transport):
     """rsync over one persistent, multiplexed OpenSSH connection (see the module doc)."""
 
     description = "rsync over OpenSSH, one multiplexed connection (rrsync -wo on the NAS)"
-    #: Segments per batch from the shipper; publish_batch splits it into rsync
-    #: calls of at most CALL_BYTES. 64 x 2 MB fills one call; 19 MB segments make
-    #: ~7 per call.
+    #: Segments per batch from the shipper (which also keeps a batch within
+    #: ``batch_limit`` bytes); publish_batch splits a batch into rsync calls of
+    #: at most CALL_BYTES: 64 x 2 MB fill one call; 19 MB segments make ~7.
     batch_size = 64
     options: ClassVar = {
         **SSH_OPTIONS,
@@ -131,6 +149,7 @@ class RsyncTransport(Transport):
         # A private 0700 directory, made on first use: whoever can reach the
         # socket can use the login. Short, for the 108-byte socket path limit.
         self._control_dir: Path | None = None
+        self._rate: float | None = None  # bytes/s of the last call that sent data
 
     def _private_dir(self) -> Path:
         """This transport's 0700 directory (control socket, staging), made on first use."""
@@ -153,6 +172,10 @@ class RsyncTransport(Transport):
         for tool in ("rsync", "ssh"):
             if shutil.which(tool) is None:
                 raise ConfigError(f"{key}.plugin: rsync needs the {tool} command installed")
+
+    def reachable(self, timeout: float) -> bool:
+        """Whether the NAS's sshd greets (its banner; no login): see Transport.reachable."""
+        return ssh_answers(self.opts["host"], self.opts["port"], timeout)
 
     def describe(self) -> str:
         o_ = self.opts
@@ -254,8 +277,16 @@ class RsyncTransport(Transport):
         ((_, sent),) = self.publish_batch([Item(local, remote, size, digest)])
         return sent
 
+    def batch_limit(self) -> int:
+        """Bytes of the next rsync call: CALL_SECONDS at the last measured rate, one
+        segment when there is no rate (at start, after a failure), CALL_BYTES at most."""
+        if self._rate is None:
+            return 0
+        return min(CALL_BYTES, int(self._rate * CALL_SECONDS))
+
     def publish_batch(self, items: Sequence[Item]) -> Iterator[tuple[Item, bool]]:
-        """Publish ``items`` in rsync calls of up to CALL_BYTES each (see the module doc).
+        """Publish ``items`` in rsync calls of up to CALL_BYTES each (see the module doc;
+        the shipper's batches are ``batch_limit`` bytes, one call each).
 
         Yields ``(item, sent)`` for each item verified on the NAS when its call
         ends (sent=False: the same content was there already). Raises
@@ -282,6 +313,13 @@ class RsyncTransport(Transport):
         Returns the per-item PermanentErrors (refused paths, other content).
         """
         if not self._master_alive():
+            # A greeting first (cheap, bounded): ssh against a NAS that is down can
+            # sit out its whole ConnectTimeout, and a node would miss its return.
+            if not self.reachable(GREETING_TIMEOUT):
+                raise TransientError(
+                    f"ssh to {self.opts['host']}:{self.opts['port']}: "
+                    f"no SSH greeting within {GREETING_TIMEOUT:g}s (NAS down or unreachable)"
+                )
             self._start_master()
         # The whole-call bound: n segments get n times the per-segment timeout, so a
         # link slow enough for single segments is never too slow for a batch.
@@ -291,6 +329,8 @@ class RsyncTransport(Transport):
         with self._staging(items) as (root, staged, refused):
             if not staged:
                 return refused
+            t0 = time.monotonic()
+            self._rate = None  # measured anew below, or the next call starts small
             code, out, err = self._rsync(
                 "-r",
                 "--copy-links",
@@ -305,6 +345,9 @@ class RsyncTransport(Transport):
             }
             failure: PublishError | None = None
             if code == 0:
+                sent_bytes = sum(staged[p].size for p in sent)
+                if sent_bytes:
+                    self._rate = sent_bytes / max(0.01, time.monotonic() - t0)
                 # rsync exits 0 only after every file was verified and renamed.
                 for path in sorted(sent):
                     yield staged[path], True

@@ -38,6 +38,7 @@ import hashlib
 import importlib
 import posixpath
 import threading
+import urllib.parse
 from collections.abc import Mapping
 from typing import Any, BinaryIO, ClassVar
 
@@ -230,6 +231,13 @@ class S3Transport(StoreTransport):
                 )
         if str(opts["ca_file"]) not in ("", "."):
             o.readable_file(str(opts["ca_file"]), f"{key}.ca_file")
+
+    def endpoint(self) -> tuple[str, int] | None:
+        """The object store's host and port from ``endpoint`` (None for AWS: always up)."""
+        url = urllib.parse.urlsplit(self.opts["endpoint"])
+        if not url.hostname:
+            return None
+        return url.hostname, url.port or (443 if url.scheme == "https" else 80)
 
     def describe(self) -> str:
         where = f"s3 {self.opts['endpoint'] or 'aws'} bucket {self.opts['bucket']}/{self.prefix}"

@@ -123,6 +123,9 @@ def test_nas_tree(provisioned):
     assert "ForceCommand internal-sftp -P remove,rmdir,posix-rename,setstat,fsetstat," in dropin
     # The sftp node connects to SFTP_PORT: sshd listens there, and on 22 still.
     assert f"Port 22\nPort {SFTP_PORT}\n" in dropin
+    # Room for every ssh node of the inventory reconnecting at once, two each.
+    ssh_nodes = len(ALL_NODES)
+    assert f"MaxStartups {10 + 2 * ssh_nodes}:30:{110 + 2 * ssh_nodes}\n" in dropin
     d = nas / f"srv/livecam/test/{SFTP_NODE}"
     owner = fleet.sh("chroot", str(nas), "stat", "-c", "%U %a", f"/srv/livecam/test/{SFTP_NODE}")
     assert d.is_dir() and owner.stdout.split() == [account, "750"]

@@ -1,0 +1,212 @@
+"""Benchmark a fleet catching up: N real shippers against one plain rsync, one shaped link.
+
+    flock /tmp/lc-lock-fleet .venv/bin/python bench/fleet.py --nodes 30 [--outage 100]
+        [--cameras 2] [--segments 20] [--segment-mb 2] [--mbit 100]
+        [--max-startups role|default] [--report FILE]
+
+One NAS sshd runs in a network namespace behind a veth pair shaped with tc tbf
+(``--mbit``), with one account whose authorized_keys confine each node's key to
+``rrsync`` below its own directory, and the MaxStartups line, as the NAS role
+renders them (``--max-startups default`` leaves sshd's 10:30:100, to show what
+the role's line prevents). Each of ``--nodes`` nodes is a real ``livecam ship``
+process with a spool backlog of cameras x segments x segment-mb, shipping over
+the rsync transport. First, one plain ``rsync -a`` sends the same bytes (every
+node's spool) over the same link; then the fleet starts at once. With
+``--outage S`` the link is down when the fleet starts and comes back after S
+seconds; times are then counted from its return.
+
+Prints JSON: fleet drain as a fraction of the plain tool (plain seconds / the
+fleet's seconds until the last node's spool is empty), node completion
+min/median/max, first arrival on the NAS per node (min/median/max), sshd
+drops (its log's "MaxStartups"/"drop connection" lines), failed publishes
+(the shippers' own counts), CPU seconds (the shipper and the rsync/ssh
+children it waited for) and peak RSS per node. Checks every segment arrived
+once, intact, with no temp left. Needs root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.core.node import Node, wait_for  # noqa: E402
+from tests.fleet.fleet import Clock, FleetNas, backlog, check_arrived, fleet_node  # noqa: E402
+from tests.transports import servers  # noqa: E402
+
+USER = "lcfleet-b"
+MiB = 1024 * 1024
+RETRY_DEFAULTS = {"initial": "1s", "max": "60s"}
+FAILED = re.compile(r"publish failed \((?:transient|PERMANENT)\): (.*?)(?:; retry \d+ in|$)", re.M)
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {
+        "min": round(min(values), 1),
+        "median": round(statistics.median(values), 1),
+        "max": round(max(values), 1),
+    }
+
+
+def usage(pid: int) -> tuple[float, int]:
+    """(CPU seconds of ``pid`` and its reaped children, peak RSS in KiB)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    hwm = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            hwm = int(line.split()[1])
+    return ticks / os.sysconf("SC_CLK_TCK"), hwm
+
+
+def plain_rsync(nas: FleetNas, first: str, nodes: dict[str, Node]) -> float:
+    """One ``rsync -a`` of every node's spool (hard links, no copy) over the same link."""
+    src = Path(tempfile.mkdtemp(prefix="lcfleet-plain-", dir=nas.root.parent))
+    for name, node in nodes.items():
+        for f in node.spool.glob("*/*.mp4"):
+            (src / name / f.parent.name).mkdir(parents=True, exist_ok=True)
+            os.link(f, src / name / f.parent.name / f.name)
+    ssh = ["ssh", "-F", "none", "-i", str(nas.keys[first]), "-o", "IdentitiesOnly=yes",
+           "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={nas.known_hosts}"]  # fmt: skip
+    t0 = time.monotonic()
+    subprocess.run(
+        ["rsync", "-a", "-e", " ".join(ssh), f"{src}/", f"{nas.user}@{nas.host}:plain/"],
+        check=True,
+        capture_output=True,
+    )
+    seconds = time.monotonic() - t0
+    shutil.rmtree(src)
+    shutil.rmtree(nas.store(first) / "plain")
+    return seconds
+
+
+def run(args: argparse.Namespace) -> dict:
+    base = servers.make_base()
+    netns = servers.NetNs("lcfleetB", subnet="10.79.2")
+    names = [f"lcfleet-b{i:03d}" for i in range(args.nodes)]
+    startups = "10:30:100" if args.max_startups == "default" else None
+    nas = FleetNas(base, netns, names, user=USER, max_startups=startups)
+    nodes: dict[str, Node] = {}
+    try:
+        netns.shape(args.mbit, burst="256kb")
+        nas.start()
+        size = int(args.segment_mb * MiB)
+        made = {}
+        for name in names:
+            # livecam's own timeout and backoff defaults (tests.core.node's are short).
+            node = fleet_node(
+                base / "nodes" / name, nas, name, timeout="120s", retry=RETRY_DEFAULTS
+            )
+            nodes[name] = node
+            made[name] = backlog(node.spool, args.cameras, args.segments, size)
+        total = sum(len(m) for m in made.values()) * size
+        plain = plain_rsync(nas, names[0], nodes)
+        print(f"plain rsync -a: {total / MiB:.0f} MiB in {plain:.1f} s", file=sys.stderr)
+        if args.outage:
+            netns.link(up=False)
+        with Clock(nas, nodes, interval=0.25) as clock:
+            started = time.time()
+            procs = {name: node.start("ship") for name, node in nodes.items()}
+            t_ref = started
+            if args.outage:
+                time.sleep(args.outage)
+                t_ref = time.time()
+                netns.link(up=True)
+            for name in names:
+                wait_for(lambda name=name: clock.done(name), args.timeout, f"{name} drained", 0.5)
+        cpu, rss = {}, {}
+        for name, proc in procs.items():
+            cpu[name], rss[name] = usage(proc.pid)
+        for node in nodes.values():
+            node.stop()
+        failed, reasons = {}, collections.Counter()
+        for name, node in nodes.items():
+            state = json.loads((node.buffer / ".livecam" / "shipper.json").read_text())
+            failed[name] = state["failures"]
+            for m in FAILED.finditer(node.log_text()):
+                reasons[m.group(1)[:100]] += 1
+        for name in names:
+            check_arrived(nas, name, made[name])
+        done = [max(clock.freed[n].values()) - t_ref for n in names]
+        first = [min(clock.arrived[n].values()) - t_ref for n in names]
+        first_freed = [min(clock.freed[n].values()) - t_ref for n in names]
+        # How long each segment's spool copy outlived its arrival on the NAS.
+        kept = [
+            clock.freed[n][seg] - at
+            for n in names
+            for seg, at in clock.arrived[n].items()
+            if seg in clock.freed[n]
+        ]
+        return {
+            "nodes": args.nodes,
+            "backlog_per_node": f"{args.cameras} cameras x {args.segments} x {args.segment_mb} MiB",
+            "link_mbit": args.mbit,
+            "outage_s": args.outage,
+            "max_startups": nas.max_startups,
+            "bytes": total,
+            "plain_rsync_s": round(plain, 1),
+            "fleet_s": round(max(done), 1),
+            "fraction_of_plain": round(plain / max(done), 3),
+            "completion_s": spread(done),
+            "slowest_over_median": round(max(done) / statistics.median(done), 2),
+            "first_arrival_s": spread(first),
+            "first_freed_s": spread(first_freed),
+            "spool_copy_kept_after_arrival_s": {
+                "median": round(statistics.median(kept), 1),
+                "p95": round(sorted(kept)[int(0.95 * (len(kept) - 1))], 1),
+                "max": round(max(kept), 1),
+            },
+            "sshd_drops": nas.drops(),
+            "failed_publishes": sum(failed.values()),
+            "failed_publishes_max_node": max(failed.values()),
+            "failure_reasons": dict(reasons.most_common(5)),
+            "cpu_s_per_node": spread(list(cpu.values())),
+            "cpu_s_per_node_per_gib": round(
+                statistics.mean(cpu.values()) / (total / args.nodes / 1024**3), 1
+            ),
+            "rss_mib_per_node": spread([v / 1024 for v in rss.values()]),
+            "lost_duplicated_partial": 0,  # check_arrived raised otherwise
+        }
+    finally:
+        for node in nodes.values():
+            node.cleanup()
+        nas.stop()
+        netns.remove()
+        servers.cleanup(base)
+        servers.remove_user(USER)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--nodes", type=int, default=10)
+    ap.add_argument("--cameras", type=int, default=2)
+    ap.add_argument("--segments", type=int, default=20, help="per camera")
+    ap.add_argument("--segment-mb", type=float, default=2.0, help="MiB per segment")
+    ap.add_argument("--mbit", type=float, default=100.0, help="the tbf-shaped link")
+    ap.add_argument("--outage", type=float, default=0.0, help="seconds the link is down first")
+    ap.add_argument("--max-startups", choices=("role", "default"), default="role")
+    ap.add_argument("--timeout", type=float, default=1800.0, help="per node, seconds")
+    ap.add_argument("--report", type=Path, help="write the JSON here too")
+    args = ap.parse_args()
+    result = run(args)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.report:
+        args.report.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
