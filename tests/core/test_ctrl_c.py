@@ -20,8 +20,14 @@ from tests.core.node import Node, Share, assert_all_arrived, wait_for
 pytestmark = pytest.mark.slow
 
 
-def test_ctrl_c_reaches_only_the_supervisor_which_stops_recorders_then_the_shipper(tmp_path):
-    share = Share(tmp_path / "nas")
+@pytest.fixture
+def share(tmp_path):
+    s = Share(tmp_path / "nas")
+    yield s
+    s.close()  # also when an assertion failed: no mount outlives the test
+
+
+def test_ctrl_c_reaches_only_the_supervisor_which_stops_recorders_then_the_shipper(tmp_path, share):
     n = Node(tmp_path / "node", {"plugin": "nfs", "path": str(share.mnt), "fstypes": ["tmpfs"]})
     try:
         proc = n.start()  # its own session and process group, as a shell's job
@@ -42,8 +48,5 @@ def test_ctrl_c_reaches_only_the_supervisor_which_stops_recorders_then_the_shipp
     assert "KeyboardInterrupt" not in n.log_text()  # no child was interrupted itself
     # The shipper moved the recorders' last segments out of RAM before it stopped.
     assert not n.local_segments("buffer")
-    try:
-        n.drain()
-        assert_all_arrived(n, share)
-    finally:
-        share.close()
+    n.drain()
+    assert_all_arrived(n, share)
