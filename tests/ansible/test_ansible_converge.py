@@ -124,7 +124,7 @@ def test_nas_tree(provisioned):
     # The sftp node connects to SFTP_PORT: sshd listens there, and on 22 still.
     assert f"Port 22\nPort {SFTP_PORT}\n" in dropin
     # Room for every ssh node of the inventory reconnecting at once, two each.
-    ssh_nodes = len(ALL_NODES)
+    ssh_nodes = len([n for n in ALL_NODES if n != SMB_NODE])  # the smb node uses no ssh
     assert f"MaxStartups {10 + 2 * ssh_nodes}:30:{110 + 2 * ssh_nodes}\n" in dropin
     d = nas / f"srv/livecam/test/{SFTP_NODE}"
     owner = fleet.sh("chroot", str(nas), "stat", "-c", "%U %a", f"/srv/livecam/test/{SFTP_NODE}")
