@@ -95,9 +95,9 @@ def test_nas_page_plays_across_a_segment_boundary(
         browser.execute_script(
             "window.__since = performance.now(); for (const a of"
             " [...Object.values(window.__frames), ...Object.values(window.__waiting)])"
-            " a.length = 0"
+            " a.length = 0; playAll(arguments[0])",
+            before["start"] + before["duration"] - 1,
         )
-        browser.execute_script("playAll(arguments[0])", before["start"] + before["duration"] - 1)
         key = "lab/node01/cam0"
         jumped = wait_for(lambda: (s := state(browser, key))["map"][1:]
                           and s["map"][0]["seq"] == before["seq"]
@@ -156,6 +156,10 @@ def seamless(s: dict[str, Any]) -> dict[str, float]:
     interval allows. Returns the figures."""
     boundary = s["map"][0]["m1"]
     frames = sorted(s["frames"])
+    # A new playback restarts the element's presented-frame count: frames the old
+    # one presented while the new one was being set up (a busy machine) are not it.
+    restarts = [i for i in range(1, len(frames)) if frames[i][2] < frames[i - 1][2]]
+    frames = frames[restarts[-1] :] if restarts else frames
     assert len(frames) > 10, "the page saw frames presented"
     walls = [b[0] - a[0] for a, b in itertools.pairwise(frames)]
     medias = sorted({round(f[1], 4) for f in frames})
