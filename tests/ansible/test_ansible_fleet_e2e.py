@@ -518,7 +518,8 @@ def test_a_converge_that_changes_a_nodes_transport_ships_what_waits(running, pro
     assert f"livecam@{node}" not in keys and "livecam@node1" in keys, keys
     account = _uid(nas, f"livecam-{node}")
     assert nas_dir.stat().st_uid == account
-    assert all(p.stat().st_uid == account for p in nas_dir.rglob("*")), "earlier files kept"
+    kept = [p for p in nas_dir.rglob("*") if p.stat().st_uid != account]
+    assert not kept, f"still the rsync account's: {kept[:3]}"
 
     r.reload_sshd()
     r.link(node, up=True)
