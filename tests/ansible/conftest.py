@@ -51,6 +51,17 @@ class Fleet:
     cleanup: fleet.Cleanup = field(default_factory=fleet.Cleanup)
 
 
+def sftp_transport(node: str) -> dict:
+    """A node's host vars for shipping over sftp into its own chrooted account
+    (its directory is ``/<node>`` inside the chroot, the site directory)."""
+    return {
+        "livecam_node_transport": {"plugin": "sftp", "host": NAS_ADDRESS,
+                                   "user": f"livecam-{node}", "path": f"/{node}",
+                                   "port": SFTP_PORT},
+        "livecam_node_remote_path": "{camera}/{date}/{name}",
+    }  # fmt: skip
+
+
 def _inventory(trees: dict[str, Path]) -> dict:
     cameras = {
         # Small test-pattern cameras: real ffmpeg and x264, little CPU.
@@ -66,11 +77,7 @@ def _inventory(trees: dict[str, Path]) -> dict:
     }  # fmt: skip
     hosts = {n: {"ansible_host": str(trees[n]), "livecam_node_cameras": cameras[n]}
              for n in ALL_NODES}  # fmt: skip
-    hosts[SFTP_NODE]["livecam_node_transport"] = {
-        "plugin": "sftp", "host": NAS_ADDRESS, "user": f"livecam-{SFTP_NODE}",
-        "path": f"/{SFTP_NODE}", "port": SFTP_PORT,
-    }  # fmt: skip
-    hosts[SFTP_NODE]["livecam_node_remote_path"] = "{camera}/{date}/{name}"
+    hosts[SFTP_NODE].update(sftp_transport(SFTP_NODE))
     hosts[WEB_NODE].update(livecam_node_web=True, livecam_node_web_token=WEB_TOKEN)
     hosts[SMB_NODE]["livecam_node_transport"] = {
         "plugin": "smb", "server": NAS_ADDRESS, "port": SMB_PORT, "share": "livecam",

@@ -18,15 +18,18 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.ansible import fleet
 from tests.ansible.conftest import (
     ALL_NODES,
     NAS_ADDRESS,
     SFTP_NODE,
+    SFTP_PORT,
     SMB_NODE,
     SMB_PASSWORDS,
     SMB_PORT,
+    sftp_transport,
     write_vault,
 )
 from tests.conftest import sha256
@@ -76,7 +79,8 @@ class Running:
         # because a chroot has no login sessions to open.
         sshd = ["/usr/sbin/sshd", "-D", "-e", "-o", "UsePAM=no",
                 "-o", f"ListenAddress={NAS_ADDRESS}", "-o", "PidFile=none"]  # fmt: skip
-        self.spawn("sshd", ["ip", "netns", "exec", self.spaces["nas"], "chroot", str(nas), *sshd])
+        self.sshd = self.spawn("sshd", ["ip", "netns", "exec", self.spaces["nas"], "chroot",
+                                        str(nas), *sshd])  # fmt: skip
         fleet.wait_for(lambda: "Server listening" in (self.work / "sshd.log").read_text(),
                        15, "sshd to listen")  # fmt: skip
         # The tree's own smbd with the smb.conf the role wrote (livecam.conf included).
@@ -86,21 +90,36 @@ class Running:
         self.spawn("smbd", ["ip", "netns", "exec", self.spaces["nas"], "chroot", str(nas), *smbd])
         fleet.wait_for(lambda: self.smb_logon(SMB_PASSWORDS[0]) is not None, 30, "smbd to listen")
 
-    def smb_logon(self, password: str) -> bool | None:
-        """Whether the smb node's account logs on to the NAS with ``password`` (Samba's
-        own smbclient, in the NAS namespace); None while nothing listens."""
+    def reload_sshd(self) -> None:
+        """SIGHUP the NAS's sshd, as the role's "Reload sshd" handler would: it
+        re-executes itself and reads the config the playbook wrote."""
+        log = self.work / "sshd.log"
+        listening = log.read_text().count("Server listening")
+        self.sshd.send_signal(signal.SIGHUP)
+        fleet.wait_for(lambda: log.read_text().count("Server listening") > listening, 15,
+                       "sshd to listen again after SIGHUP")  # fmt: skip
+
+    def smbclient(self, where: str, user: str, password: str, command: str) -> tuple[int, str]:
+        """Samba's own smbclient, run in ``where``'s namespace, on the NAS's livecam
+        share as ``user``; its exit code and output."""
         auth = self.work / "smb-auth"
-        auth.write_text(f"username=livecam-{SMB_NODE}\npassword={password}\n")
+        auth.write_text(f"username={user}\npassword={password}\n")
         auth.chmod(0o600)
-        out = fleet.sh("ip", "netns", "exec", self.spaces["nas"], "smbclient",
+        out = fleet.sh("ip", "netns", "exec", self.spaces[where], "smbclient",
                        f"//{NAS_ADDRESS}/livecam", "-p", str(SMB_PORT), "-A", str(auth),
-                       "-m", "SMB3", "-c", f"ls test/{SMB_NODE}/*", check=False)  # fmt: skip
-        text = out.stdout + out.stderr
+                       "-m", "SMB3", "-c", command, check=False)  # fmt: skip
+        return out.returncode, out.stdout + out.stderr
+
+    def smb_logon(self, password: str) -> bool | None:
+        """Whether the smb node's account logs on to the NAS with ``password`` (in the
+        NAS namespace); None while nothing listens."""
+        code, text = self.smbclient("nas", f"livecam-{SMB_NODE}", password,
+                                    f"ls test/{SMB_NODE}/*")  # fmt: skip
         if "NT_STATUS_CONNECTION_REFUSED" in text:
             return None
         if "NT_STATUS_LOGON_FAILURE" in text:
             return False
-        assert out.returncode == 0, text
+        assert code == 0, text
         return True
 
     def start_node(self, node: str) -> None:
@@ -110,12 +129,12 @@ class Running:
         assert "size=32M" in opts
         self.start_livecam(node)
 
-    def start_livecam(self, node: str) -> None:
+    def start_livecam(self, node: str, record: bool = True) -> None:
         livecam = ["/opt/livecam/venv/bin/livecam", "-c", "/etc/livecam/livecam.yaml"]
         # As the units run them: one recorder per camera, one shipper.
         self.recorders[node] = [
             self.spawn(f"{node}-{cam}", self.in_node(node, *livecam, "record", cam))
-            for cam in CAMERAS[node]
+            for cam in (CAMERAS[node] if record else ())
         ]
         self.shippers[node] = self.spawn(f"{node}-ship", self.in_node(node, *livecam, "ship"))
 
@@ -254,6 +273,148 @@ def test_a_node_key_cannot_touch_another_nodes_recordings(running):
     assert after == before, "node1's key changed node2's recordings"
 
 
+def _nas_files(r: Running) -> dict[Path, str]:
+    """Every file under the NAS's recordings root, with its sha256."""
+    root = r.trees["nas"] / "srv/livecam"
+    return {p: sha256(p) for p in root.rglob("*") if p.is_file()}
+
+
+def test_an_sftp_nodes_account_reaches_only_its_own_directory(running):
+    """node3's own key and account, as the NAS role authorised them, from node3's
+    namespace: sshd's chroot is the site directory, where node3 may list the other
+    nodes' directory names but not enter, read or write them; a key or an account
+    the inventory does not name is refused at logon."""
+    r = running
+    tree = r.trees[SFTP_NODE]
+    victim = next(p for files in r.on_nas("node2").values() for p in files)
+    rel = victim.relative_to(r.trees["nas"] / "srv/livecam/test")  # node2/cam0/<date>/<name>
+    (tree / "tmp/evil.mp4").write_bytes(b"not a recording")
+    os.chmod(tree / "tmp/evil.mp4", 0o644)
+    before = _nas_files(r)
+    # A key no inventory host holds, made on node3 (so only the key differs).
+    for name in ("stranger", "stranger.pub"):
+        (tree / "tmp" / name).unlink(missing_ok=True)
+    stranger = subprocess.run(
+        r.in_node(SFTP_NODE, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", "/tmp/stranger"),
+        capture_output=True,
+        timeout=60,
+    )
+    assert stranger.returncode == 0, stranger.stderr
+
+    def sftp(commands: str, user: str = f"livecam-{SFTP_NODE}", key: str = KEY):
+        batch = tree / "tmp/batch"
+        batch.write_text(commands + "\n")
+        os.chmod(batch, 0o644)
+        argv = ["sftp", *SSH.replace(KEY, key).split()[1:], "-P", str(SFTP_PORT),
+                "-b", "/tmp/batch", f"{user}@{NAS_ADDRESS}"]  # fmt: skip
+        out = subprocess.run(r.in_node(SFTP_NODE, *argv), capture_output=True, text=True,
+                             timeout=60)  # fmt: skip
+        return out.returncode, out.stdout + out.stderr
+
+    # The credentials work: node3 lists its own directory, and the chroot's root
+    # is the site directory (the other nodes' directory names are visible).
+    code, own = sftp(f"ls /{SFTP_NODE}")
+    assert code == 0 and "cam0" in own, own
+    code, root = sftp("ls /")
+    assert code == 0 and all(n in root for n in ALL_NODES), root
+    assert "srv" not in root and "etc" not in root, root
+    inside = {
+        "list another node's directory": f"ls /{rel.parts[0]}",
+        "list another node's camera directory": f"ls /{rel.parent}",
+        "read another node's segment": f"get /{rel} /tmp/stolen.mp4",
+        "write into another node's directory": f"put /tmp/evil.mp4 /{rel.parts[0]}/evil.mp4",
+        "write beside another node's segment": f"put /tmp/evil.mp4 /{rel.parent}/evil.mp4",
+        "write into the site directory": "put /tmp/evil.mp4 /evil.mp4",
+        "climb out of the chroot": f"get /../../{rel} /tmp/stolen.mp4",
+    }
+    for what, command in inside.items():
+        code, text = sftp(command)
+        print(f"{what}: exit {code}: {text.strip()[-200:]}")
+        assert code != 0, (what, text)
+        assert "Permission denied" in text or "not found" in text, (what, text)
+        assert not (tree / "tmp/stolen.mp4").exists(), what
+    logons = {
+        "a key not in the inventory, node3's account": ("livecam-" + SFTP_NODE, "/tmp/stranger"),
+        "a key not in the inventory, the rsync account": ("livecam", "/tmp/stranger"),
+        "node3's key, the rsync account": ("livecam", KEY),
+        "node3's key, the smb node's account": (f"livecam-{SMB_NODE}", KEY),
+        "node3's key, an account not in the inventory": ("livecam-node9", KEY),
+    }
+    for what, (user, key) in logons.items():
+        code, text = sftp(f"ls /{SFTP_NODE}", user=user, key=key)
+        print(f"{what}: exit {code}: {text.strip()[-200:]}")
+        # Refused at logon (the accounts have no password, and BatchMode asks none).
+        assert code != 0 and "Permission denied (publickey" in text, (what, text)
+    assert _nas_files(r) == before, "node3's account changed files on the NAS"
+
+
+def test_an_smb_nodes_account_reaches_only_its_own_directory(running):
+    """node4's own account and password (the ones livecam.yaml and the transport
+    secret on node4 hold), from node4's namespace: the share is the whole recordings
+    root, and only file permissions keep node4 out of the other nodes' directories
+    (their names are listable); an account or password the inventory does not name
+    is refused."""
+    r = running
+    transport = yaml.safe_load((r.trees[SMB_NODE] / "etc/livecam/livecam.yaml").read_text())[
+        "transport"
+    ]
+    user = transport["username"]
+    password = (r.trees[SMB_NODE] / transport["password_file"].lstrip("/")).read_text().strip()
+    assert user == f"livecam-{SMB_NODE}" and transport["path"] == f"test/{SMB_NODE}", transport
+    victim = next(p for files in r.on_nas("node2").values() for p in files)
+    rel = victim.relative_to(r.trees["nas"] / "srv/livecam").as_posix()  # test/node2/...
+    evil = r.work / "evil.mp4"
+    evil.write_bytes(b"not a recording")
+    stolen = r.work / "stolen.mp4"
+    before = _nas_files(r)
+
+    # The credentials work: node4 lists its own directory, and the site directory
+    # with every node's directory name in it.
+    code, own = r.smbclient(SMB_NODE, user, password, f"ls test/{SMB_NODE}/*")
+    assert code == 0 and "cam0" in own, own
+    code, site = r.smbclient(SMB_NODE, user, password, "ls test/*")
+    assert code == 0 and all(n in site for n in ALL_NODES), site
+    victim_dir = rel.rsplit("/", 1)[0]
+    inside = {
+        "list another node's directory": "ls test/node2/*",
+        "list another node's camera directory": f"ls {victim_dir}/*",
+        "read another node's segment": f"get {rel} {stolen}",
+        "write into another node's directory": f"put {evil} test/node2/evil.mp4",
+        "write beside another node's segment": f"put {evil} {victim_dir}/evil.mp4",
+        "make a directory in another node's": "mkdir test/node2/evil",
+        "write into the site directory": f"put {evil} test/evil.mp4",
+        "write at the share's root": f"put {evil} evil.mp4",
+        "make a node directory of its own": "mkdir test/node9",
+        "climb out of the share": f"get ../../etc/passwd {stolen}",
+    }
+    for what, command in inside.items():
+        code, text = r.smbclient(SMB_NODE, user, password, command)
+        print(f"{what}: exit {code}: {text.strip()[-200:]}")
+        # smbclient's mkdir exits 0 when refused: Samba's status is what counts.
+        assert re.search(r"NT_STATUS_(ACCESS_DENIED|OBJECT_\w+_NOT_FOUND|OBJECT_PATH_SYNTAX_BAD"
+                         r"|OBJECT_NAME_INVALID)", text), (what, text)  # fmt: skip
+        assert not stolen.exists(), what
+    logons = {
+        "an account not in the inventory, node4's password": ("livecam-node9", password),
+        "the rsync account, node4's password": ("livecam", password),
+        "the sftp node's account, node4's password": (f"livecam-{SFTP_NODE}", password),
+        "node4's account, another password": (user, "not-" + password),
+    }
+    for what, (who, secret) in logons.items():
+        code, text = r.smbclient(SMB_NODE, who, secret, f"ls test/{SMB_NODE}/*")
+        print(f"{what}: exit {code}: {text.strip()[-200:]}")
+        # Refused at logon, or (Samba's "map to guest = bad user") logged on as the
+        # guest, whom the share's "valid users" refuses.
+        assert code != 0 and re.search(r"NT_STATUS_(LOGON_FAILURE|ACCESS_DENIED)", text), (
+            what,
+            text,
+        )
+        assert "cam0" not in text, (what, text)
+    assert _nas_files(r) == before, "node4's account changed files on the NAS"
+    site_dir = r.trees["nas"] / "srv/livecam/test"
+    assert not (site_dir / "node2/evil").exists() and not (site_dir / "node9").exists()
+
+
 def test_a_changed_vault_password_reaches_samba_and_the_smb_node_still_ships(running, provisioned):
     r = running
     # Only the hosts the change touches (a run of the whole fleet costs minutes).
@@ -290,3 +451,89 @@ def test_a_changed_vault_password_reaches_samba_and_the_smb_node_still_ships(run
     for proc in (*r.recorders[SMB_NODE], r.shippers[SMB_NODE]):
         assert _stop(proc, signal.SIGTERM) == 0, r.logs()
     assert "logon refused" not in (r.work / f"{SMB_NODE}-ship.log").read_text()
+
+
+def _uid(tree: Path, account: str) -> int:
+    """``account``'s uid in ``tree``'s /etc/passwd."""
+    for line in (tree / "etc/passwd").read_text().splitlines():
+        fields = line.split(":")
+        if fields[0] == account:
+            return int(fields[2])
+    raise AssertionError(f"no {account} in {tree}/etc/passwd")
+
+
+def test_a_converge_that_changes_a_nodes_transport_ships_what_waits(running, provisioned):
+    """R22 on the fleet. node2 records while its rsync link is cut, so its segments
+    wait on the node; the inventory then moves node2 to sftp and a converge of the
+    NAS and node2 renders the new config and notifies the shipper's restart handler
+    (skipped in a chroot: the test restarts the shipper as it would, and SIGHUPs the
+    NAS's sshd as its "Reload sshd" handler would). Everything that waited arrives
+    through sftp (files owned by node2's new account), once each, intact.
+
+    Last in the module: the inventory file is put back afterwards, the trees keep
+    node2 on sftp (the later modules' runs re-render node2 from the inventory)."""
+    r = running
+    node = "node2"
+    tree, nas = r.trees[node], r.trees["nas"]
+    nas_dir = nas / "srv/livecam/test" / node
+    assert not r.local(node), "node2 still has segments from the first test"
+    before = {p for p in nas_dir.rglob("*") if p.is_file()}
+
+    # The old transport unreachable: node2 records, its rsync shipper cannot ship.
+    r.link(node, up=False)
+    at = r.count(node)
+    r.start_livecam(node)
+    try:
+        spool = tree / "var/lib/livecam/spool"
+        # Kept locally, the older ones moved on to the spool (spill_after: a segment).
+        fleet.wait_for(lambda: len(r.local(node)) >= 4 and any(spool.glob("*/*.mp4")), 90,
+                       "node2 to keep segments locally, some in its spool")  # fmt: skip
+        for proc in r.recorders[node]:
+            assert _stop(proc, signal.SIGTERM) == 0
+        assert _stop(r.shippers[node], signal.SIGTERM) == 0
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{r.logs()}") from None
+    assert r.count(node) == at
+    waiting = {p.name: sha256(p) for p in r.local(node)}
+    print(f"waiting on {node}: {len(waiting)}, {len(list(spool.glob('*/*.mp4')))} in the spool")
+    assert len(waiting) >= 4 and not waiting.keys() & {p.name for p in before}, waiting
+
+    original = provisioned.inventory.read_text()
+    inventory = yaml.safe_load(original)
+    inventory["all"]["children"]["livecam_nodes"]["hosts"][node].update(sftp_transport(node))
+    provisioned.inventory.write_text(yaml.safe_dump(inventory, sort_keys=False))
+    try:
+        out, recap = fleet.ansible_playbook(provisioned.inventory, "--limit",
+                                            f"nas,{node},localhost")  # fmt: skip
+    finally:
+        provisioned.inventory.write_text(original)
+    (r.work / "transport-change-run.log").write_text(out)
+    assert recap[node][1] > 0 and recap["nas"][1] > 0, out[-6000:]
+    assert "RUNNING HANDLER [livecam_node : Restart livecam shipper]" in out, out[-6000:]
+    assert "RUNNING HANDLER [livecam_nas : Reload sshd]" in out, out[-6000:]
+    config = yaml.safe_load((tree / "etc/livecam/livecam.yaml").read_text())
+    assert config["transport"]["plugin"] == "sftp", config["transport"]
+    # The rsync account no longer takes node2's key; its directory is its account's.
+    keys = (nas / "var/lib/livecam-nas/.ssh/authorized_keys").read_text()
+    assert f"livecam@{node}" not in keys and "livecam@node1" in keys, keys
+    account = _uid(nas, f"livecam-{node}")
+    assert nas_dir.stat().st_uid == account
+    kept = [p for p in nas_dir.rglob("*") if p.stat().st_uid != account]
+    assert not kept, f"still the rsync account's: {kept[:3]}"
+
+    r.reload_sshd()
+    r.link(node, up=True)
+    r.start_livecam(node, record=False)  # the restarted shipper; nothing new is recorded
+    try:
+        fleet.wait_for(lambda: not r.local(node), 90, "what waited on node2 to ship over sftp")
+        assert _stop(r.shippers[node], signal.SIGTERM) == 0
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{r.logs()}") from None
+    arrived = {p for p in nas_dir.rglob("*") if p.is_file()} - before
+    # Every segment that waited, once each (no second copy, no temp left), intact,
+    # and written by node2's sftp account.
+    assert sorted(p.name for p in arrived) == sorted(waiting), (arrived, waiting)
+    for p in arrived:
+        assert sha256(p) == waiting[p.name], p
+        assert p.stat().st_uid == account, (p, p.stat().st_uid)
+    print(f"{len(waiting)} segments waited on {node} and arrived over sftp")
