@@ -470,8 +470,8 @@ def test_a_converge_that_changes_a_nodes_transport_ships_what_waits(running, pro
     NAS's sshd as its "Reload sshd" handler would). Everything that waited arrives
     through sftp (files owned by node2's new account), once each, intact.
 
-    Last in the module: the inventory file is put back afterwards, the trees keep
-    node2 on sftp (the later modules' runs re-render node2 from the inventory)."""
+    Last in the module: the inventory file is put back afterwards and a converge of
+    node2 renders it as the inventory says again."""
     r = running
     node = "node2"
     tree, nas = r.trees[node], r.trees["nas"]
@@ -537,3 +537,10 @@ def test_a_converge_that_changes_a_nodes_transport_ships_what_waits(running, pro
         assert sha256(p) == waiting[p.name], p
         assert p.stat().st_uid == account, (p, p.stat().st_uid)
     print(f"{len(waiting)} segments waited on {node} and arrived over sftp")
+    # node2 back as the inventory has it (rsync): the modules after this one
+    # (test_ansible_promises.py) run check-config on its tree.
+    fleet.ansible_playbook(provisioned.inventory, "--limit", f"nas,{node},localhost")
+    assert (
+        yaml.safe_load((tree / "etc/livecam/livecam.yaml").read_text())["transport"]["plugin"]
+        == "rsync"
+    )
