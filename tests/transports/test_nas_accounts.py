@@ -189,12 +189,8 @@ def test_sftp_account_cannot_delete_overwrite_rename_or_truncate(sftp_shipped, s
         client.close()
 
 
-def test_livecam_sftp_retries_and_answers_already_there_under_the_restrictions(
-    sftp_shipped, tmp_path
-):
-    nas, before = sftp_shipped
-    t = nas.transport()
-    name = sorted(before)[0]
+def already_there_and_conflict(nas, t, name: str, tmp_path: Path) -> None:
+    """The same bytes under a shipped name are "already there"; other bytes conflict."""
     copy = tmp_path / "again" / name
     copy.parent.mkdir()
     copy.write_bytes((nas.store / REMOTE / name).read_bytes())
@@ -205,14 +201,28 @@ def test_livecam_sftp_retries_and_answers_already_there_under_the_restrictions(
     other.write_bytes(os.urandom(1000))
     with pytest.raises(ConflictError):
         t.publish(other, f"{REMOTE}/{name}", size=1000, digest=file_digest(other))
-    # A cut attempt left its read-only temp, which the account can neither
-    # truncate nor remove: the retry writes beside it and publishes.
+
+
+def cut_attempt(nas, tmp_path: Path, user: str) -> tuple[Path, Path]:
+    """A segment to publish, and the temp a cut attempt of it left, owned by ``user``."""
     seg = tmp_path / "cam0-20261126T121700Z-000042.mp4"
     seg.write_bytes(os.urandom(40_000))
     leftover = nas.store / REMOTE / f".{seg.name}.part"
     leftover.write_bytes(b"half")
-    uid = servers.pwd.getpwnam(servers.SFTP_USER)
+    uid = servers.pwd.getpwnam(user)
     os.chown(leftover, uid.pw_uid, uid.pw_gid)
+    return seg, leftover
+
+
+def test_livecam_sftp_retries_and_answers_already_there_under_the_restrictions(
+    sftp_shipped, tmp_path
+):
+    nas, before = sftp_shipped
+    t = nas.transport()
+    already_there_and_conflict(nas, t, sorted(before)[0], tmp_path)
+    # A cut attempt left its read-only temp, which the account can neither
+    # truncate nor remove: the retry writes beside it and publishes.
+    seg, leftover = cut_attempt(nas, tmp_path, servers.SFTP_USER)
     leftover.chmod(0o444)
     assert t.publish(seg, f"{REMOTE}/{seg.name}", size=seg.stat().st_size,
                      digest=file_digest(seg)) is True  # fmt: skip
@@ -408,24 +418,9 @@ def test_livecam_smb_links_retries_and_answers_already_there_under_the_restricti
         final, temp = nas.store / REMOTE / name, nas.store / REMOTE / f".{name}.part"
         assert final.stat().st_ino == temp.stat().st_ino and final.stat().st_nlink == 2
     t = nas.transport()
-    name = sorted(before)[0]
-    copy = tmp_path / "again" / name
-    copy.parent.mkdir()
-    copy.write_bytes((nas.store / REMOTE / name).read_bytes())
-    assert t.publish(copy, f"{REMOTE}/{name}", size=copy.stat().st_size,
-                     digest=file_digest(copy)) is False  # fmt: skip
-    other = tmp_path / "other" / name
-    other.parent.mkdir()
-    other.write_bytes(os.urandom(1000))
-    with pytest.raises(ConflictError):
-        t.publish(other, f"{REMOTE}/{name}", size=1000, digest=file_digest(other))
+    already_there_and_conflict(nas, t, sorted(before)[0], tmp_path)
     # A cut attempt left its temp, now immutable: the retry writes beside it.
-    seg = tmp_path / "cam0-20261126T121700Z-000042.mp4"
-    seg.write_bytes(os.urandom(40_000))
-    leftover = nas.store / REMOTE / f".{seg.name}.part"
-    leftover.write_bytes(b"half")
-    uid = servers.pwd.getpwnam(servers.SMB_USER)
-    os.chown(leftover, uid.pw_uid, uid.pw_gid)
+    seg, leftover = cut_attempt(nas, tmp_path, servers.SMB_USER)
     assert t.publish(seg, f"{REMOTE}/{seg.name}", size=seg.stat().st_size,
                      digest=file_digest(seg)) is True  # fmt: skip
     assert sha256(nas.store / REMOTE / seg.name) == sha256(seg)
