@@ -43,7 +43,14 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.core.node import Node, wait_for  # noqa: E402
-from tests.fleet.fleet import Clock, FleetNas, backlog, check_arrived, fleet_node  # noqa: E402
+from tests.fleet.fleet import (  # noqa: E402
+    Clock,
+    FleetNas,
+    backlog,
+    check_arrived,
+    fleet_node,
+    tear_down,
+)
 from tests.transports import servers  # noqa: E402
 
 USER = "lcfleet-b"
@@ -180,12 +187,7 @@ def run(args: argparse.Namespace) -> dict:
             "lost_duplicated_partial": 0,  # check_arrived raised otherwise
         }
     finally:
-        for node in nodes.values():
-            node.cleanup()
-        nas.stop()
-        netns.remove()
-        servers.cleanup(base)
-        servers.remove_user(USER)
+        tear_down(nodes, nas, netns, base, USER)
 
 
 def main() -> int:

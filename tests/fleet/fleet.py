@@ -205,5 +205,16 @@ def check_arrived(nas: FleetNas, node: str, made: dict[str, str]) -> None:
         assert hashlib.sha256(p.read_bytes()).hexdigest() == made[p.name], f"{p} differs"
 
 
+def tear_down(nodes: dict[str, Node], nas: FleetNas, netns: servers.NetNs, base: Path,
+              user: str) -> None:  # fmt: skip
+    """End a fleet: its nodes, the NAS's sshd, the namespace, the account."""
+    for node in nodes.values():
+        node.cleanup()
+    nas.stop()
+    netns.remove()
+    servers.cleanup(base)
+    servers.remove_user(user)
+
+
 def wipe(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)

@@ -17,7 +17,14 @@ import pytest
 
 from livecam.retry import PROBE_EVERY
 from tests.core.node import wait_for
-from tests.fleet.fleet import Clock, FleetNas, backlog, check_arrived, fleet_node
+from tests.fleet.fleet import (
+    Clock,
+    FleetNas,
+    backlog,
+    check_arrived,
+    fleet_node,
+    tear_down,
+)
 from tests.transports import servers
 
 pytestmark = pytest.mark.slow
@@ -41,12 +48,7 @@ def fleet(tmp_path):
         nodes = {n: fleet_node(tmp_path / n, nas, n, retry=RETRY) for n in names}
         yield netns, nas, nodes
     finally:
-        for node in nodes.values():
-            node.cleanup()
-        nas.stop()
-        netns.remove()
-        servers.cleanup(base)
-        servers.remove_user(USER)
+        tear_down(nodes, nas, netns, base, USER)
 
 
 def test_a_returning_nas_is_noticed_within_seconds_and_spool_freed_as_it_goes(fleet):
