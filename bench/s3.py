@@ -34,6 +34,7 @@ sys.path.insert(0, str(REPO))
 
 from livecam_plugins.s3 import S3Transport  # noqa: E402
 
+from bench.report import emit  # noqa: E402
 from livecam.options import check_options  # noqa: E402
 from livecam.segment import file_digest  # noqa: E402
 from livecam.transport import Item  # noqa: E402
@@ -232,10 +233,7 @@ def main() -> int:
         }
     finally:
         b.close()
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.report:
-        args.report.write_text(text + "\n")
+    emit(out, args.report)
     return 0
 
 

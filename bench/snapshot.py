@@ -26,7 +26,6 @@ Prints JSON; ``--report FILE`` writes it as markdown too. Run as any user.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
@@ -40,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from livecam_plugins.ffmpeg import FfmpegCamera
 
+from bench.report import emit
 from livecam import options as o
 
 TARGET = 0.02
@@ -148,13 +148,8 @@ def main() -> int:
     if args.backend == "picamera2":
         result = picamera2_cost(width, height, args.fps, args.seconds)
         result["within_target"] = float(result["snapshot_core_share"]) <= TARGET  # type: ignore[arg-type]
-        print(json.dumps(result, indent=1))
-        if args.report:
-            args.report.write_text(
-                "# Snapshot cost (picamera2)\n\n`bench/snapshot.py --backend picamera2`\n\n"
-                "| figure | value |\n|---|---|\n"
-                + "".join(f"| {k} | {v} |\n" for k, v in result.items())
-            )
+        title = "Snapshot cost (picamera2)"
+        emit(result, args.report, title, "`bench/snapshot.py --backend picamera2`")
         return 0 if result["within_target"] else 1
     runs: dict[str, list[float]] = {"with": [], "without": []}
     with tempfile.TemporaryDirectory(prefix="web-bench-snapshot-") as work:
@@ -180,13 +175,8 @@ def main() -> int:
         "snapshot_bytes": snapshot_bytes, "target": TARGET,
     }  # fmt: skip
     result["within_target"] = result["snapshot_core_share"] <= TARGET
-    print(json.dumps(result, indent=1))
-    if args.report:
-        args.report.write_text(
-            "# Snapshot cost\n\n`bench/snapshot.py`: the ffmpeg backend's command line with\n"
-            "and without the snapshot output.\n\n| figure | value |\n|---|---|\n"
-            + "".join(f"| {k} | {v} |\n" for k, v in result.items())
-        )
+    intro = "`bench/snapshot.py`: the ffmpeg command line with and without the snapshot output."
+    emit(result, args.report, "Snapshot cost", intro)
     return 0 if result["within_target"] else 1
 
 

@@ -37,6 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.report import emit
 from livecam.losses import FORMAT
 from livecam.nas import index
 from tests.web.server import Web, token_file
@@ -160,14 +161,11 @@ def main() -> int:
     args = p.parse_args()
     if args.render:
         result = render(args.days, args.cameras, args.loads, args.keep)
-        print(json.dumps(result, indent=1))
-        if args.report:
-            args.report.write_text(
-                "# livecam web: first render\n\n`bench/web.py --render`: the NAS page in\n"
-                "headless chromium until every camera's day timeline is drawn and painted.\n\n"
-                "| figure | value |\n|---|---|\n"
-                + "".join(f"| {k} | {v} |\n" for k, v in result.items())
-            )
+        intro = (
+            "`bench/web.py --render`: the NAS page in headless chromium\n"
+            "until every camera's day timeline is drawn and painted."
+        )
+        emit(result, args.report, "livecam web: first render", intro)
         return 0 if result["within_target"] else 1
     with tempfile.TemporaryDirectory(prefix="web-bench-") as work:
         root = Path(work) / "root"
@@ -196,14 +194,11 @@ def main() -> int:
         "max_ms": round(max(times), 1), "target_ms": TARGET_MS,
     }  # fmt: skip
     result["within_target"] = result["median_ms"] <= TARGET_MS
-    print(json.dumps(result, indent=1))
-    if args.report:
-        args.report.write_text(
-            "# livecam web benchmark\n\n"
-            "`bench/web.py`: one camera-day's timeline (`/api/timeline`) from the real\n"
-            "`livecam web nas` over loopback.\n\n| figure | value |\n|---|---|\n"
-            + "".join(f"| {k} | {v} |\n" for k, v in result.items())
-        )
+    intro = (
+        "`bench/web.py`: one camera-day's timeline (`/api/timeline`) from the real\n"
+        "`livecam web nas` over loopback."
+    )
+    emit(result, args.report, "livecam web benchmark", intro)
     return 0 if result["within_target"] else 1
 
 
