@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from livecam.losses import LOSS_CAMERA
-from tests.conftest import command_lines, livecam_cmd, sha256, write_config
+from tests.conftest import command_lines, ffprobe, livecam_cmd, sha256, write_config
 
 WITNESS = '''
 """Test site plugin: append every closed segment's name, size and digest to a log."""
@@ -291,6 +291,42 @@ def assert_all_arrived(node: Node, share: Target, *, lost_ok: set[str] = frozens
             assert sha256(on_share[c["name"]]) == c["sha256"], f"{c['name']} differs on the share"
     assert not share.hidden(), f"temp files left on the share: {share.hidden()[:3]}"
     return closed
+
+
+def ship_through_a_restart(
+    node: Node, target: Target, wait: float, while_up: Callable[[], None] = lambda: None
+) -> None:
+    """``livecam run`` on ``node`` while ``target.server`` is stopped and started again:
+    recording goes on while it is down, the error is transient, the segments wait on
+    the node, shipping resumes by itself; then the node stops and drains what is left.
+    ``while_up`` runs once the first segments arrived, before the stop."""
+    proc = node.start()
+    wait_for(lambda: len(target.segments()) >= 4, wait, "first segments published")
+    while_up()
+    target.server.stop()  # type: ignore[attr-defined]
+    down = len(node.closed())
+    wait_for(lambda: len(node.closed()) >= down + 4, 20, "recording goes on while down")
+    status = node.status()["shipper"]
+    assert status["last_error"] and not status["last_error"]["permanent"], status
+    # Nothing is deleted on the node while it cannot arrive.
+    assert len(node.local_segments("buffer") + node.local_segments("spool")) >= 3
+    target.server.start()  # type: ignore[attr-defined]
+    wait_for(lambda: len(target.segments()) >= down + 4, wait, "shipping resumes by itself")
+    assert node.stop(proc) == 0
+    # Node.drain SIGTERMs a shipper that may not have set its handlers yet when
+    # there is nothing to do (exit -15); only drain what is there.
+    if node.local_segments("buffer") or node.local_segments("spool"):
+        node.drain()
+
+
+def assert_whole_segments(closed: list[dict], files: dict[str, Path], frames: int) -> None:
+    """Each camera's segments on the target decode to ``frames`` frames, but the last
+    one, which the stop cut short."""
+    for cam in ("cam0", "cam1"):
+        mine = sorted((c for c in closed if c["camera"] == cam), key=lambda c: c["seq"])
+        assert len(mine) >= 4, cam
+        for c in mine[:-1]:
+            assert ffprobe(files[c["name"]])["frames"] == frames, c["name"]
 
 
 class LoopDisk:

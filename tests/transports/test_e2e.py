@@ -14,20 +14,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import command_lines, ffprobe
-from tests.core.node import Node, Watcher, assert_all_arrived, wait_for
+from tests.conftest import command_lines
+from tests.core.node import (
+    Node,
+    Watcher,
+    assert_all_arrived,
+    assert_whole_segments,
+    ship_through_a_restart,
+    wait_for,
+)
 from tests.transports.servers import SMB_PASSWORD
 
 pytestmark = pytest.mark.slow
 
 FRAMES_PER_SEGMENT = 10  # Node's cameras: 10 fps, 1 s segments
-
-
-def drain(n: Node) -> None:
-    # Node.drain SIGTERMs a shipper that may not have set its handlers yet when
-    # there is nothing to do (exit -15); only drain what is there.
-    if n.local_segments("buffer") or n.local_segments("spool"):
-        n.drain()
 
 
 def secrets_of(options: dict) -> list[str]:
@@ -41,25 +41,15 @@ def secrets_of(options: dict) -> list[str]:
 
 def test_node_ships_through_a_server_restart(nas, tmp_path):
     n = Node(tmp_path / "node", nas.options())
+    secrets = secrets_of(nas.options())
+
+    def no_secret_in_argv() -> None:  # every command line while the node ships
+        leaks = [(pid, s) for pid, cmd in command_lines() for s in secrets if s in cmd]
+        assert not leaks, leaks
+
     try:
         with Watcher(nas) as watcher:
-            proc = n.start()
-            wait_for(lambda: len(nas.segments()) >= 4, 40, "first segments published")
-            # Secrets never in argv: every command line while the node ships.
-            secrets = secrets_of(nas.options())
-            leaks = [(pid, s) for pid, cmd in command_lines() for s in secrets if s in cmd]
-            assert not leaks, leaks
-            nas.server.stop()
-            down = len(n.closed())
-            wait_for(lambda: len(n.closed()) >= down + 4, 20, "recording goes on while down")
-            status = n.status()["shipper"]
-            assert status["last_error"] and not status["last_error"]["permanent"], status
-            # Nothing is deleted on the node while it cannot arrive.
-            assert len(n.local_segments("buffer") + n.local_segments("spool")) >= 3
-            nas.server.start()
-            wait_for(lambda: len(nas.segments()) >= down + 4, 40, "shipping resumes by itself")
-            assert n.stop(proc) == 0
-            drain(n)
+            ship_through_a_restart(n, nas, 40, no_secret_in_argv)
         closed = assert_all_arrived(n, nas)
     finally:
         n.cleanup()
@@ -70,11 +60,7 @@ def test_node_ships_through_a_server_restart(nas, tmp_path):
     assert watcher.samples > 0 and len(watcher.seen) >= 3, "the watcher saw the share fill"
     for name, seen in watcher.seen.items():
         assert seen == {sizes[name]}, f"{name} was visible with sizes {seen}"
-    files = nas.segments()
-    for cam in ("cam0", "cam1"):
-        mine = sorted((c for c in closed if c["camera"] == cam), key=lambda c: c["seq"])
-        for c in mine[:-1]:  # the last one was cut short by the stop
-            assert ffprobe(files[c["name"]])["frames"] == FRAMES_PER_SEGMENT, c["name"]
+    assert_whole_segments(closed, nas.segments(), FRAMES_PER_SEGMENT)
     assert n.status()["shipper"]["backlog_segments"] == 0
 
 
@@ -95,7 +81,7 @@ def test_changed_host_key_alarms_in_status_and_keeps_the_data(nas, tmp_path):
         assert n.stop(proc) == 0
         nas.server.pin_host_key()  # the admin verified the new key
         time.sleep(0.5)
-        drain(n)
+        n.drain()
         assert_all_arrived(n, nas)
     finally:
         nas.server.pin_host_key()
