@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -150,6 +149,8 @@ def _keyframe_after(path: Path, offset: float, floor: float) -> float | None:
 
 
 def _concat(root: Path, segs: list[Seg], inpoint: float, outpoint: float | None, tmp: Path) -> None:
+    import tempfile  # only this fallback needs it: not imported at every export's start
+
     with tempfile.TemporaryDirectory(prefix="livecam-export-") as work:
         listing = Path(work) / "segments.ffconcat"
         lines = ["ffconcat version 1.0"]
