@@ -168,9 +168,9 @@ def _mapped(path: Path, frags: list[Fragment]) -> Iterator[tuple[memoryview, int
     and the file offset where that part begins.
 
     Copying out of the mapping costs one copy, from the segment's page cache to the
-    clip's: fewer than ``cat`` (read into a buffer, write out of it) and, measured,
-    fewer than ``copy_file_range``, which on a file system without shared extents
-    copies through a pipe at ``cat``'s speed (docs/benchmarks.md). Segments on the NAS
+    clip's, as ``copy_file_range`` does (GNU ``cat`` 9 uses it); measured, it is 15-20 %
+    faster than ``copy_file_range``, which on a file system without shared extents
+    splices through a pipe (docs/benchmarks.md). Segments on the NAS
     are written once and never truncated (a file cut shorter under a mapping would
     fault), and the file's size is checked against its fragments first."""
     base = frags[0].offset // mmap.ALLOCATIONGRANULARITY * mmap.ALLOCATIONGRANULARITY
