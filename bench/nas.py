@@ -4,6 +4,7 @@
     bench/nas.py index   [--days 30] [--cameras 4]   first index, no-op and +1,000 files
     bench/nas.py audit                                one camera-month, and all cameras
     bench/nas.py export  [--minutes 10,30]           livecam export vs cat of the same bytes
+                                                      (figures: [best, median] of --reps)
     bench/nas.py probe                                ffprobe cost of one real 30 s 720p segment
     bench/nas.py all --report docs/benchmarks.md
 
@@ -164,9 +165,34 @@ def bench_audit(args: argparse.Namespace, work: Path) -> dict:
     }
 
 
+def wheel_venv(work: Path) -> Path:
+    """A venv with livecam installed from a wheel of this tree, as the NAS role installs it
+    (ansible/roles/livecam_nas/tasks/livecam.yml): no editable-install import hook, byte
+    code compiled at install. Returns its ``livecam`` console script."""
+    wheels, venv = work / "wheel", work / "wheel-venv"
+    shutil.rmtree(wheels, ignore_errors=True)
+    shutil.rmtree(venv, ignore_errors=True)
+
+    def sh(*argv: str) -> None:
+        subprocess.run(argv, check=True, capture_output=True, timeout=600)
+
+    sh(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", str(REPO), "-w", str(wheels))
+    shutil.rmtree(REPO / "build", ignore_errors=True)  # setuptools' leftovers in the tree
+    sh(sys.executable, "-m", "venv", str(venv))
+    sh(str(venv / "bin/pip"), "install", "-q", str(next(wheels.glob("livecam-*.whl"))))
+    return venv / "bin" / "livecam"
+
+
+def spread(times: list[float]) -> tuple[float, float]:
+    return min(times), statistics.median(times)
+
+
 def bench_export(args: argparse.Namespace, work: Path) -> dict:
-    """``livecam export`` against ``cat`` of the same segment files into the same file
-    system, page cache warm for both, runs interleaved; best of ``--reps``."""
+    """``livecam export`` (the console script, installed from the wheel as on the NAS, and
+    the development venv's editable one) against ``cat`` of the same segment files into
+    the same file system, runs interleaved; best and median of ``--reps``. Warm: the
+    segments in the page cache for every run; cold: dropped from it before every run
+    (``POSIX_FADV_DONTNEED``, only those files), as a NAS exporting last week reads them."""
     root = work / "export-root"
     source = work / "seg720.mp4"
     if not source.exists():
@@ -180,57 +206,71 @@ def bench_export(args: argparse.Namespace, work: Path) -> dict:
         files.append(folder / segment_name("cam0", START + timedelta(seconds=i * SEGMENT), i))
         if not files[-1].exists():
             shutil.copyfile(source, files[-1])
-    # As installed from the wheel: byte code compiled (pip does it at install).
+    scripts = {"wheel": str(wheel_venv(work)), "editable": LIVECAM_SCRIPT}
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    subprocess.run([LIVECAM_SCRIPT, "nas", "index", "--root", str(root)], check=True, env=env,
+    subprocess.run([scripts["wheel"], "nas", "index", "--root", str(root)], check=True, env=env,
                    capture_output=True)  # fmt: skip
     out = work / "clip.mp4"
     results: dict = {"export_reps": args.reps}
+
+    def drop(paths: list[Path]) -> None:
+        """Out of the page cache (clean after the sync): read again from the disk."""
+        for path in paths:
+            fd = os.open(path, os.O_RDONLY)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            os.close(fd)
+
+    def run(argv: list[str], cold: list[Path]) -> float:
+        # Each run starts with no dirty pages left by the one before: otherwise the
+        # kernel throttles whichever writer comes next to the disk's speed.
+        os.sync()
+        drop(cold)
+        t0 = time.perf_counter()
+        with open(out, "wb") as dst:
+            subprocess.run(argv, check=True, stdout=dst, stderr=subprocess.DEVNULL, env=env)
+        took = time.perf_counter() - t0
+        out.unlink()
+        return took
+
     for minutes in spans:
         n = minutes * 60 // SEGMENT
         span_files = files[:n]
         total = sum(f.stat().st_size for f in span_files)
         end = START + timedelta(seconds=n * SEGMENT)
-        argv = [LIVECAM_SCRIPT, "export", "lab/node01/cam0", "--root", str(root),
-                "--from", START.isoformat(), "--to", end.isoformat(), "-o", str(out)]  # fmt: skip
-        subprocess.run(argv, check=True, capture_output=True, env=env)  # warm: cache, .pyc
-        out.unlink()
-        export_t, cat_t, joined = [], [], []
-        for _ in range(args.reps):
-            # Each run starts with no dirty pages left by the one before: otherwise the
-            # kernel throttles whichever writer comes next to the disk's speed.
-            os.sync()
-            t0 = time.perf_counter()
-            subprocess.run(argv, check=True, capture_output=True, env=env)
-            export_t.append(time.perf_counter() - t0)
-            out.unlink()
-            os.sync()
-            t0 = time.perf_counter()
-            with open(out, "wb") as dst:
-                subprocess.run(["cat", *map(str, span_files)], stdout=dst, check=True)
-            cat_t.append(time.perf_counter() - t0)
-            out.unlink()
-            # The same export in this process: the join itself, without starting a Python.
-            conn = index.connect(root / ".livecam" / "index.sqlite")
-            os.sync()
-            t, _clip = timed(export.export, conn, root, ("lab", "node01", "cam0"),
-                             START.timestamp(), end.timestamp(), out)  # fmt: skip
-            conn.close()
-            joined.append(t)
-            out.unlink()
-        key = f"{minutes}min"
-        results |= {
-            f"export_{key}_segments": n,
-            f"export_{key}_bytes": total,
-            f"cat_{key}_seconds": round(min(cat_t), 3),
-            f"export_{key}_seconds": round(min(export_t), 3),
-            f"export_{key}_in_process_seconds": round(min(joined), 3),
-            f"export_{key}_vs_cat": round(min(cat_t) / min(export_t), 2),
-            f"export_{key}_in_process_vs_cat": round(min(cat_t) / min(joined), 2),
-            f"export_{key}_MB_per_s": round(total / min(export_t) / 1e6),
-            f"cat_{key}_MB_per_s": round(total / min(cat_t) / 1e6),
-        }
+        clip = work / "export.mp4"
+        span = ["export", "lab/node01/cam0", "--root", str(root), "--from", START.isoformat(),
+                "--to", end.isoformat(), "-o", str(clip)]  # fmt: skip
+        commands = {f"export_{kind}": [script, *span] for kind, script in scripts.items()}
+        commands["cat"] = ["cat", *map(str, span_files)]
+        results |= {f"{minutes}min_segments": n, f"{minutes}min_bytes": total}
+        for cache in ("warm", "cold"):
+            cold = span_files if cache == "cold" else []
+            for argv in commands.values():  # page cache (warm), byte code
+                run(argv, cold)
+            times: dict[str, list[float]] = {name: [] for name in [*commands, "export_in_process"]}
+            for _ in range(args.reps):
+                for name, argv in commands.items():
+                    times[name].append(run(argv, cold))
+                    clip.unlink(missing_ok=True)
+                # The same export in this process: the join itself, without starting a Python.
+                conn = index.connect(root / ".livecam" / "index.sqlite")
+                os.sync()
+                drop(cold)
+                t, _clip = timed(export.export, conn, root, ("lab", "node01", "cam0"),
+                                 START.timestamp(), end.timestamp(), clip)  # fmt: skip
+                conn.close()
+                times["export_in_process"].append(t)
+                clip.unlink()
+            key = f"{minutes}min_{cache}"
+            cat_best, cat_median = spread(times["cat"])
+            results[f"{key}_cat_seconds"] = [round(cat_best, 3), round(cat_median, 3)]
+            for name in ("export_wheel", "export_editable", "export_in_process"):
+                best, median = spread(times[name])
+                results[f"{key}_{name}_seconds"] = [round(best, 3), round(median, 3)]
+                results[f"{key}_{name}_vs_cat"] = [round(cat_best / best, 2),
+                                                   round(cat_median / median, 2)]  # fmt: skip
     # The fixed cost of a command: a bare Python, and one importing the export's modules.
+    python = str(Path(scripts["wheel"]).parent / "python")
     for name, code in (
         ("python_start", "pass"),
         ("python_import_export", "import livecam.nas.cli"),
@@ -238,9 +278,9 @@ def bench_export(args: argparse.Namespace, work: Path) -> dict:
         best = []
         for _ in range(args.reps):
             t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-c", code], check=True, env=env)
+            subprocess.run([python, "-c", code], check=True, env=env)
             best.append(time.perf_counter() - t0)
-        results[f"{name}_seconds"] = round(min(best), 3)
+        results[f"wheel_{name}_seconds"] = [round(x, 3) for x in spread(best)]
     return results
 
 
@@ -270,7 +310,9 @@ def main() -> int:
     p.add_argument("--days", type=int, default=30)
     p.add_argument("--cameras", type=int, default=4)
     p.add_argument("--minutes", default="10,30", help="export spans, comma-separated")
-    p.add_argument("--reps", type=int, default=7, help="export and cat runs each (best is kept)")
+    p.add_argument(
+        "--reps", type=int, default=7, help="export and cat runs each (best and median kept)"
+    )
     p.add_argument("--report", help="also write the figures as a markdown table here")
     p.add_argument("--work", help="work directory (default: a new one under /var/tmp)")
     args = p.parse_args()

@@ -7,7 +7,9 @@ web pages' need none of them. Loading the family by name, the way plugins are
 loaded by entry point, keeps ``livecam export`` from paying for the node at every
 start (about 60 ms, which is a third of copying ten minutes of video from the page
 cache: docs/benchmarks.md). Each family's module imports what it uses at its top,
-as everywhere else.
+as everywhere else, but for three things only some runs need: pluggy, which
+``livecam.hookimpl`` brings on first use (``livecam/__init__.py``); PyYAML, only
+when a NAS config file is read; tempfile, only for the export's ffmpeg fallback.
 """
 
 from __future__ import annotations

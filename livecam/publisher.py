@@ -166,11 +166,18 @@ class Publisher:
         self._conflicts.pop(segment.name, None)
         # Verified on the NAS: only now may the local copies go.
         for tier in (self.buffer, self.spool):
+            copy = tier.path / segment.camera / segment.name
             try:
-                (tier.path / segment.camera / segment.name).unlink(missing_ok=True)
-            except OSError as exc:  # a read-only spool: never ship this one again
+                copy.unlink(missing_ok=True)
+            except OSError as exc:
+                # A read-only spool refuses even to delete a name it does not hold (a
+                # segment that only ever sat in RAM): nothing is left there to say.
+                if _absent(copy):
+                    continue
+                # A copy stays behind: never ship it again. The spool's failure itself
+                # is the housekeeper's alarm (SPOOL FAILED); the data is safe on the NAS.
                 self._undeletable.add(segment.name)
-                log.error(
+                log.warning(
                     "published %s but cannot delete it from %s: %s", segment.name, tier.role, exc
                 )
         now = time.time()
@@ -210,6 +217,17 @@ def _size(segment: Segment) -> int:
         return segment.size
     except FileNotFoundError:
         return 0
+
+
+def _absent(path: Path) -> bool:
+    """True only if ``path`` is known not to exist (an I/O error says nothing)."""
+    try:
+        path.lstat()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def _first_unpublished(items: Pending, batch: list[Segment]) -> Segment:

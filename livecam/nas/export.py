@@ -10,14 +10,15 @@ in the span is joined over; the command names every hole it spans.
 
 from __future__ import annotations
 
+import itertools
 import os
 import sqlite3
 import subprocess
-import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from livecam.nas import fmp4, fragments, probe
+from livecam.nas import fmp4, fragments, probe, readahead
 from livecam.nas.audit import audit_camera, cameras, segments
 from livecam.nas.explain import TIME_TOLERANCE, Hole, Seg, iso
 
@@ -107,26 +108,40 @@ def _join(
     root: Path, segs: list[Seg], offset_from: float, offset_to: float, out: Path
 ) -> tuple[float, float | None]:
     """Join fragmented segments fragment by fragment (``fmp4``); (inpoint, outpoint) in
-    seconds into the first and the last segment. Unsupported: use ffmpeg."""
-    layouts = [fmp4.read(root / seg.path) for seg in segs]
-    pieces = [fmp4.Piece(layout, 0, len(layout.fragments)) for layout in layouts]
+    seconds into the first and the last segment. Unsupported: use ffmpeg.
+
+    The first and the last segment's boxes are read first (they decide where the clip
+    starts and stops); every other segment's just before its media is copied, while
+    the files ahead are being read from disk (``readahead``)."""
+    paths = [root / seg.path for seg in segs]
+    readahead.will_need(paths[-1])
+    files = readahead.read_ahead(paths)
+    head = fmp4.read(next(files))
+    tail = fmp4.read(paths[-1]) if len(paths) > 1 else head
 
     def rel(layout: fmp4.Layout, i: int) -> float:
         frags = layout.fragments
         return (frags[i].decode_time - frags[0].decode_time) / layout.timescale
 
-    head = layouts[0]
     begin = max((i for i in range(len(head.fragments)) if rel(head, i) <= offset_from + 1e-6),
                 default=0)  # fmt: skip
-    pieces[0] = fmp4.Piece(head, begin, pieces[0].stop)
-    tail = layouts[-1]
-    floor = begin if len(layouts) == 1 else 0
+    floor = begin if len(paths) == 1 else 0
     stop = next((i for i in range(floor + 1, len(tail.fragments))
                  if rel(tail, i) > offset_to + 1e-6), None)  # fmt: skip
-    if stop is not None:
-        pieces[-1] = fmp4.Piece(tail, pieces[-1].start, stop)
+    end = len(tail.fragments) if stop is None else stop
+
+    def pieces() -> Iterator[fmp4.Piece]:
+        if len(paths) == 1:
+            yield fmp4.Piece(head, begin, end)
+            return
+        yield fmp4.Piece(head, begin, len(head.fragments))
+        for path in itertools.islice(files, len(paths) - 2):
+            layout = fmp4.read(path)
+            yield fmp4.Piece(layout, 0, len(layout.fragments))
+        yield fmp4.Piece(tail, 0, end)
+
     with open(out, "wb") as f:
-        fmp4.write(pieces, f)
+        fmp4.write(pieces(), f)
     return rel(head, begin), None if stop is None else rel(tail, stop)
 
 
@@ -150,6 +165,8 @@ def _keyframe_after(path: Path, offset: float, floor: float) -> float | None:
 
 
 def _concat(root: Path, segs: list[Seg], inpoint: float, outpoint: float | None, tmp: Path) -> None:
+    import tempfile  # only this fallback needs it: not imported at every export's start
+
     with tempfile.TemporaryDirectory(prefix="livecam-export-") as work:
         listing = Path(work) / "segments.ffconcat"
         lines = ["ffconcat version 1.0"]

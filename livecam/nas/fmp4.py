@@ -19,10 +19,11 @@ ffmpeg's concat demuxer do it.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import mmap
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -125,19 +126,24 @@ class Piece:
     stop: int
 
 
-def write(pieces: list[Piece], out: BinaryIO) -> int:
-    """Write the clip; returns the number of fragments written."""
-    first = pieces[0].layout
-    for piece in pieces:
-        if piece.layout.moov != first.moov:
-            raise Unsupported(f"{piece.layout.path.name}: its moov differs from the first's")
-    head = first.fragments[pieces[0].start]
+def write(pieces: Iterable[Piece], out: BinaryIO) -> int:
+    """Write the clip; returns the number of fragments written.
+
+    ``pieces`` may be produced as the clip reaches them (a generator that reads each
+    segment's boxes just before its media is copied): a segment whose ``moov``
+    differs raises ``Unsupported`` there, leaving ``out`` incomplete."""
+    rest = iter(pieces)
+    lead = next(rest)
+    first = lead.layout
+    head = first.fragments[lead.start]
     moov = _edit_list(first.moov, head.first_cto) if head.first_cto > 0 else first.moov
     ftyp_end = len(first.init) - len(first.moov)
     out.write(first.init[:ftyp_end] + moov)
     out.flush()
     clock, seq = 0, 1
-    for piece in pieces:
+    for piece in itertools.chain([lead], rest):
+        if piece.layout.moov != first.moov:
+            raise Unsupported(f"{piece.layout.path.name}: its moov differs from the first's")
         frags = piece.layout.fragments[piece.start : piece.stop]
         with _mapped(piece.layout.path, frags) as (data, base):
             for frag in frags:
@@ -162,9 +168,9 @@ def _mapped(path: Path, frags: list[Fragment]) -> Iterator[tuple[memoryview, int
     and the file offset where that part begins.
 
     Copying out of the mapping costs one copy, from the segment's page cache to the
-    clip's: fewer than ``cat`` (read into a buffer, write out of it) and, measured,
-    fewer than ``copy_file_range``, which on a file system without shared extents
-    copies through a pipe at ``cat``'s speed (docs/benchmarks.md). Segments on the NAS
+    clip's, as ``copy_file_range`` does (GNU ``cat`` 9 uses it); measured, it is 15-20 %
+    faster than ``copy_file_range``, which on a file system without shared extents
+    splices through a pipe (docs/benchmarks.md). Segments on the NAS
     are written once and never truncated (a file cut shorter under a mapping would
     fault), and the file's size is checked against its fragments first."""
     base = frags[0].offset // mmap.ALLOCATIONGRANULARITY * mmap.ALLOCATIONGRANULARITY

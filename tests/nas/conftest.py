@@ -9,10 +9,12 @@ pytest's tmp directories, prefixed ``nas``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +34,34 @@ CAMERAS = {
 SEGMENTS = 9  # per camera, from one recorder run
 
 
+@contextlib.contextmanager
+def nfs_node(base: Path, **node: Any) -> Iterator[tuple[Node, Share]]:
+    """A real node (``base/node``; ``node``: its config, as ``Node`` takes it) shipping
+    through the ``nfs`` transport into a tmpfs share of its own (``base/share``). On
+    leaving, whatever happened, its processes are killed and the share unmounted."""
+    share = Share(base / "share")
+    try:
+        nfs = {"plugin": "nfs", "path": str(share.mnt), "fstypes": ["tmpfs"]}
+        recorder = Node(base / "node", nfs, **node)
+        try:
+            yield recorder, share
+        finally:
+            recorder.cleanup()
+    finally:
+        share.close()
+
+
+def landed(share: Share, root: Path) -> Path:
+    """What arrived on the NAS, copied to ``root`` (the share goes away with the node)."""
+    shutil.copytree(share.store, root)
+    return root
+
+
 @pytest.fixture(scope="session")
 def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A recordings root made by a real node: ``lab/node01/{cam0,cam1,livecam-losses}``."""
     base = tmp_path_factory.mktemp("nas-recorded")
-    share = Share(base / "share")
-    node = Node(base / "node", {"plugin": "nfs", "path": str(share.mnt), "fstypes": ["tmpfs"]},
-                cameras=CAMERAS, segment_seconds=2)  # fmt: skip
-    try:
+    with nfs_node(base, cameras=CAMERAS, segment_seconds=2) as (node, share):
         proc = node.start()
         wait_for(lambda: sum(c["camera"] == "cam0" for c in node.closed()) >= SEGMENTS
                  and sum(c["camera"] == "cam1" for c in node.closed()) >= SEGMENTS,
@@ -50,12 +72,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
                  30, "mid-segment")  # fmt: skip
         assert node.stop(proc) == 0
         node.drain()
-        copy = base / "root"
-        shutil.copytree(share.store, copy)
-    finally:
-        node.cleanup()
-        share.close()
-    return copy
+        return landed(share, base / "root")
 
 
 def open_ages(node: Node) -> list[float]:

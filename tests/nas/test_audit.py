@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from livecam import losses
-from tests.core.node import Node, Share, wait_for
-from tests.nas.conftest import audit_json, nas, segment_files
+from tests.core.node import wait_for
+from tests.nas.conftest import audit_json, landed, nas, nfs_node, segment_files
 
 pytestmark = pytest.mark.slow
 
@@ -79,14 +79,11 @@ def test_a_record_placed_as_the_node_places_it_explains_an_eviction(tree: Path, 
 
 
 def test_audit_explains_every_hole_of_a_real_node(tmp_path: Path):
-    share = Share(tmp_path / "share")
-    node = Node(tmp_path / "node", {"plugin": "nfs", "path": str(share.mnt), "fstypes": ["tmpfs"]},
-                spool={"max_bytes": "300K"}, spill_after="1s")  # fmt: skip
+    with nfs_node(tmp_path, spool={"max_bytes": "300K"}, spill_after="1s") as (node, share):
 
-    def closed(cam: str) -> int:
-        return sum(c["camera"] == cam for c in node.closed())
+        def closed(cam: str) -> int:
+            return sum(c["camera"] == cam for c in node.closed())
 
-    try:
         proc = node.start()
         wait_for(lambda: closed("cam0") >= 4 and closed("cam1") >= 4, 40, "recording")
         assert node.stop(proc) == 0  # a clean stop
@@ -122,11 +119,7 @@ def test_audit_explains_every_hole_of_a_real_node(tmp_path: Path):
                  "recording after the power cut, spool drained")  # fmt: skip
         assert node.stop(proc) == 0
         node.drain()
-        root = tmp_path / "nasroot"
-        shutil.copytree(share.store, root)  # the tmpfs goes with the share
-    finally:
-        node.cleanup()
-        share.close()
+        root = landed(share, tmp_path / "nasroot")
     code, report = audit_json(root, "--grace", "0s")
     text = nas("nas", "audit", "--root", str(root), "--grace", "0s", "--no-index").stdout
     print(text)

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from livecam.segment import Segment, segment_name
+from tests.conftest import livecam_cmd
 from tests.nas.conftest import nas, segment_files
 
 pytestmark = pytest.mark.slow
@@ -160,6 +161,52 @@ def test_export_refuses_a_time_without_a_zone_and_an_unknown_camera(tree: Path, 
                "--to", "2026-11-27T14:04:00Z", "-o", str(out))  # fmt: skip
     assert done.returncode == 2 and "no such camera" in done.stderr
     assert not out.exists()
+
+
+def test_export_writes_under_a_temp_name_then_renames(tree: Path, tmp_path):
+    """The clip's own name never holds a partial file: seen in the command's system calls."""
+    files = segment_files(tree / "lab", "cam0")
+    out, trace = tmp_path / "clip.mp4", tmp_path / "trace"
+    part = tmp_path / ".clip.mp4.part"
+    export = livecam_cmd("export", "lab/node01/cam0", "--root", str(tree),
+                         "--from", start_of(files[1]).isoformat(),
+                         "--to", start_of(files[3]).isoformat(), "-o", str(out))  # fmt: skip
+    done = subprocess.run(
+        ["strace", "-f", "-qq", "-e", "trace=openat,rename,renameat,renameat2", "-o", str(trace),
+         *export], capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    calls = trace.read_text().splitlines()
+    written = [c for c in calls if "openat(" in c and ("O_WRONLY" in c or "O_RDWR" in c)]
+    assert any(f'"{part}"' in c and "O_CREAT" in c for c in written), "written under a temp name"
+    assert not any(f'"{out}"' in c for c in written), "the clip's name is never opened to write"
+    renamed = [c for c in calls if "rename" in c and f'"{part}"' in c and f'"{out}"' in c]
+    assert renamed and renamed[0].endswith("= 0"), calls
+    assert out.exists() and not part.exists() and len(frame_md5s(out)) > 0
+
+
+def test_the_export_command_starts_without_pluggy_or_pyyaml(tree: Path, tmp_path):
+    """What keeps a short export close to ``cat`` (docs/benchmarks.md): the console
+    script imports neither the plugin manager's pluggy nor PyYAML when ``--root`` is
+    given; a plugin's ``from livecam import hookimpl`` still gets livecam's marker."""
+    files = segment_files(tree / "lab", "cam0")
+    done = subprocess.run(
+        livecam_cmd("export", "lab/node01/cam0", "--root", str(tree),
+                    "--from", start_of(files[1]).isoformat(),
+                    "--to", start_of(files[2]).isoformat(), "-o", str(tmp_path / "c.mp4")),
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    imported = {line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines()
+                if line.startswith("import time:")}  # fmt: skip
+    assert "livecam.nas.export" in imported and "sqlite3" in imported  # the trace works
+    assert not imported & {"pluggy", "yaml", "livecam.plugins"}, imported
+    plugin = ("import livecam, pluggy; from livecam import hookimpl; "
+              "assert isinstance(hookimpl, pluggy.HookimplMarker) and livecam.hookimpl is hookimpl "
+              "and hookimpl.project_name == 'livecam'")  # fmt: skip
+    python = Path(livecam_cmd()[0]).with_name("python")
+    subprocess.run([str(python), "-c", plugin], check=True, timeout=60)
 
 
 def test_export_brings_only_its_node_and_days_up_to_date(tree: Path, tmp_path):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -24,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from livecam import losses
-from tests.core.node import Node, Share, wait_for
-from tests.nas.conftest import nas, segment_files
+from tests.core.node import Node, wait_for
+from tests.nas.conftest import landed, nas, nfs_node, segment_files
 from tests.nas.test_export import frame_md5s, start_of
 
 pytestmark = pytest.mark.slow
@@ -54,10 +53,7 @@ def open_age(node: Node) -> float | None:
 
 
 def test_export_across_a_salvaged_segment_cut_mid_fragment(tmp_path: Path):
-    share = Share(tmp_path / "share")
-    node = Node(tmp_path / "node", {"plugin": "nfs", "path": str(share.mnt), "fstypes": ["tmpfs"]},
-                cameras={"cam0": CAM}, segment_seconds=4)  # fmt: skip
-    try:
+    with nfs_node(tmp_path, cameras={"cam0": CAM}, segment_seconds=4) as (node, share):
         proc = node.start()
         wait_for(lambda: len(node.closed()) >= 2, 40, "two segments closed")
         # Kill the camera about 2 s into its open segment.
@@ -71,11 +67,7 @@ def test_export_across_a_salvaged_segment_cut_mid_fragment(tmp_path: Path):
         wait_for(lambda: len(node.closed()) >= mark + 2, 40, "recording again")
         assert node.stop(proc) == 0
         node.drain()
-        root = tmp_path / "nasroot"
-        shutil.copytree(share.store, root)
-    finally:
-        node.cleanup()
-        share.close()
+        root = landed(share, tmp_path / "nasroot")
 
     records = [json.loads(p.read_text()) for p in root.rglob(f"{losses.LOSS_CAMERA}-*.mp4")]
     [salvaged] = [r for r in records if r["kind"] == "salvaged"]

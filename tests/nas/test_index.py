@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.nas.conftest import nas, segment_files
+from livecam.errors import conflict_path
+from tests.nas.conftest import audit_json, nas, segment_files
 
 pytestmark = pytest.mark.slow
 
@@ -146,6 +147,31 @@ def test_sha256_and_a_configured_index_place(tree: Path, tmp_path: Path):
     conn = sqlite3.connect(db)
     for path, digest in conn.execute("SELECT path, sha256 FROM segments"):
         assert digest == hashlib.sha256((tree / path).read_bytes()).hexdigest()
+
+
+def test_a_conflict_named_segment_is_indexed_under_its_sequence_and_counted_once(tree: Path):
+    """A segment whose name held other content on the NAS is published beside it under a
+    conflict name (``livecam.errors.conflict_path``, as the shipper names it)."""
+    _, before = audit_json(tree, "--grace", "0s")
+    files = segment_files(tree, "cam0")
+    original = files[3]
+    content = files[4].read_bytes()  # real, playable, and not the original's bytes
+    digest = hashlib.sha256(content).hexdigest()
+    aside = tree / conflict_path(str(original.relative_to(tree)), digest)
+    aside.write_bytes(content)
+    code, after = audit_json(tree, "--grace", "0s")
+    indexed = rows(tree)
+    seq = int(original.stem.rsplit("-", 1)[1])
+    assert str(aside.relative_to(tree)) in indexed, "the conflict copy is indexed"
+    copy, first = indexed[str(aside.relative_to(tree))], indexed[str(original.relative_to(tree))]
+    assert (copy["camera"], copy["seq"], copy["start"]) == ("cam0", seq, first["start"])
+    assert copy["duration"] > 0
+    # Counted once: as many segments, the same seconds recorded, no new hole.
+    cam0 = [next(c for c in r["cameras"] if c["camera"] == "cam0") for r in (before, after)]
+    assert cam0[1]["segments"] == cam0[0]["segments"] == len(files)
+    recorded = [sum(day["recorded"] for day in c["coverage"]) for c in cam0]
+    assert recorded[1] == recorded[0]
+    assert cam0[1]["holes"] == cam0[0]["holes"] and code == 0
 
 
 @pytest.mark.parametrize(

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.core.node import Node, Share, sh, wait_for
-from tests.nas.conftest import audit_json, nas, segment_files
+from tests.core.node import sh, wait_for
+from tests.nas.conftest import audit_json, landed, nas, nfs_node, segment_files
 
 pytestmark = pytest.mark.slow
 
@@ -26,35 +26,27 @@ def seq_of(path: Path) -> int:
     return int(path.stem.rsplit("-", 1)[1])
 
 
-def nfs(share: Share) -> dict[str, object]:
-    return {"plugin": "nfs", "path": str(share.mnt), "fstypes": ["tmpfs"]}
-
-
 def test_a_node_that_ran_ram_only_shows_when_and_no_hole(tmp_path: Path):
-    share = Share(tmp_path / "share")
     disk = tmp_path / "spooldisk"
     disk.mkdir()
     sh("mount", "-t", "tmpfs", "-o", "size=16M", "tmpfs", str(disk))
     spool = disk / "spool"
     spool.mkdir()
-    node = Node(tmp_path / "node", nfs(share), spool={"path": str(spool)}, spill_after="1s")
-    node.spool = spool  # where drain() looks for what is left
     try:
-        proc = node.start()
-        wait_for(lambda: len(share.segments()) >= 4, 40, "publishing")
-        sh("mount", "-o", "remount,ro", str(disk))  # the SD card fails read-only
-        wait_for(lambda: node.status()["spool_failed"], 30, "status says the spool failed")
-        shipped = len(share.segments())
-        wait_for(lambda: len(share.segments()) >= shipped + 6, 30, "shipping from RAM")
-        sh("mount", "-o", "remount,rw", str(disk))  # and is fixed
-        wait_for(lambda: "works again" in node.log_text(), 30, "the shipper sees it work again")
-        assert node.stop(proc) == 0
-        node.drain()
-        root = tmp_path / "nasroot"
-        shutil.copytree(share.store, root)
+        with nfs_node(tmp_path, spool={"path": str(spool)}, spill_after="1s") as (node, share):
+            node.spool = spool  # where drain() looks for what is left
+            proc = node.start()
+            wait_for(lambda: len(share.segments()) >= 4, 40, "publishing")
+            sh("mount", "-o", "remount,ro", str(disk))  # the SD card fails read-only
+            wait_for(lambda: node.status()["spool_failed"], 30, "status says the spool failed")
+            shipped = len(share.segments())
+            wait_for(lambda: len(share.segments()) >= shipped + 6, 30, "shipping from RAM")
+            sh("mount", "-o", "remount,rw", str(disk))  # and is fixed
+            wait_for(lambda: "works again" in node.log_text(), 30, "the shipper works again")
+            assert node.stop(proc) == 0
+            node.drain()
+            root = landed(share, tmp_path / "nasroot")
     finally:
-        node.cleanup()
-        share.close()
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
     assert "SPOOL FAILED" in node.log_text()
     code, report = audit_json(root, "--grace", "0s")
@@ -70,13 +62,11 @@ def test_a_node_that_ran_ram_only_shows_when_and_no_hole(tmp_path: Path):
 
 
 def test_a_reinstalled_node_begins_a_new_sequence_and_every_hole_stays_explained(tmp_path: Path):
-    share = Share(tmp_path / "share")
-    node = Node(tmp_path / "node", nfs(share))
+    with nfs_node(tmp_path) as (node, share):
 
-    def closed(cam: str) -> int:
-        return sum(c["camera"] == cam for c in node.closed())
+        def closed(cam: str) -> int:
+            return sum(c["camera"] == cam for c in node.closed())
 
-    try:
         for _ in range(2):
             proc = node.start()
             mark = {cam: closed(cam) for cam in ("cam0", "cam1")}
@@ -88,11 +78,7 @@ def test_a_reinstalled_node_begins_a_new_sequence_and_every_hole_stays_explained
             for tier in (node.spool, node.buffer):
                 shutil.rmtree(tier)
                 tier.mkdir()
-        root = tmp_path / "nasroot"
-        shutil.copytree(share.store, root)
-    finally:
-        node.cleanup()
-        share.close()
+        root = landed(share, tmp_path / "nasroot")
     code, report = audit_json(root, "--grace", "0s")
     text = nas("nas", "audit", "--root", str(root), "--grace", "0s", "--no-index").stdout
     print(text)
