@@ -101,7 +101,7 @@ ITEMIZED = re.compile(r"^([<>ch.*][fdLDS][ .+?a-zA-Z]{9}) (.+)$")
 # dangles) or after it (the file went before rsync opened it); and its summary.
 VANISHED = re.compile(r'^(?:file has vanished|symlink has no referent): "(.+)"$')
 VANISHED_SUMMARY = re.compile(
-    r"^rsync (?:warning|error): some files (?:vanished before they could be transferred"
+    r"^rsync (?:warning|error): some files(?: vanished before they could be transferred"
     r"|/attrs were not transferred \(see previous errors\)) \(code 2[34]\)"
 )
 

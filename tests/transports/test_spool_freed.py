@@ -25,8 +25,10 @@ import pytest
 
 from livecam.losses import LOSS_CAMERA
 from livecam.segment import Segment, segment_name
+from livecam.transport import Hold, Item, TransientError
 from tests.core.node import Node, wait_for
 from tests.transports import servers
+from tests.transports.conftest import Nas, backlog
 
 pytestmark = pytest.mark.slow
 
@@ -197,3 +199,70 @@ def test_spool_pressure_during_a_call_evicts_the_oldest_and_counts_each(slow_ssh
     assert lost == sorted(Segment.from_path(Path(n)).seq for n in missing)  # type: ignore[union-attr]
     for name, path in got.items():
         assert hashlib.sha256(path.read_bytes()).hexdigest() == made[name]
+
+
+class EvictedAtStart(Hold):
+    """A hold whose file goes the moment its publish starts: taken by eviction
+    (``taken``) or, as a control, by something else."""
+
+    def __init__(self, local: Path, *, taken: bool):
+        super().__init__()
+        self.local, self.by_eviction = local, taken
+
+    def start(self) -> bool:
+        started = super().start()
+        if self.by_eviction:
+            assert self.take(True) == "started"
+        self.local.unlink()
+        return started
+
+
+def evicted_at_start(item: Item, *, taken: bool) -> Item:
+    return Item(item.local, item.remote, item.size, hold=EvictedAtStart(item.local, taken=taken))
+
+
+def test_rsync_sends_the_rest_of_a_call_a_taken_segment_vanished_from(sshd, tmp_path):
+    nas = Nas("rsync", sshd)
+    try:
+        t = nas.transport()
+        items = backlog(tmp_path, 4)
+        items[1] = evicted_at_start(items[1], taken=True)
+        done = list(t.publish_batch(items))  # no error: eviction took it
+        assert sorted(i.local.name for i, _ in done) == sorted(
+            i.local.name for i in items if i is not items[1]
+        )
+        assert items[1].local.name not in nas.segments()
+    finally:
+        nas.close()
+    assert not nas.hidden()
+    # A source gone for any other reason is an error, as it always was.
+    nas = Nas("rsync", sshd)
+    try:
+        (tmp_path / "more").mkdir()
+        more = backlog(tmp_path / "more", 3)
+        more[0] = evicted_at_start(more[0], taken=False)
+        proven = []
+        with pytest.raises(TransientError, match="has no referent"):
+            for item, _ in nas.transport().publish_batch(more):
+                proven.append(item.local.name)
+        assert sorted(proven) == sorted(i.local.name for i in more[1:])
+    finally:
+        nas.close()
+
+
+def test_a_store_batch_never_starts_an_item_eviction_took(sshd, tmp_path):
+    nas = Nas("sftp", sshd)
+    try:
+        t = nas.transport()
+        items = backlog(tmp_path, 8)
+        taken = items[5:]
+        assert [i.hold.take(t.takes_started) for i in taken] == ["queued"] * 3
+        done = []
+        for item, _ in t.publish_batch(items):
+            # Being written or written: an sftp item is no longer eviction's.
+            assert item.hold.take(t.takes_started) is None
+            done.append(item.local.name)
+    finally:
+        nas.close()
+    assert sorted(done) == sorted(i.local.name for i in items[:5])
+    assert sorted(nas.segments()) == sorted(done)
