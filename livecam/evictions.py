@@ -159,20 +159,23 @@ class Evictor:
         except OSError:
             return 0
         settle = functools.partial(self._settle, segment, tier, reason, size)
-        how = self.claims.take(segment.name, segment.path, settle)
-        if how == "queued":
-            return self._evict(segment, tier, reason)
-        if how != "started":
-            return 0
+        # Under the lock: the publisher's settle waits until the note and the delete are done.
         with self._lock:
-            self.ledger.note_taken(segment, tier, reason, size)
-            try:
-                segment.path.unlink()
-            except FileNotFoundError:
-                return 0  # proven and deleted by the publisher meanwhile
-            except OSError as exc:  # it stays; _settle sees it still here
-                log.error("cannot evict %s from %s: %s", segment.name, tier.role, exc)
-                return 0
+            how = self.claims.take(segment.name, segment.path, settle)
+            if how == "started":
+                return self._delete_taken(segment, tier, reason, size)
+        return self._evict(segment, tier, reason) if how == "queued" else 0
+
+    def _delete_taken(self, segment: Segment, tier: Tier, reason: str, size: int) -> int:
+        """Delete a segment taken from a call in flight, noted first (under the lock)."""
+        self.ledger.note_taken(segment, tier, reason, size)
+        try:
+            segment.path.unlink()
+        except FileNotFoundError:
+            return 0  # proven and deleted by the publisher meanwhile
+        except OSError as exc:  # it stays; _settle sees it still here
+            log.error("cannot evict %s from %s: %s", segment.name, tier.role, exc)
+            return 0
         log.info(
             "took %s from the publish in flight (%s limit): deleted, counted as evicted "
             "unless that publish proves it",
