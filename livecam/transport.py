@@ -58,14 +58,13 @@ class Hold:
     queued item at any time: the transport then never starts it, and eviction
     counts it at once. A transport that sets ``Transport.takes_started`` also
     lets eviction take a started item (its local file goes at once, and whether
-    it was lost is settled when the call reports: see ``taken_started``).
+    it was lost is settled when the call reports: ``livecam.evictions``).
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._started = False
         self.taken = False  # eviction took it
-        self.taken_started = False  # ... while its publish ran: settled by the caller
 
     def start(self) -> bool:
         """Mark the item started; False if eviction took it first (skip it: it is
@@ -81,7 +80,6 @@ class Hold:
             if self.taken or (self._started and not started_too):
                 return None
             self.taken = True
-            self.taken_started = self._started
             return "started" if self._started else "queued"
 
 
