@@ -416,3 +416,45 @@ def test_a_segment_taken_from_a_call_that_never_reported_counts_as_evicted(setup
     losses = [json.loads(p.read_text()) for p in cfg.spool.path.glob("livecam-losses/*.mp4")]
     assert [r["sequences"] for r in losses] == [[1]]
     assert kept.path.exists()
+
+
+class OneAtATime(DirectoryTransport):
+    """Like a store transport's worker: starts items one by one; ``during`` runs
+    while the first is being written and the rest wait."""
+
+    batch_size = 4
+
+    def __init__(self, *args, during, **kw):
+        super().__init__(*args, **kw)
+        self.during = during
+
+    def publish_batch(self, items):
+        for n, item in enumerate(items):
+            if not item.hold.start():
+                continue
+            if n == 0:
+                self.during()
+            yield item, self.publish(item.local, item.remote, size=item.size, digest=item.digest)
+
+
+def test_eviction_withdraws_a_queued_segment_from_a_batch(setup, caplog):
+    cfg, plugins, tmp = setup
+    segs = [put(cfg.spool.path, i) for i in range(1, 3)]
+    shipper: Shipper | None = None
+
+    def evict_while_the_first_is_written():
+        assert shipper is not None
+        assert shipper.evictor.evict(shipper.spool, 100_000, "max_bytes")
+        # The one being written is skipped; the queued one is evicted at once.
+        assert segs[0].path.exists() and not segs[1].path.exists()
+        assert caplog.text.count(f"EVICTED {segs[1].name} from spool") == 1
+
+    transport = OneAtATime(
+        {"path": tmp / "nas"}, timeout=10, during=evict_while_the_first_is_written
+    )
+    shipper = Shipper(cfg, plugins, transport)
+    assert shipper.publish_next() is True
+    assert [p.name for p in (tmp / "nas").rglob("*.mp4")] == [segs[0].name]
+    assert shipper.state.published == 1 and shipper.state.last_error is None
+    ledger = json.loads((cfg.spool.path / ".livecam" / "evictions.json").read_text())
+    assert ledger["count"] == 1 and ledger["last"]["segment"] == segs[1].name
