@@ -157,8 +157,7 @@ class Transport:
         least one segment); None: only ``batch_size`` limits it.
 
         A transport that proves arrival only when a call ends keeps its calls short
-        with it: verified segments then leave the node within seconds, and the few
-        a batch holds are all the eviction has to skip."""
+        with it: verified segments then leave the node within seconds."""
         return None
 
     def close(self) -> None:
