@@ -13,14 +13,28 @@ one at a time, so only the last can be counted and not yet deleted): each
 eviction is counted once, while its log line and event may come twice.
 
 Order: the plugins' choice first, then oldest first (each camera strictly by
-sequence). A segment the publisher holds at that moment is skipped without
-waiting: it is on its way to the NAS, and if that attempt fails it is the
-oldest again at the next pass. Eviction never waits on the network.
+sequence). A segment the publisher holds is taken from it when the transport
+lets go (``livecam.claims``, ``livecam.transport.Hold``), without waiting:
+
+- queued in a batch and not started: it will never be sent, and is evicted as
+  any other;
+- in an rsync call in flight (``takes_started``): its file is deleted at once
+  (an rsync that opened it still sends it whole), after a durable note in the
+  ledger; when the call reports, a segment it proved on the NAS is published,
+  one it did not is counted, logged, recorded and announced as evicted then. A
+  crash in between counts the noted segment as evicted at the next start (it
+  may have arrived: an over-count, never a loss uncounted).
+
+Any other held segment (a store transport's item being written) is skipped: if
+that attempt fails it is the oldest again at the next pass. Eviction never
+waits on the network.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +49,7 @@ from livecam.tiers import Tier
 log = logging.getLogger("livecam.shipper")
 
 EVICTING = ".evicting"  # suffix of a segment renamed aside on its way out
+TAKEN = "taken"  # the ledger's segments deleted from a call in flight, not yet settled
 
 
 class Ledger:
@@ -58,12 +73,28 @@ class Ledger:
             "reason": reason,
             "time": time.time(),
         }
+        record.get(TAKEN, {}).pop(segment.name, None)  # settled in the same write
+        self._write()
+        return int(record["count"])
+
+    def note_taken(self, segment: Segment, tier: Tier, reason: str, size: int) -> None:
+        """Note a segment deleted from a call in flight, not yet known lost or arrived."""
+        note = {"path": str(segment.path), "tier": tier.role, "reason": reason, "bytes": size}
+        self.record.setdefault(TAKEN, {})[segment.name] = note
+        self._write()
+
+    def arrived(self, name: str) -> None:
+        """A noted segment was proven on the NAS after all: drop its note."""
+        if self.record.get(TAKEN, {}).pop(name, None) is not None:
+            self._write()
+
+    def _write(self) -> None:
+        record = self.record
         for path in self.paths:
             try:
                 write_json(path, record, durable=True, parents=False)
             except OSError as exc:
                 log.error("cannot write the eviction count to %s: %s", path, exc)
-        return int(record["count"])
 
 
 def best(paths: tuple[Path, ...] | list[Path]) -> dict[str, Any]:
@@ -82,6 +113,8 @@ class Evictor:
         self.claims = claims
         self.ledger = ledger
         self.losses = losses  # each eviction's loss record, for the NAS audit
+        # The housekeeper evicts; the publisher settles what it took from a call.
+        self._lock = threading.Lock()
 
     def evict(self, tier: Tier, bytes_needed: int, reason: str) -> bool:
         """Delete segments from ``tier`` until ``bytes_needed`` are free. True if enough."""
@@ -97,34 +130,81 @@ class Evictor:
             with self.claims.claim(segment.name) as mine:
                 if mine:
                     freed += self._evict(segment, tier, reason)
+                    continue
+            freed += self._take(segment, tier, reason)
         return freed >= bytes_needed
 
     def _evict(self, segment: Segment, tier: Tier, reason: str) -> int:
         aside = segment.path.with_name(f".{segment.name}{EVICTING}")
+        with self._lock:  # the count and the delete together (see finish_interrupted)
+            try:
+                size = segment.size
+                # The loss record first: a power cut between it and the delete must not
+                # leave a hole no record explains (one for a segment kept explains nothing).
+                self._record_loss(segment, tier, reason, size)
+                segment.path.rename(aside)
+            except FileNotFoundError:
+                return 0
+            except OSError as exc:  # a read-only or failing disk: it stays, nothing is lost
+                log.error("cannot evict %s from %s: %s", segment.name, tier.role, exc)
+                return 0
+            self._count(segment.at(aside), tier, reason, size)
+            aside.unlink(missing_ok=True)
+        return size
+
+    def _take(self, segment: Segment, tier: Tier, reason: str) -> int:
+        """Take a segment the publisher holds, if its transport lets go (module doc)."""
         try:
             size = segment.size
-            # The loss record first: a power cut between it and the delete must not
-            # leave a hole no record explains (one for a segment kept explains nothing).
-            if self.losses is not None:
-                self.losses.record(
-                    "evicted",
-                    segment.camera,
-                    [segment.seq],
-                    f"evicted from {tier.role} ({reason} limit)",
-                    segment=segment.name,
-                    tier=tier.role,
-                    limit=reason,
-                    bytes=size,
-                )
-            segment.path.rename(aside)
-        except FileNotFoundError:
+        except OSError:
             return 0
-        except OSError as exc:  # a read-only or failing disk: it stays, nothing is lost
+        settle = functools.partial(self._settle, segment, tier, reason, size)
+        # Under the lock: the publisher's settle waits until the note and the delete are done.
+        with self._lock:
+            how = self.claims.take(segment.name, segment.path, settle)
+            if how == "started":
+                return self._delete_taken(segment, tier, reason, size)
+        return self._evict(segment, tier, reason) if how == "queued" else 0
+
+    def _delete_taken(self, segment: Segment, tier: Tier, reason: str, size: int) -> int:
+        """Delete a segment taken from a call in flight, noted first (under the lock)."""
+        self.ledger.note_taken(segment, tier, reason, size)
+        try:
+            segment.path.unlink()
+        except FileNotFoundError:
+            return 0  # proven and deleted by the publisher meanwhile
+        except OSError as exc:  # it stays; _settle sees it still here
             log.error("cannot evict %s from %s: %s", segment.name, tier.role, exc)
             return 0
-        self._count(segment.at(aside), tier, reason, size)
-        aside.unlink(missing_ok=True)
+        log.info(
+            "took %s from the publish in flight (%s limit): deleted, counted as evicted "
+            "unless that publish proves it",
+            segment.name,
+            reason,
+        )
         return size
+
+    def _settle(self, segment: Segment, tier: Tier, reason: str, size: int, lost: bool) -> None:
+        """The call a taken segment was in has reported: count it if it is lost."""
+        with self._lock:
+            if lost and not segment.path.exists():
+                self._record_loss(segment, tier, reason, size)
+                self._count(segment, tier, reason, size)
+            else:
+                self.ledger.arrived(segment.name)
+
+    def _record_loss(self, segment: Segment, tier: Tier, reason: str, size: int) -> None:
+        if self.losses is not None:
+            self.losses.record(
+                "evicted",
+                segment.camera,
+                [segment.seq],
+                f"evicted from {tier.role} ({reason} limit)",
+                segment=segment.name,
+                tier=tier.role,
+                limit=reason,
+                bytes=size,
+            )
 
     def _count(
         self, segment: Segment, tier: Tier, reason: str, size: int, counted: bool = False
@@ -158,3 +238,12 @@ class Evictor:
                 aside.unlink()
             except OSError as exc:
                 log.error("cannot finish evicting %s: %s", aside, exc)
+        # Taken from a call that never reported (a crash): lost unless still here.
+        for name, note in list(self.ledger.record.get(TAKEN, {}).items()):
+            if note.get("tier") != tier.role:
+                continue
+            segment = Segment.from_path(Path(note["path"]))
+            if segment is None or segment.name != name:
+                self.ledger.arrived(name)
+                continue
+            self._settle(segment, tier, str(note["reason"]), int(note["bytes"]), True)

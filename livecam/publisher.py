@@ -1,8 +1,13 @@
 """The publisher: takes the oldest ready segments and publishes them through the transport.
 
-It deletes a local copy only after the transport verified it on the NAS. A
-segment whose name holds other content on the NAS is set aside under a conflict
-name; every other failure is raised for the retry policy (``livecam.retry``).
+It deletes a local copy only after the transport verified it on the NAS, each
+as soon as it is verified (a batch reports its items one by one). A segment
+whose name holds other content on the NAS is set aside under a conflict name;
+every other failure is raised for the retry policy (``livecam.retry``).
+
+A batch's segments are lent to eviction (``livecam.claims``): one not yet
+started is withdrawn and never sent; one in a call in flight (rsync) may lose
+its file at once, and is settled when the call reports (``livecam.evictions``).
 """
 
 from __future__ import annotations
@@ -10,10 +15,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
-from livecam.claims import Claims
+from livecam.claims import Claims, Lender
 from livecam.config import Config
 from livecam.plugins import Plugins
 from livecam.segment import Segment, oldest_first
@@ -21,6 +27,7 @@ from livecam.state import LastError, LastSuccess, ShipperState, StateFile
 from livecam.tiers import Tier
 from livecam.transport import (
     ConflictError,
+    Hold,
     Item,
     PermanentError,
     PublishError,
@@ -99,34 +106,61 @@ class Publisher:
         stays as documented).
         """
         limit = self.transport.batch_limit()
-        with ExitStack() as held:
-            batch: list[Segment] = []
-            size = 0
-            for segment in self.ready():
-                if self.stopping.is_set():
+        holds: dict[Path, Hold] = {}  # each claimed segment's place in the batch
+        settles: dict[Path, Callable[[bool], None]] = {}  # taken from a call in flight
+        proven: set[Path] = set()
+        try:
+            with ExitStack() as held:
+                batch: list[Segment] = []
+                size = 0
+                for segment in self.ready():
+                    if self.stopping.is_set():
+                        return False
+                    if batch and (
+                        len(batch) >= self.transport.batch_size
+                        or self.buffer.holds(segment)
+                        or (limit is not None and size + _size(segment) > limit)
+                    ):
+                        break
+                    hold = holds[segment.path] = Hold()
+                    lender = self._lender(segment.path, hold, settles)
+                    mine = held.enter_context(self.claims.claim(segment.name, lender=lender))
+                    if mine and segment.path.exists():
+                        batch.append(segment)
+                        size += _size(segment)
+                if not batch:
                     return False
-                if batch and (
-                    len(batch) >= self.transport.batch_size
-                    or self.buffer.holds(segment)
-                    or (limit is not None and size + _size(segment) > limit)
-                ):
-                    break
-                if held.enter_context(self.claims.claim(segment.name)) and segment.path.exists():
-                    batch.append(segment)
-                    size += _size(segment)
-            if not batch:
-                return False
-            self._publish(batch)
-            return True
+                self._publish(batch, holds, proven)
+                return True
+        finally:
+            # The claims are released: nothing more is taken. A segment taken from
+            # a call in flight is lost unless that call proved it.
+            for path, settle in settles.items():
+                settle(path not in proven)
 
-    def _publish(self, batch: list[Segment]) -> None:
+    def _lender(
+        self, path: Path, hold: Hold, settles: dict[Path, Callable[[bool], None]]
+    ) -> Lender:
+        """How eviction takes the segment at ``path`` from this batch (``Claims.take``)."""
+
+        def take(wanted: Path, settle: Callable[[bool], None]) -> str | None:
+            if wanted != path:
+                return None  # the other tier's copy of the same segment
+            how = hold.take(self.transport.takes_started)
+            if how == "started":
+                settles[path] = settle
+            return how
+
+        return take
+
+    def _publish(self, batch: list[Segment], holds: dict[Path, Hold], proven: set[Path]) -> None:
         items: Pending = {}
         for segment in batch:
             try:
                 remote = self._conflicts.get(segment.name) or remote_path(
                     self.config, self.plugins, segment
                 )
-                item = Item(segment.path, remote, segment.size)
+                item = Item(segment.path, remote, segment.size, hold=holds[segment.path])
             except FileNotFoundError:
                 continue  # evicted while we read it
             except PublishError as exc:
@@ -137,6 +171,7 @@ class Publisher:
         try:
             for item, sent in self.transport.publish_batch([i for _, i in items.values()]):
                 segment, _ = items.pop(item.local)
+                proven.add(item.local)
                 self._published(segment, item, sent, time.monotonic() - t0)
         except ConflictError as exc:
             if not self._set_aside(exc, items):
@@ -231,8 +266,10 @@ def _absent(path: Path) -> bool:
 
 
 def _first_unpublished(items: Pending, batch: list[Segment]) -> Segment:
-    """The segment a failed batch is reported against: the first one not yet verified."""
-    return next(iter(items.values()))[0] if items else batch[0]
+    """The segment a failed batch is reported against: the first one not yet verified
+    (and not taken by eviction)."""
+    left = [s for s, i in items.values() if not i.hold.taken]
+    return left[0] if left else batch[0]
 
 
 def failure_kind(error: PublishError) -> str:

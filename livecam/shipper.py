@@ -12,8 +12,9 @@ Two threads share the work and never wait on each other for long:
   mount cannot stop it.
 
 A segment being worked on by one thread is claimed (``livecam.claims``); eviction
-skips a claimed one, and a spill of one copies it without taking it from the
-publisher, so neither thread ever waits for the other. The main thread is the
+takes one the publisher's transport can let go and skips the rest, and a spill
+of one copies it without taking it from the publisher, so neither thread ever
+waits for the other. The main thread is the
 only writer of ``shipper.json``.
 """
 

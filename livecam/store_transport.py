@@ -150,7 +150,8 @@ def run_concurrently(
     """Publish ``items`` with each worker in its own thread, a few segments in flight.
 
     Yields ``(item, sent)`` as soon as a worker returned (it verified and renamed),
-    in the order they finish. After an error other than a ConflictError (one
+    in the order they finish. An item eviction took before a worker started it
+    (``Hold``) is skipped. After an error other than a ConflictError (one
     item's name holding other content) no new item is started; the items in
     flight finish or fail. Raises the first error (a connection failure before a
     ConflictError) once every thread has ended: items not yielded were not proven
@@ -167,6 +168,8 @@ def run_concurrently(
                 if stop.is_set() or not todo:
                     break
                 item = todo.popleft()
+            if not item.hold.start():
+                continue  # eviction took it before it started: never sent, not an error
             try:
                 done.put((item, worker(item), None))
             except PublishError as exc:

@@ -36,8 +36,9 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -48,6 +49,38 @@ from livecam.errors import TransientError as TransientError
 from livecam.errors import conflict_path as conflict_path
 from livecam.options import Option
 from livecam.segment import file_digest
+
+
+class Hold:
+    """An item's place in a batch, shared between the transport and eviction.
+
+    An item is queued until the transport ``start``s it. Eviction may ``take`` a
+    queued item at any time: the transport then never starts it, and eviction
+    counts it at once. A transport that sets ``Transport.takes_started`` also
+    lets eviction take a started item (its local file goes at once, and whether
+    it was lost is settled when the call reports: ``livecam.evictions``).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._started = False
+        self.taken = False  # eviction took it
+
+    def start(self) -> bool:
+        """Mark the item started; False if eviction took it first (skip it: it is
+        neither published nor an error)."""
+        with self._lock:
+            self._started = not self.taken
+            return self._started
+
+    def take(self, started_too: bool) -> str | None:
+        """Eviction takes the item: 'queued' (it will never start), 'started' (only
+        when ``started_too``; its publish may still prove it), None (not now)."""
+        with self._lock:
+            if self.taken or (self._started and not started_too):
+                return None
+            self.taken = True
+            return "started" if self._started else "queued"
 
 
 @dataclass(frozen=True)
@@ -62,6 +95,7 @@ class Item:
     remote: str
     size: int
     known_digest: str | None = None
+    hold: Hold = field(default_factory=Hold, compare=False, repr=False)
 
     @functools.cached_property
     def digest(self) -> str:
@@ -78,6 +112,11 @@ class Transport:
     #: How many segments the shipper hands ``publish_batch`` at once (when it has
     #: that many waiting). A transport that pays a fixed cost per call raises it.
     batch_size: ClassVar[int] = 1
+    #: Whether eviction may take an item whose publish has started (its local file
+    #: is deleted at once; the transport must then tolerate the vanished source
+    #: and report the item only if it still proved it on the NAS). False: only
+    #: items of a batch not yet started can be taken (``Hold``).
+    takes_started: ClassVar[bool] = False
 
     def __init__(self, options: Mapping[str, Any], *, timeout: float):
         self.opts = dict(options)
@@ -104,10 +143,13 @@ class Transport:
 
         Yields ``(item, sent)`` for each item as soon as it is verified on the NAS
         (in any order), and raises PublishError for the rest: an item not yielded
-        is not published, and the shipper keeps it. The default publishes one by
-        one; a transport with a per-call cost overrides it.
+        is not published, and the shipper keeps it. An item whose ``hold`` does not
+        ``start`` (eviction took it) is skipped: neither yielded nor an error. The
+        default publishes one by one; a transport with a per-call cost overrides it.
         """
         for item in items:
+            if not item.hold.start():
+                continue
             yield item, self.publish(item.local, item.remote, size=item.size, digest=item.digest)
 
     def batch_limit(self) -> int | None:
@@ -115,8 +157,7 @@ class Transport:
         least one segment); None: only ``batch_size`` limits it.
 
         A transport that proves arrival only when a call ends keeps its calls short
-        with it: verified segments then leave the node within seconds, and the few
-        a batch holds are all the eviction has to skip."""
+        with it: verified segments then leave the node within seconds."""
         return None
 
     def close(self) -> None:

@@ -21,6 +21,14 @@ that:
   are compared by a third dry run into a directory that is never made, with
   ``path`` as its ``--compare-dest``.
 
+Calls are short (``CALL_SECONDS``): rsync proves a call's files only when it
+exits, and only then does the shipper delete their local copies. Eviction may
+still take a segment of the call in flight (``Transport.takes_started``): its
+file is deleted at once. An rsync that already opened it sends it whole (and it
+counts as published); one that had not reports it vanished, which fails nothing
+here (``_only_taken_vanished``), and the shipper counts it as evicted. A source
+that vanished for any other reason is a failure as before.
+
 One SSH master connection (``ControlMaster``, socket in a private directory of
 this process) carries every rsync, so a backlog pays one handshake, and with
 batching one rsync start-up per batch instead of one per segment.
@@ -71,14 +79,16 @@ from livecam.transport import (
 log = logging.getLogger("livecam.rsync")
 
 # rsync proves a call's segments only when the call ends (exit 0), so they are
-# deleted locally only then. A call is sized to last about CALL_SECONDS at the
-# rate this node measured on its previous call (the first call after start or
-# an outage carries one segment): verified segments leave the spool within
-# seconds even when fifty nodes share the link, and the few segments a call
-# holds are all the eviction must skip, while a call's ~0.2 s start-up stays a
-# few percent (the other nodes fill the link meanwhile). CALL_BYTES caps a call
-# on a fast link (whole segments; a bigger one goes alone).
-CALL_SECONDS = 8.0
+# deleted locally only then (per-file --remove-source-files is what the NAS's
+# rrsync -no-del refuses, rightly). A call is sized to last about CALL_SECONDS
+# at the rate this node measured on its previous call (the first call after
+# start or an outage carries one segment): a verified segment leaves the spool
+# within about that long even when fifty nodes share the link, while a call's
+# ~0.1-0.2 s start-up over the master connection stays a few percent (the
+# other nodes fill the link meanwhile). CALL_BYTES caps a call on a fast link
+# (whole segments; a bigger one goes alone). Eviction need not wait for a call:
+# it may take a segment in flight (``takes_started``, see _publish_call).
+CALL_SECONDS = 3.0
 GREETING_TIMEOUT = 3.0  # seconds for sshd's identification line before a new connection
 CALL_BYTES = 128 * 1024 * 1024
 PARTIAL = (23, 24)  # rsync: some files were not transferred / vanished; the rest may be there
@@ -87,6 +97,13 @@ CONTROL_PREFIX = "livecam-ssh-"
 # The destination of the compare dry run under rrsync -no-overwrite: never made.
 CHECK_DIR = ".livecam-compare"
 ITEMIZED = re.compile(r"^([<>ch.*][fdLDS][ .+?a-zA-Z]{9}) (.+)$")
+# The sender's lines for a source that is gone: before the file list (our symlink
+# dangles) or after it (the file went before rsync opened it); and its summary.
+VANISHED = re.compile(r'^(?:file has vanished|symlink has no referent): "(.+)"$')
+VANISHED_SUMMARY = re.compile(
+    r"^rsync (?:warning|error): some files(?: vanished before they could be transferred"
+    r"|/attrs were not transferred \(see previous errors\)) \(code 2[34]\)"
+)
 
 # rrsync's single-run lock per directory: the NAS side of a call this node gave
 # up on (a timeout, a cut link) has not ended yet. Transient, not "refused".
@@ -137,6 +154,8 @@ class RsyncTransport(Transport):
     #: ``batch_limit`` bytes); publish_batch splits a batch into rsync calls of
     #: at most CALL_BYTES: 64 x 2 MB fill one call; 19 MB segments make ~7.
     batch_size = 64
+    #: Eviction may delete a segment of the call in flight (see _publish_call).
+    takes_started = True
     options: ClassVar = {
         **SSH_OPTIONS,
         "bwlimit": Option(kib_per_second, 0, "KiB/s (or '5M' bytes/s); 0: unlimited"),
@@ -343,6 +362,10 @@ class RsyncTransport(Transport):
             sent = {
                 path for flags, path in _itemized(out) if flags.startswith("<f") and path in staged
             }
+            if code in PARTIAL and _only_taken_vanished(err, root, staged):
+                # Eviction took those segments from this call before rsync read them:
+                # not sent, and no failure; every other file is as after exit 0.
+                code = 0
             failure: PublishError | None = None
             if code == 0:
                 sent_bytes = sum(staged[p].size for p in sent)
@@ -359,6 +382,9 @@ class RsyncTransport(Transport):
                 check = dict(staged)
             else:
                 raise classify(err, what)
+            # A segment eviction took can no longer be compared: it was not proven
+            # (the shipper counts it as evicted).
+            check = {p: i for p, i in check.items() if not (i.hold.taken and _gone(root / p))}
             if check:
                 for path in staged.keys() - check.keys():
                     (root / path).unlink()  # verified already; the dry run need not hash it
@@ -448,6 +474,8 @@ class RsyncTransport(Transport):
         refused: list[PermanentError] = []
         try:
             for item in items:
+                if not item.hold.start():
+                    continue  # eviction took it before this call: not sent, not an error
                 try:
                     check_remote(item.remote)
                 except PermanentError as exc:
@@ -491,6 +519,30 @@ def _calls(items: Sequence[Item], limit: int) -> Iterator[list[Item]]:
         size += item.size
     if call:
         yield call
+
+
+def _only_taken_vanished(err: str, root: Path, staged: dict[str, Item]) -> bool:
+    """Whether rsync's only complaints (``err``) are sources eviction took from
+    this call: any other line, or a vanished source nobody took, is a failure."""
+    prefix = f"{os.path.realpath(root)}/"
+    vanished = False
+    for line in err.splitlines():
+        line = line.strip()
+        if not line or VANISHED_SUMMARY.match(line):
+            continue
+        m = VANISHED.match(line)
+        if m is None or not m.group(1).startswith(prefix):
+            return False
+        item = staged.get(m.group(1)[len(prefix) :])
+        if item is None or not item.hold.taken:
+            return False
+        vanished = True
+    return vanished
+
+
+def _gone(link: Path) -> bool:
+    """Whether the staged symlink ``link`` points at nothing any more."""
+    return not link.exists()
 
 
 def _itemized(out: str) -> Iterator[tuple[str, str]]:

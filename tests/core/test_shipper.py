@@ -332,3 +332,129 @@ def test_the_lag_of_a_segment_published_early_is_zero_not_negative(setup):
     assert shipper.state.last_success is not None
     assert shipper.state.last_success.segment == path.name
     assert shipper.state.last_success.lag == 0.0
+
+
+class OneCall(DirectoryTransport):
+    """One call per batch, like rsync: every item starts at once, ``during`` runs
+    while they are in flight, then the items whose source is still there (or was
+    ``opened`` before, as an rsync that already read it) are sent."""
+
+    batch_size = 4
+    takes_started = True
+
+    def __init__(self, *args, during, opened=(), **kw):
+        super().__init__(*args, **kw)
+        self.during, self.opened = during, opened
+
+    def publish_batch(self, items):
+        started = [i for i in items if i.hold.start()]
+        read = {i.local: i.local.read_bytes() for i in started if i.local.name in self.opened}
+        self.during()
+        for item in started:
+            if item.local in read:  # sent from the open file, as rsync would
+                dest = Path(self.opts["path"]) / item.remote
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(read[item.local])
+                yield item, True
+            elif item.local.exists():
+                yield (
+                    item,
+                    self.publish(item.local, item.remote, size=item.size, digest=item.digest),
+                )
+
+
+@pytest.mark.parametrize("opened", [False, True])
+def test_eviction_takes_the_oldest_from_a_call_in_flight_and_counts_it_once(setup, caplog, opened):
+    cfg, plugins, tmp = setup
+    segs = [put(cfg.spool.path, i) for i in range(1, 3)]
+    shipper: Shipper | None = None
+
+    def evict_during_the_call():
+        assert shipper is not None
+        assert shipper.evictor.evict(shipper.spool, 100_000, "max_bytes")
+        # Gone at once; noted durably, not counted until the call reports.
+        assert not segs[0].path.exists() and segs[1].path.exists()
+        ledger = json.loads((cfg.spool.path / ".livecam" / "evictions.json").read_text())
+        assert list(ledger["taken"]) == [segs[0].name] and "count" not in ledger
+
+    opens = [segs[0].name] if opened else []
+    transport = OneCall(
+        {"path": tmp / "nas"}, timeout=10, during=evict_during_the_call, opened=opens
+    )
+    shipper = Shipper(cfg, plugins, transport)
+    caplog.set_level("INFO", logger="livecam")
+    assert shipper.publish_next() is True
+    assert f"took {segs[0].name} from the publish in flight" in caplog.text
+    on_nas = sorted(p.name for p in (tmp / "nas").rglob("*.mp4"))
+    ledger = json.loads((cfg.spool.path / ".livecam" / "evictions.json").read_text())
+    losses = [json.loads(p.read_text()) for p in cfg.spool.path.glob("livecam-losses/*.mp4")]
+    assert not ledger["taken"]
+    if opened:  # rsync had it open: it arrived, and counts as published only
+        assert on_nas == sorted(s.name for s in segs)
+        assert shipper.state.published == 2 and ledger.get("count", 0) == 0
+        assert "EVICTED" not in caplog.text and not losses
+    else:  # not sent: evicted, once, with its log line and loss record
+        assert on_nas == [segs[1].name]
+        assert shipper.state.published == 1 and ledger["count"] == 1
+        assert caplog.text.count(f"EVICTED {segs[0].name} from spool") == 1
+        assert [r["sequences"] for r in losses if r["kind"] == "evicted"] == [[1]]
+    assert not any(s.path.exists() for s in segs)
+
+
+def test_a_segment_taken_from_a_call_that_never_reported_counts_as_evicted(setup):
+    cfg, plugins, _tmp = setup
+    gone, kept = put(cfg.spool.path, 1), put(cfg.spool.path, 2)
+    shipper = Shipper(cfg, plugins)
+    # A crash after eviction took both from a call and deleted one.
+    shipper.evictor.ledger.note_taken(gone, shipper.spool, "max_bytes", gone.size)
+    shipper.evictor.ledger.note_taken(kept, shipper.spool, "max_bytes", kept.size)
+    gone.path.unlink()
+    again = Shipper(cfg, plugins)
+    again.evictor.finish_interrupted(again.spool)
+    ledger = json.loads((cfg.spool.path / ".livecam" / "evictions.json").read_text())
+    assert ledger["count"] == 1 and ledger["last"]["segment"] == gone.name and not ledger["taken"]
+    losses = [json.loads(p.read_text()) for p in cfg.spool.path.glob("livecam-losses/*.mp4")]
+    assert [r["sequences"] for r in losses] == [[1]]
+    assert kept.path.exists()
+
+
+class OneAtATime(DirectoryTransport):
+    """Like a store transport's worker: starts items one by one; ``during`` runs
+    while the first is being written and the rest wait."""
+
+    batch_size = 4
+
+    def __init__(self, *args, during, **kw):
+        super().__init__(*args, **kw)
+        self.during = during
+
+    def publish_batch(self, items):
+        for n, item in enumerate(items):
+            if not item.hold.start():
+                continue
+            if n == 0:
+                self.during()
+            yield item, self.publish(item.local, item.remote, size=item.size, digest=item.digest)
+
+
+def test_eviction_withdraws_a_queued_segment_from_a_batch(setup, caplog):
+    cfg, plugins, tmp = setup
+    segs = [put(cfg.spool.path, i) for i in range(1, 3)]
+    shipper: Shipper | None = None
+
+    def evict_while_the_first_is_written():
+        assert shipper is not None
+        assert shipper.evictor.evict(shipper.spool, 100_000, "max_bytes")
+        # The one being written is skipped; the queued one is evicted at once.
+        assert segs[0].path.exists() and not segs[1].path.exists()
+        assert caplog.text.count(f"EVICTED {segs[1].name} from spool") == 1
+
+    transport = OneAtATime(
+        {"path": tmp / "nas"}, timeout=10, during=evict_while_the_first_is_written
+    )
+    shipper = Shipper(cfg, plugins, transport)
+    assert shipper.publish_next() is True
+    assert [p.name for p in (tmp / "nas").rglob("*.mp4")] == [segs[0].name]
+    assert shipper.state.published == 1 and shipper.state.last_error is None
+    ledger = json.loads((cfg.spool.path / ".livecam" / "evictions.json").read_text())
+    assert ledger["count"] == 1 and ledger["last"]["segment"] == segs[1].name
