@@ -269,6 +269,18 @@ def bench_export(args: argparse.Namespace, work: Path) -> dict:
                 results[f"{key}_{name}_seconds"] = [round(best, 3), round(median, 3)]
                 results[f"{key}_{name}_vs_cat"] = [round(cat_best / best, 2),
                                                    round(cat_median / median, 2)]  # fmt: skip
+    if len(spans) >= 2:
+        # Throughput: what the longer span adds over the shorter one, so a command's
+        # fixed start (Python, imports) cancels out: cat's added time over the export's.
+        short, long = f"{min(spans)}min", f"{max(spans)}min"
+        for cache in ("warm", "cold"):
+            for name in ("export_wheel", "export_in_process"):
+                added = [
+                    results[f"{long}_{cache}_{what}_seconds"][0]
+                    - results[f"{short}_{cache}_{what}_seconds"][0]
+                    for what in ("cat", name)
+                ]
+                results[f"throughput_{cache}_{name}_vs_cat"] = round(added[0] / added[1], 2)
     # The fixed cost of a command: a bare Python, and one importing the export's modules.
     python = str(Path(scripts["wheel"]).parent / "python")
     for name, code in (
