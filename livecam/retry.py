@@ -15,7 +15,8 @@ per wait, never hammered; permanent waits are never cut short.
 
 After such a return the node's first success (one segment: a call after a
 failure carries one) is followed by a hold: its next attempt starts no sooner
-than ``RETURN_HOLD`` seconds after the NAS answered again. A whole fleet comes
+than ``RETURN_HOLD`` seconds (at most as long as the probes saw the NAS down)
+after the NAS answered again. A whole fleet comes
 back at once; without the hold the nodes back first start their big catch-up
 calls and take the link from the nodes still sending their first segment
 (measured: the last first segment 40 s after the NAS's return at 30 nodes).
@@ -75,6 +76,7 @@ class RetryPolicy:
         self.stopping = stopping
         self.probe = probe
         self.hold = hold
+        self._down: float | None = None  # when a probe first found the NAS unreachable
         self._returned: float | None = None  # when the NAS answered again (monotonic)
         self._jitter = wait_random_exponential(multiplier=initial, max=maximum)
         self._probing = False  # the wait to come follows a transient failure
@@ -106,10 +108,12 @@ class RetryPolicy:
         if self._seen_down:  # back, though the backoff (not the probe) ended the wait
             self._returned = time.monotonic()
         self._seen_down = False
-        if self._returned is not None:
-            # Back after an outage: leave the link to the other nodes' first segments.
-            left = self._returned + self.hold - time.monotonic()
-            self._returned = None
+        if self._returned is not None and self._down is not None:
+            # Back after an outage: leave the link to the other nodes' first segments,
+            # never longer than the outage (a short one left little to catch up).
+            hold = min(self.hold, self._returned - self._down)
+            left = self._returned + hold - time.monotonic()
+            self._down = self._returned = None
             if left > 0:
                 log.info("first publish since the NAS's return; next attempt in %.1fs", left)
                 self._sleep_plain(left)
@@ -137,6 +141,8 @@ class RetryPolicy:
                 self._sleep_plain(min(jitter, deadline - time.monotonic()))
                 return
             self._seen_down = True
+            if self._down is None:
+                self._down = started
             now = time.monotonic()
             self._sleep_plain(min(PROBE_EVERY - (now - started), deadline - now))
 

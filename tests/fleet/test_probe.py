@@ -93,16 +93,25 @@ def test_answering_again_ends_one_wait_only():
 
 def test_after_a_return_the_next_attempt_waits_out_the_hold(caplog):
     caplog.set_level("INFO", logger="livecam.shipper")
-    hold = RETURN_JITTER + 2  # longer than the jitter alone could make it
-    probe = Script(False, True)
+    hold = RETURN_JITTER + 1  # longer than the jitter alone could make it
+    probe = Script(False, False, True)  # down for 2 probe intervals: longer than the hold
     p = policy(probe, backoff=600, hold=hold)
     assert p.call(failing(1, TransientError("down"))) == "published"
-    assert probe.calls == 2  # down, back: the wait ended at the NAS's answer
+    assert probe.calls == 3  # down, down, back: the wait ended at the NAS's answer
     # The success came back to the caller only once the hold since that answer was over.
     assert time.monotonic() - probe.times[-1] >= hold
     assert p.call(lambda: "again") == "again"  # no outage since: no hold
     held = [r for r in caplog.messages if "first publish since the NAS's return" in r]
     assert len(held) == 1, caplog.messages
+
+
+def test_the_hold_is_no_longer_than_the_outage():
+    probe = Script(False, True)  # down for one probe interval only
+    p = policy(probe, backoff=600, hold=60)
+    assert p.call(failing(1, TransientError("blip"))) == "published"
+    assert probe.calls == 2
+    # Held at most as long as the probes saw the NAS down (a hang guard beyond that).
+    assert time.monotonic() - probe.times[-1] < PROBE_EVERY + 30
 
 
 def test_no_hold_when_the_nas_never_went_away(caplog):
