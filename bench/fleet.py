@@ -2,7 +2,8 @@
 
     flock /tmp/lc-lock-fleet .venv/bin/python bench/fleet.py --nodes 30 [--outage 100]
         [--cameras 2] [--segments 20] [--segment-mb 2] [--mbit 100]
-        [--max-startups role|default] [--report FILE]
+        [--max-startups role|default] [--no-plain] [--first-only] [--report FILE]
+    flock /tmp/lc-lock-fleet .venv/bin/python bench/fleet.py --nodes 10 --probe-cost 2
 
 One NAS sshd runs in a network namespace behind a veth pair shaped with tc tbf
 (``--mbit``), with one account whose authorized_keys confine each node's key to
@@ -21,7 +22,13 @@ min/median/max, first arrival on the NAS per node (min/median/max), sshd
 drops (its log's "MaxStartups"/"drop connection" lines), failed publishes
 (the shippers' own counts), CPU seconds (the shipper and the rsync/ssh
 children it waited for) and peak RSS per node. Checks every segment arrived
-once, intact, with no temp left. Needs root.
+once, intact, with no temp left. Also where each node's first seconds went
+(``phases_s``, from the shippers' logs: probe answered, ssh connection started
+and up, first segment published) and how many segments were on the NAS when the
+last node's first one arrived. ``--probe-cost MINUTES`` measures instead what
+reaches the NAS per node per minute while it is unreachable (iptables counters
+in its namespace): MINUTES with the link down, then MINUTES with sshd stopped.
+Needs root.
 """
 
 from __future__ import annotations
