@@ -2,7 +2,8 @@
 
     flock /tmp/lc-lock-fleet .venv/bin/python bench/fleet.py --nodes 30 [--outage 100]
         [--cameras 2] [--segments 20] [--segment-mb 2] [--mbit 100]
-        [--max-startups role|default] [--report FILE]
+        [--max-startups role|default] [--no-plain] [--first-only] [--report FILE]
+    flock /tmp/lc-lock-fleet .venv/bin/python bench/fleet.py --nodes 10 --probe-cost 2
 
 One NAS sshd runs in a network namespace behind a veth pair shaped with tc tbf
 (``--mbit``), with one account whose authorized_keys confine each node's key to
@@ -21,7 +22,13 @@ min/median/max, first arrival on the NAS per node (min/median/max), sshd
 drops (its log's "MaxStartups"/"drop connection" lines), failed publishes
 (the shippers' own counts), CPU seconds (the shipper and the rsync/ssh
 children it waited for) and peak RSS per node. Checks every segment arrived
-once, intact, with no temp left. Needs root.
+once, intact, with no temp left. Also where each node's first seconds went
+(``phases_s``, from the shippers' logs: probe answered, ssh connection started
+and up, first segment published) and how many segments were on the NAS when the
+last node's first one arrived. ``--probe-cost MINUTES`` measures instead what
+reaches the NAS per node per minute while it is unreachable (iptables counters
+in its namespace): MINUTES with the link down, then MINUTES with sshd stopped.
+Needs root.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -57,6 +65,8 @@ USER = "lcfleet-b"
 MiB = 1024 * 1024
 RETRY_DEFAULTS = {"initial": "1s", "max": "60s"}
 FAILED = re.compile(r"publish failed \((?:transient|PERMANENT)\): (.*?)(?:; retry \d+ in|$)", re.M)
+LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \w+ [\w.]+\[\d+\]: (.*)$", re.M)
+UP = re.compile(r"ssh connection to \S+ up in ([\d.]+)s")
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -76,6 +86,89 @@ def usage(pid: int) -> tuple[float, int]:
         if line.startswith("VmHWM:"):
             hwm = int(line.split()[1])
     return ticks / os.sysconf("SC_CLK_TCK"), hwm
+
+
+def phases(log: str, t_ref: float) -> dict[str, float | None]:
+    """Where one node's first seconds after ``t_ref`` went, from its own log:
+    its probe's first answer, its ssh connection started and up, its first
+    segment published; the failed attempts before that; its first call's size."""
+    events = [
+        (datetime.strptime(t, "%Y-%m-%d %H:%M:%S,%f").timestamp() - t_ref, msg)
+        for t, msg in LINE.findall(log)
+    ]
+    events = [(t, m) for t, m in events if t >= 0]
+
+    def first(prefix: str) -> float | None:
+        return next((t for t, m in events if m.startswith(prefix)), None)
+
+    published = first("published ")
+    up = next(((t, float(m.group(1))) for t, msg in events if (m := UP.match(msg))), None)
+    before = [m for t, m in events if published is None or t < published]
+    return {
+        "probe_answered": first("the NAS answers again"),
+        "connect_started": up[0] - up[1] if up else None,
+        "connected": up[0] if up else None,
+        "first_published": published,
+        "failed_before": sum(1 for m in before if m.startswith("publish failed")),
+        "first_call_segments": sum(
+            1 for t, m in events if m.startswith("published ") and t - (published or 0) < 0.3
+        ),
+    }
+
+
+def phase_spreads(per_node: list[dict[str, float | None]]) -> dict[str, object]:
+    """Each phase's min/median/max over the nodes (and how many nodes lack it)."""
+    out: dict[str, object] = {}
+    for key in per_node[0]:
+        values = [float(p[key]) for p in per_node if p[key] is not None]
+        out[key] = spread(values) if values else None
+        if len(values) < len(per_node):
+            out[key + "_missing"] = len(per_node) - len(values)
+    return out
+
+
+class NasCounters:
+    """iptables counters in the NAS's namespace: packets, and SYNs to sshd's port."""
+
+    def __init__(self, netns: servers.NetNs, port: int):
+        self.netns = netns
+        self.ns("iptables", "-w", "-I", "INPUT", "1")  # every packet in
+        self.ns("iptables", "-w", "-I", "INPUT", "1", "-p", "tcp", "--syn", "--dport", str(port))
+
+    def ns(self, *argv: str) -> str:
+        done = subprocess.run(["ip", "netns", "exec", self.netns.name, *argv],
+                              check=True, capture_output=True, text=True)  # fmt: skip
+        return done.stdout
+
+    def read(self) -> tuple[int, int]:
+        """(SYNs to the port, packets) since the rules were made."""
+        rows = self.ns("iptables", "-w", "-L", "INPUT", "-v", "-x", "-n").splitlines()[2:4]
+        syns, packets = (int(r.split()[0]) for r in rows)
+        return syns, packets
+
+
+def probe_cost(nas: FleetNas, netns: servers.NetNs, nodes: dict[str, Node],
+               minutes: int) -> dict:  # fmt: skip
+    """Packets and SYNs reaching the NAS per node per minute while it is unreachable:
+    first with the link down, then with the link up and sshd stopped (SYNs refused)."""
+    counters = NasCounters(netns, nas.port)
+    result: dict[str, list[dict[str, float]]] = {"link_down": [], "sshd_stopped": []}
+    netns.link(up=False)
+    for node in nodes.values():
+        node.start("ship")
+    for kind in result:
+        if kind == "sshd_stopped":
+            nas.stop()
+            netns.link(up=True)
+        for _ in range(minutes):
+            before = counters.read()
+            time.sleep(60)
+            after = counters.read()
+            result[kind].append({
+                "syns": round((after[0] - before[0]) / len(nodes), 1),
+                "packets": round((after[1] - before[1]) / len(nodes), 1),
+            })  # fmt: skip
+    return {"per_node_per_minute": result, "note": "minute 1 of link_down includes the start"}
 
 
 def plain_rsync(nas: FleetNas, first: str, nodes: dict[str, Node]) -> float:
@@ -119,7 +212,9 @@ def run(args: argparse.Namespace) -> dict:
             nodes[name] = node
             made[name] = backlog(node.spool, args.cameras, args.segments, size)
         total = sum(len(m) for m in made.values()) * size
-        plain = plain_rsync(nas, names[0], nodes)
+        if args.probe_cost:
+            return {"nodes": args.nodes, **probe_cost(nas, netns, nodes, args.probe_cost)}
+        plain = 0.0 if args.no_plain else plain_rsync(nas, names[0], nodes)
         print(f"plain rsync -a: {total / MiB:.0f} MiB in {plain:.1f} s", file=sys.stderr)
         if args.outage:
             netns.link(up=False)
@@ -132,7 +227,23 @@ def run(args: argparse.Namespace) -> dict:
                 t_ref = time.time()
                 netns.link(up=True)
             for name in names:
-                wait_for(lambda name=name: clock.done(name), args.timeout, f"{name} drained", 0.5)
+                if args.first_only:
+                    wait_for(lambda name=name: clock.arrived[name], 120, f"{name} arrives", 0.5)
+                else:
+                    wait_for(lambda n=name: clock.done(n), args.timeout, f"{name} drained", 0.5)
+        first = [min(clock.arrived[n].values()) - t_ref for n in names]
+        # Segments (of any node) on the NAS by the time the last node's first one was:
+        # beyond one per node, the link went to calls that competed with first ones.
+        by_last_first = sum(
+            1 for n in names for at in clock.arrived[n].values() if at - t_ref <= max(first)
+        )
+        return_figures = {
+            "first_arrival_s": spread(first),
+            "segments_on_nas_at_last_first_arrival": by_last_first,
+            "phases_s": phase_spreads([phases(nodes[n].log_text(), t_ref) for n in names]),
+        }
+        if args.first_only:
+            return {"nodes": args.nodes, "outage_s": args.outage, **return_figures}
         cpu, rss = {}, {}
         for name, proc in procs.items():
             cpu[name], rss[name] = usage(proc.pid)
@@ -147,7 +258,6 @@ def run(args: argparse.Namespace) -> dict:
         for name in names:
             check_arrived(nas, name, made[name])
         done = [max(clock.freed[n].values()) - t_ref for n in names]
-        first = [min(clock.arrived[n].values()) - t_ref for n in names]
         first_freed = [min(clock.freed[n].values()) - t_ref for n in names]
         # How long each segment's spool copy outlived its arrival on the NAS.
         kept = [
@@ -165,10 +275,10 @@ def run(args: argparse.Namespace) -> dict:
             "bytes": total,
             "plain_rsync_s": round(plain, 1),
             "fleet_s": round(max(done), 1),
-            "fraction_of_plain": round(plain / max(done), 3),
+            "fraction_of_plain": round(plain / max(done), 3) if plain else None,
             "completion_s": spread(done),
             "slowest_over_median": round(max(done) / statistics.median(done), 2),
-            "first_arrival_s": spread(first),
+            **return_figures,
             "first_freed_s": spread(first_freed),
             "spool_copy_kept_after_arrival_s": {
                 "median": round(statistics.median(kept), 1),
@@ -200,6 +310,17 @@ def main() -> int:
     ap.add_argument("--outage", type=float, default=0.0, help="seconds the link is down first")
     ap.add_argument("--max-startups", choices=("role", "default"), default="role")
     ap.add_argument("--timeout", type=float, default=1800.0, help="per node, seconds")
+    ap.add_argument("--no-plain", action="store_true", help="skip the plain rsync run")
+    ap.add_argument("--first-only", action="store_true",
+                    help="stop once every node's first segment arrived")  # fmt: skip
+    ap.add_argument(
+        "--probe-cost",
+        type=int,
+        default=0,
+        metavar="MINUTES",
+        help="only measure what reaches the NAS per node per minute while it is "
+        "unreachable: MINUTES with the link down, then MINUTES with sshd stopped",
+    )
     ap.add_argument("--report", type=Path, help="write the JSON here too")
     args = ap.parse_args()
     result = run(args)

@@ -37,6 +37,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,6 +191,30 @@ class Transport:
                 return True
         except OSError:
             return False
+
+
+def answers(host: str, port: int, timeout: float, *, hello: bytes, expect: bytes) -> bool:
+    """Whether the server at ``host``:``port`` answers ``hello`` with ``expect``
+    (within its first 1 KiB) in ``timeout`` seconds; then hangs up.
+
+    The reachability probes of the transports whose protocol has a cheap first
+    exchange (sshd's greeting, an SMB2 NEGOTIATE). A bare TCP connect is not
+    enough: a firewall or proxy on the way may accept connections for a host
+    that is down."""
+    deadline = time.monotonic() + timeout
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(hello)
+            seen = b""
+            while expect not in seen and len(seen) < 1024:
+                sock.settimeout(max(0.05, deadline - time.monotonic()))
+                chunk = sock.recv(256)
+                if not chunk:
+                    return False
+                seen += chunk
+            return expect in seen
+    except OSError:
+        return False
 
 
 def run_command(

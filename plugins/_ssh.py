@@ -10,14 +10,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import socket
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from livecam import options as o
 from livecam.options import ConfigError, Option
+from livecam.transport import answers
 
 KEEPALIVE = 5  # seconds between SSH keepalives; 3 unanswered = the link is dead
 CONNECT_TIMEOUT = 10  # seconds to connect and log in
@@ -81,19 +80,5 @@ def ssh_answers(host: str, port: int, timeout: float) -> bool:
     """Whether an SSH server greets at ``host``:``port`` within ``timeout`` seconds.
 
     Reads the server's identification line (``SSH-...``, sent before anything
-    else) and hangs up: no key exchange, no login. A bare TCP connect is not
-    enough: a firewall or proxy on the way may accept connections for a host
-    that is down."""
-    deadline = time.monotonic() + timeout
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            seen = b""
-            while b"SSH-" not in seen and len(seen) < 1024:
-                sock.settimeout(max(0.05, deadline - time.monotonic()))
-                chunk = sock.recv(256)
-                if not chunk:
-                    return False
-                seen += chunk
-            return b"SSH-" in seen
-    except OSError:
-        return False
+    else) and hangs up: no key exchange, no login (``livecam.transport.answers``)."""
+    return answers(host, port, timeout, hello=b"", expect=b"SSH-")

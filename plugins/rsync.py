@@ -339,7 +339,9 @@ class RsyncTransport(Transport):
                     f"ssh to {self.opts['host']}:{self.opts['port']}: "
                     f"no SSH greeting within {GREETING_TIMEOUT:g}s (NAS down or unreachable)"
                 )
+            t0 = time.monotonic()
             self._start_master()
+            log.info("ssh connection to %s up in %.1fs", self.opts["host"], time.monotonic() - t0)
         # The whole-call bound: n segments get n times the per-segment timeout, so a
         # link slow enough for single segments is never too slow for a batch.
         # A stall is caught long before by rsync's --timeout and the keepalives.

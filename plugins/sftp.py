@@ -34,7 +34,13 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO, ClassVar
 
-from livecam_plugins._ssh import CONNECT_TIMEOUT, KEEPALIVE, SSH_OPTIONS, check_ssh_options
+from livecam_plugins._ssh import (
+    CONNECT_TIMEOUT,
+    KEEPALIVE,
+    SSH_OPTIONS,
+    check_ssh_options,
+    ssh_answers,
+)
 
 from livecam import hookimpl
 from livecam.options import ConfigError
@@ -301,6 +307,10 @@ class SftpTransport(StoreTransport):
         if problems := paramiko_problems():
             raise ConfigError(f"{key}.plugin: {problems}")
         check_ssh_options(opts, key)
+
+    def reachable(self, timeout: float) -> bool:
+        """Whether the NAS's sshd greets (its banner; no login): see Transport.reachable."""
+        return ssh_answers(self.opts["host"], self.opts["port"], timeout)
 
     def describe(self) -> str:
         o_ = self.opts

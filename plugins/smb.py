@@ -40,6 +40,7 @@ import functools
 import importlib
 import secrets
 import stat
+import struct
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -51,7 +52,7 @@ from livecam import options as o
 from livecam.options import ConfigError, Option
 from livecam.publish import Directories, TempFile, TempRenameStore, read_digest
 from livecam.store_transport import BATCH_OPTIONS, WINDOW, StoreTransport, Window
-from livecam.transport import Item, PermanentError, PublishError, TransientError
+from livecam.transport import Item, PermanentError, PublishError, TransientError, answers
 
 CONNECT_TIMEOUT = 10
 REQUEST = 1 << 18  # bytes per write request at most (4 credits); the window bounds how many
@@ -71,6 +72,13 @@ PERMANENT_STATUS = {
     0xC00000CC: "no such share",  # STATUS_BAD_NETWORK_NAME
 }
 
+# The probe's question: an SMB2 NEGOTIATE (dialects 2.0.2 to 3.0.2, no login), after
+# the 4-byte direct-TCP length. A server answers with an SMB2 header (\xfeSMB).
+_HEADER = b"\xfeSMB" + struct.pack("<HHIHHIIQIIQ16s", 64, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, b"")
+_DIALECTS = (0x0202, 0x0210, 0x0300, 0x0302)
+_BODY = struct.pack("<HHHHI16sQ", 36, len(_DIALECTS), 1, 0, 0, b"livecam-probe", 0)
+_BODY += struct.pack(f"<{len(_DIALECTS)}H", *_DIALECTS)
+NEGOTIATE = struct.pack(">I", len(_HEADER) + len(_BODY)) + _HEADER + _BODY
 
 ACCESS_DENIED = 0xC0000022  # STATUS_ACCESS_DENIED: smbprotocol gives it no errno
 
@@ -286,6 +294,13 @@ class SmbTransport(StoreTransport):
         for name in ("server", "share", "username"):
             if not opts[name].strip():
                 raise ConfigError(f"{key}.{name}: must not be empty")
+
+    def reachable(self, timeout: float) -> bool:
+        """Whether the NAS's smbd answers an SMB2 NEGOTIATE (no login): see
+        Transport.reachable."""
+        return answers(
+            self.opts["server"], self.opts["port"], timeout, hello=NEGOTIATE, expect=b"\xfeSMB"
+        )
 
     def describe(self) -> str:
         o_ = self.opts

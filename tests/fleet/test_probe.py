@@ -26,9 +26,11 @@ class Script:
     def __init__(self, *answers: bool | None):
         self.answers = list(answers)
         self.calls = 0
+        self.times: list[float] = []
 
     def __call__(self, timeout: float) -> bool | None:
         self.calls += 1
+        self.times.append(time.monotonic())
         return self.answers[min(self.calls, len(self.answers)) - 1]
 
 
@@ -45,13 +47,14 @@ def failing(times: int, error: Exception):
     return attempt
 
 
-def policy(probe, *, backoff: float, permanent: float = 600.0) -> RetryPolicy:
+def policy(probe, *, backoff: float, permanent: float = 600.0, hold: float = 0.0) -> RetryPolicy:
     return RetryPolicy(
         initial=backoff,
         maximum=backoff,
         permanent=permanent,
         stopping=threading.Event(),
         probe=probe,
+        hold=hold,
     )
 
 
@@ -86,6 +89,38 @@ def test_answering_again_ends_one_wait_only():
         p.call(attempt)
     assert len(attempts) == 2  # the first wait ended early, the second did not
     assert probe.calls == 3  # down, back; then one probe in the second wait
+
+
+def test_after_a_return_the_next_attempt_waits_out_the_hold(caplog):
+    caplog.set_level("INFO", logger="livecam.shipper")
+    hold = RETURN_JITTER + 1  # longer than the jitter alone could make it
+    probe = Script(False, False, True)  # down for 2 probe intervals: longer than the hold
+    p = policy(probe, backoff=600, hold=hold)
+    assert p.call(failing(1, TransientError("down"))) == "published"
+    assert probe.calls == 3  # down, down, back: the wait ended at the NAS's answer
+    # The success came back to the caller only once the hold since that answer was over.
+    assert time.monotonic() - probe.times[-1] >= hold
+    assert p.call(lambda: "again") == "again"  # no outage since: no hold
+    held = [r for r in caplog.messages if "first publish since the NAS's return" in r]
+    assert len(held) == 1, caplog.messages
+
+
+def test_the_hold_is_no_longer_than_the_outage():
+    probe = Script(False, True)  # down for one probe interval only
+    p = policy(probe, backoff=600, hold=60)
+    assert p.call(failing(1, TransientError("blip"))) == "published"
+    assert probe.calls == 2
+    # Held at most as long as the probes saw the NAS down (a hang guard beyond that).
+    assert time.monotonic() - probe.times[-1] < PROBE_EVERY + 30
+
+
+def test_no_hold_when_the_nas_never_went_away(caplog):
+    caplog.set_level("INFO", logger="livecam.shipper")
+    probe = Script(True)
+    p = policy(probe, backoff=0.3, hold=600)
+    assert p.call(failing(2, TransientError("rrsync busy"))) == "published"
+    assert probe.calls == 2
+    assert not [r for r in caplog.messages if "since the NAS's return" in r]
 
 
 def test_permanent_waits_never_probe():
