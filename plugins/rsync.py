@@ -81,13 +81,14 @@ log = logging.getLogger("livecam.rsync")
 # rsync proves a call's segments only when the call ends (exit 0), so they are
 # deleted locally only then (per-file --remove-source-files is what the NAS's
 # rrsync -no-del refuses, rightly). A call is sized to last about CALL_SECONDS
-# at the rate this node measured on its previous call (the first call after
-# start or an outage carries one segment): a verified segment leaves the spool
-# within about that long even when fifty nodes share the link, while a call's
-# ~0.1-0.2 s start-up over the master connection stays a few percent (the
-# other nodes fill the link meanwhile). CALL_BYTES caps a call on a fast link
-# (whole segments; a bigger one goes alone). Eviction need not wait for a call:
-# it may take a segment in flight (``takes_started``, see _publish_call).
+# at the rate this node measured on its previous call, at most twice that call
+# (the first call after a start, an outage or a pause carries one segment): a
+# verified segment leaves the spool within about that long even when fifty
+# nodes share the link, while a call's ~0.1-0.2 s start-up over the master
+# connection stays a few percent (the other nodes fill the link meanwhile).
+# CALL_BYTES caps a call on a fast link (whole segments; a bigger one goes
+# alone). Eviction need not wait for a call: it may take a segment in flight
+# (``takes_started``, see _publish_call).
 CALL_SECONDS = 3.0
 GREETING_TIMEOUT = 3.0  # seconds for sshd's identification line before a new connection
 CALL_BYTES = 128 * 1024 * 1024
@@ -169,6 +170,8 @@ class RsyncTransport(Transport):
         # socket can use the login. Short, for the 108-byte socket path limit.
         self._control_dir: Path | None = None
         self._rate: float | None = None  # bytes/s of the last call that sent data
+        self._last_bytes = 0  # what that call sent
+        self._ended = 0.0  # when it ended (monotonic)
 
     def _private_dir(self) -> Path:
         """This transport's 0700 directory (control socket, staging), made on first use."""
@@ -297,11 +300,17 @@ class RsyncTransport(Transport):
         return sent
 
     def batch_limit(self) -> int:
-        """Bytes of the next rsync call: CALL_SECONDS at the last measured rate, one
-        segment when there is no rate (at start, after a failure), CALL_BYTES at most."""
-        if self._rate is None:
+        """Bytes of the next rsync call: CALL_SECONDS at the last measured rate, but
+        at most twice what the last call sent, and CALL_BYTES at most; one segment
+        when there is no rate (at start, after a failure) or the rate is older than a
+        call (a pause, such as the hold after a return: others may share the link now).
+
+        Why the doubling cap: a rate measured while this node had the link to itself
+        says nothing once the fleet is back on it. A call sized from it can last 30
+        times longer and keep its segments from leaving the spool all that time."""
+        if self._rate is None or time.monotonic() - self._ended > CALL_SECONDS:
             return 0
-        return min(CALL_BYTES, int(self._rate * CALL_SECONDS))
+        return min(CALL_BYTES, int(self._rate * CALL_SECONDS), 2 * self._last_bytes)
 
     def publish_batch(self, items: Sequence[Item]) -> Iterator[tuple[Item, bool]]:
         """Publish ``items`` in rsync calls of up to CALL_BYTES each (see the module doc;
@@ -372,7 +381,9 @@ class RsyncTransport(Transport):
             if code == 0:
                 sent_bytes = sum(staged[p].size for p in sent)
                 if sent_bytes:
-                    self._rate = sent_bytes / max(0.01, time.monotonic() - t0)
+                    self._ended = time.monotonic()
+                    self._rate = sent_bytes / max(0.01, self._ended - t0)
+                    self._last_bytes = sent_bytes
                 # rsync exits 0 only after every file was verified and renamed.
                 for path in sorted(sent):
                     yield staged[path], True

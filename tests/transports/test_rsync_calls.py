@@ -5,6 +5,7 @@ one call's outcome (rsync section, "How it works under rrsync -wo", and Errors).
   ones stay;
 - the whole-call limit is ``timeout`` times the segments in it, so a batch slower
   than one segment's ``timeout`` still goes through;
+- a call is sized from the last one, at most twice it, and starts small after a pause;
 - "rrsync refused" the request: a permanent error, nothing written;
 - the ssh control directory is private (0700), and a dead shipper's is removed
   only when no master answers its socket.
@@ -65,6 +66,20 @@ def test_a_batch_slower_than_one_segments_timeout_still_goes(nas, tmp_path):
     got = nas.segments()
     for item in items:
         assert sha256(got[item.local.name]) == sha256(item.local)
+
+
+@RSYNC
+def test_a_call_is_sized_from_the_last_and_starts_small_after_a_pause(nas, tmp_path):
+    """``batch_limit``: one segment (0) before any call; after one, at most twice what
+    it sent, however fast the link looked (loopback allows far more in 3 s); one
+    segment again once the rate is older than a call (the hold after a return)."""
+    t = nas.transport()
+    assert t.batch_limit() == 0
+    items = backlog(tmp_path, 2, size=200_000)
+    assert len(list(t.publish_batch(items))) == 2
+    assert 0 < t.batch_limit() <= 2 * 200_000 * 2
+    time.sleep(rsync.CALL_SECONDS + 0.5)
+    assert t.batch_limit() == 0
 
 
 @RSYNC
