@@ -7,7 +7,7 @@
 Real sshd (rrsync -wo account, chrooted SFTP account) and smbd run in a network
 namespace behind a veth pair shaped with tc tbf. For each link, each transport
 drains a backlog of segment-sized random files the way the shipper does (in
-batches of the transport's ``batch_size``, digests read only when needed,
+batches of the transport's ``batch_size`` and ``batch_limit``, digests read only when needed,
 through ``publish_batch``), and its plain tool sends the same files in one go
 over the same link: ``rsync -a``, OpenSSH ``sftp`` with ``put``, ``smbclient``
 with ``mput`` (SMB3 encrypted, as livecam). The link's own figure comes first:
@@ -207,15 +207,21 @@ class Bench:
         t = self.transport(kind, host, port)
         calls = 0
         t0 = time.monotonic()
-        for i in range(0, len(files), t.batch_size):
-            batch = [
+        i = 0
+        while i < len(files):
+            # As the publisher batches: batch_size segments, batch_limit bytes, at least one.
+            limit = t.batch_limit()
+            batch: list[Item] = []
+            for f in files[i : i + t.batch_size]:
+                size = f.stat().st_size
+                if batch and limit is not None and sum(b.size for b in batch) + size > limit:
+                    break
                 # The digest is read only when needed, as the shipper does.
-                Item(f, f"lab/node01/cam0/{f.name}", f.stat().st_size)
-                for f in files[i : i + t.batch_size]
-            ]
+                batch.append(Item(f, f"lab/node01/cam0/{f.name}", size))
             done = list(t.publish_batch(batch))
             assert len(done) == len(batch), (kind, len(done), len(batch))
             calls += 1
+            i += len(batch)
         total = time.monotonic() - t0
         t.close()
         return total, calls

@@ -80,16 +80,23 @@ log = logging.getLogger("livecam.rsync")
 
 # rsync proves a call's segments only when the call ends (exit 0), so they are
 # deleted locally only then (per-file --remove-source-files is what the NAS's
-# rrsync -no-del refuses, rightly). A call is sized to last about CALL_SECONDS
-# at the rate this node measured on its previous call, at most twice that call
-# (the first call after a start, an outage or a pause carries one segment): a
-# verified segment leaves the spool within about that long even when fifty
-# nodes share the link, while a call's ~0.1-0.2 s start-up over the master
-# connection stays a few percent (the other nodes fill the link meanwhile).
-# CALL_BYTES caps a call on a fast link (whole segments; a bigger one goes
-# alone). Eviction need not wait for a call: it may take a segment in flight
-# (``takes_started``, see _publish_call).
+# rrsync -no-del refuses, rightly). A call is sized to last a few seconds at the
+# rate this node measured on its previous call: a verified segment leaves the
+# spool within about that long even when fifty nodes share the link. How many
+# seconds: a call's fixed cost over the master connection (rrsync's start and
+# about ten round trips) must stay a few percent, so a call lasts CALL_RTTS
+# times the NAS's greeting time (about one round trip, measured at each new
+# connection), between CALL_SECONDS and CALL_MAX_SECONDS: 3 s on a LAN, 8 s at
+# 40 ms RTT. The first call after a start, an outage or a pause carries one
+# segment, and a call that took under MEASURED seconds (too short to tell what
+# the link gives this node when others share it) is followed by one at most
+# twice as big. CALL_BYTES caps a call on a fast link (whole segments; a bigger
+# one goes alone). Eviction need not wait for a call: it may take a segment in
+# flight (``takes_started``, see _publish_call).
 CALL_SECONDS = 3.0
+CALL_MAX_SECONDS = 10.0
+CALL_RTTS = 200
+MEASURED = 1.0
 GREETING_TIMEOUT = 3.0  # seconds for sshd's identification line before a new connection
 CALL_BYTES = 128 * 1024 * 1024
 PARTIAL = (23, 24)  # rsync: some files were not transferred / vanished; the rest may be there
@@ -171,7 +178,9 @@ class RsyncTransport(Transport):
         self._control_dir: Path | None = None
         self._rate: float | None = None  # bytes/s of the last call that sent data
         self._last_bytes = 0  # what that call sent
+        self._last_seconds = 0.0  # how long it took
         self._ended = 0.0  # when it ended (monotonic)
+        self._call_seconds = CALL_SECONDS  # from the greeting time (module doc)
 
     def _private_dir(self) -> Path:
         """This transport's 0700 directory (control socket, staging), made on first use."""
@@ -300,17 +309,22 @@ class RsyncTransport(Transport):
         return sent
 
     def batch_limit(self) -> int:
-        """Bytes of the next rsync call: CALL_SECONDS at the last measured rate, but
-        at most twice what the last call sent, and CALL_BYTES at most; one segment
-        when there is no rate (at start, after a failure) or the rate is older than a
-        call (a pause, such as the hold after a return: others may share the link now).
+        """Bytes of the next rsync call: a call's seconds (module doc) at the last
+        measured rate, CALL_BYTES at most; at most twice the last call when that one
+        took under MEASURED seconds; one segment when there is no rate (at start,
+        after a failure) or it is older than a call (a pause, such as the hold after
+        a return: others may share the link now).
 
-        Why the doubling cap: a rate measured while this node had the link to itself
-        says nothing once the fleet is back on it. A call sized from it can last 30
-        times longer and keep its segments from leaving the spool all that time."""
-        if self._rate is None or time.monotonic() - self._ended > CALL_SECONDS:
+        Why: a rate measured in a fraction of a second, while this node had the link
+        to itself, says nothing once the fleet is back on it. A call sized from it
+        can last 30 times longer and keep its segments in the spool all that time."""
+        seconds = self._call_seconds
+        if self._rate is None or time.monotonic() - self._ended > seconds:
             return 0
-        return min(CALL_BYTES, int(self._rate * CALL_SECONDS), 2 * self._last_bytes)
+        limit = int(self._rate * seconds)
+        if self._last_seconds < MEASURED:
+            limit = min(limit, 2 * self._last_bytes)
+        return min(CALL_BYTES, limit)
 
     def publish_batch(self, items: Sequence[Item]) -> Iterator[tuple[Item, bool]]:
         """Publish ``items`` in rsync calls of up to CALL_BYTES each (see the module doc;
@@ -343,11 +357,14 @@ class RsyncTransport(Transport):
         if not self._master_alive():
             # A greeting first (cheap, bounded): ssh against a NAS that is down can
             # sit out its whole ConnectTimeout, and a node would miss its return.
+            t0 = time.monotonic()
             if not self.reachable(GREETING_TIMEOUT):
                 raise TransientError(
                     f"ssh to {self.opts['host']}:{self.opts['port']}: "
                     f"no SSH greeting within {GREETING_TIMEOUT:g}s (NAS down or unreachable)"
                 )
+            greeting = time.monotonic() - t0
+            self._call_seconds = min(CALL_MAX_SECONDS, max(CALL_SECONDS, CALL_RTTS * greeting))
             t0 = time.monotonic()
             self._start_master()
             log.info("ssh connection to %s up in %.1fs", self.opts["host"], time.monotonic() - t0)
@@ -382,7 +399,8 @@ class RsyncTransport(Transport):
                 sent_bytes = sum(staged[p].size for p in sent)
                 if sent_bytes:
                     self._ended = time.monotonic()
-                    self._rate = sent_bytes / max(0.01, self._ended - t0)
+                    self._last_seconds = self._ended - t0
+                    self._rate = sent_bytes / max(0.01, self._last_seconds)
                     self._last_bytes = sent_bytes
                 # rsync exits 0 only after every file was verified and renamed.
                 for path in sorted(sent):

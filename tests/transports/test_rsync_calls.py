@@ -78,7 +78,8 @@ def test_a_call_is_sized_from_the_last_and_starts_small_after_a_pause(nas, tmp_p
     items = backlog(tmp_path, 2, size=200_000)
     assert len(list(t.publish_batch(items))) == 2
     assert 0 < t.batch_limit() <= 2 * 200_000 * 2
-    time.sleep(rsync.CALL_SECONDS + 0.5)
+    assert rsync.CALL_SECONDS <= t._call_seconds <= rsync.CALL_MAX_SECONDS
+    time.sleep(t._call_seconds + 0.5)
     assert t.batch_limit() == 0
 
 

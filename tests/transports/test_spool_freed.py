@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from livecam_plugins import rsync
 
 from livecam.losses import LOSS_CAMERA
 from livecam.segment import Segment, segment_name
@@ -32,7 +33,9 @@ from tests.transports.conftest import Nas, backlog
 
 pytestmark = pytest.mark.slow
 
-GUARD = 8.0  # s a local copy may outlive its arrival on the NAS: a hang guard ("a few seconds")
+# s a local copy may outlive its arrival on the NAS: a hang guard ("a few seconds"):
+# an rsync call's longest, and a margin.
+GUARD = rsync.CALL_MAX_SECONDS + 2
 SIZE = 200_000
 CAM = "cam0"
 TOOK = re.compile(r"took (\S+) from the publish in flight")
