@@ -87,16 +87,18 @@ log = logging.getLogger("livecam.rsync")
 # about ten round trips) must stay a few percent, so a call lasts CALL_RTTS
 # times the NAS's greeting time (about one round trip, measured at each new
 # connection), between CALL_SECONDS and CALL_MAX_SECONDS: 3 s on a LAN, 8 s at
-# 40 ms RTT. The first call after a start, an outage or a pause carries one
-# segment, and a call that took under MEASURED seconds (too short to tell what
-# the link gives this node when others share it) is followed by one at most
-# twice as big. CALL_BYTES caps a call on a fast link (whole segments; a bigger
-# one goes alone). Eviction need not wait for a call: it may take a segment in
-# flight (``takes_started``, see _publish_call).
+# 40 ms RTT. The first call after a start, an outage or a pause of PAUSE
+# seconds (such as the hold after a return) carries one segment, and a call that
+# took under MEASURED seconds (too short to tell what the link gives this node
+# when others share it) is followed by one at most twice as big. CALL_BYTES
+# caps a call on a fast link (whole segments; a bigger one goes alone).
+# Eviction need not wait for a call: it may take a segment in flight
+# (``takes_started``, see _publish_call).
 CALL_SECONDS = 3.0
 CALL_MAX_SECONDS = 10.0
 CALL_RTTS = 200
 MEASURED = 1.0
+PAUSE = 2.0  # s between calls: a drain's calls follow each other at once
 GREETING_TIMEOUT = 3.0  # seconds for sshd's identification line before a new connection
 CALL_BYTES = 128 * 1024 * 1024
 PARTIAL = (23, 24)  # rsync: some files were not transferred / vanished; the rest may be there
@@ -312,14 +314,14 @@ class RsyncTransport(Transport):
         """Bytes of the next rsync call: a call's seconds (module doc) at the last
         measured rate, CALL_BYTES at most; at most twice the last call when that one
         took under MEASURED seconds; one segment when there is no rate (at start,
-        after a failure) or it is older than a call (a pause, such as the hold after
-        a return: others may share the link now).
+        after a failure) or after a pause of PAUSE seconds (such as the hold after a
+        return: others may share the link now).
 
         Why: a rate measured in a fraction of a second, while this node had the link
         to itself, says nothing once the fleet is back on it. A call sized from it
         can last 30 times longer and keep its segments in the spool all that time."""
         seconds = self._call_seconds
-        if self._rate is None or time.monotonic() - self._ended > seconds:
+        if self._rate is None or time.monotonic() - self._ended > PAUSE:
             return 0
         limit = int(self._rate * seconds)
         if self._last_seconds < MEASURED:

@@ -72,14 +72,14 @@ def test_a_batch_slower_than_one_segments_timeout_still_goes(nas, tmp_path):
 def test_a_call_is_sized_from_the_last_and_starts_small_after_a_pause(nas, tmp_path):
     """``batch_limit``: one segment (0) before any call; after one, at most twice what
     it sent, however fast the link looked (loopback allows far more in 3 s); one
-    segment again once the rate is older than a call (the hold after a return)."""
+    segment again after a pause (the hold after a return)."""
     t = nas.transport()
     assert t.batch_limit() == 0
     items = backlog(tmp_path, 2, size=200_000)
     assert len(list(t.publish_batch(items))) == 2
     assert 0 < t.batch_limit() <= 2 * 200_000 * 2
     assert rsync.CALL_SECONDS <= t._call_seconds <= rsync.CALL_MAX_SECONDS
-    time.sleep(t._call_seconds + 0.5)
+    time.sleep(rsync.PAUSE + 0.5)
     assert t.batch_limit() == 0
 
 
