@@ -260,12 +260,13 @@ def run(args: argparse.Namespace) -> dict:
         done = [max(clock.freed[n].values()) - t_ref for n in names]
         first_freed = [min(clock.freed[n].values()) - t_ref for n in names]
         # How long each segment's spool copy outlived its arrival on the NAS.
-        kept = [
-            clock.freed[n][seg] - at
+        kept_at = sorted(
+            (clock.freed[n][seg] - at, n, seg, at - t_ref)
             for n in names
             for seg, at in clock.arrived[n].items()
             if seg in clock.freed[n]
-        ]
+        )
+        kept = [k[0] for k in kept_at]
         return {
             "nodes": args.nodes,
             "backlog_per_node": f"{args.cameras} cameras x {args.segments} x {args.segment_mb} MiB",
@@ -285,6 +286,11 @@ def run(args: argparse.Namespace) -> dict:
                 "p95": round(sorted(kept)[int(0.95 * (len(kept) - 1))], 1),
                 "max": round(max(kept), 1),
             },
+            # The three longest: which node and segment, and when it arrived.
+            "spool_copy_kept_longest": [
+                {"s": round(k, 1), "node": n, "segment": seg, "arrived_s": round(at, 1)}
+                for k, n, seg, at in kept_at[-3:]
+            ],
             "sshd_drops": nas.drops(),
             "failed_publishes": sum(failed.values()),
             "failed_publishes_max_node": max(failed.values()),
