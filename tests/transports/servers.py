@@ -23,6 +23,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -411,3 +412,21 @@ def remount(path: Path, options: str) -> None:
 def cleanup(base: Path) -> None:
     """Remove a server base directory (after its daemons stopped)."""
     shutil.rmtree(base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def sshd_behind_a_slow_link(
+    base: Path, name: str, subnet: str, port: int, mbit: float
+) -> Iterator[Sshd]:
+    """An ``Sshd`` (its accounts under ``base / name``) in its own namespace ``name``
+    behind a veth shaped to ``mbit``; removed with the namespace afterwards."""
+    netns = NetNs(name, subnet=subnet)
+    try:
+        (base / name).mkdir()
+        sshd = Sshd(base / name, host=netns.ns_ip, port=port, netns=netns.name)
+        sshd.start()
+        netns.shape(mbit)
+        yield sshd
+        sshd.stop()
+    finally:
+        netns.remove()

@@ -21,16 +21,9 @@ TIMEOUT = 2.0
 
 @pytest.fixture(scope="module")
 def shaped_sshd(base):
-    netns = servers.NetNs("lc-sftplim", subnet="10.77.21")
-    try:
-        (base / "lim").mkdir()
-        s = servers.Sshd(base / "lim", host=netns.ns_ip, port=2222, netns=netns.name)
-        s.start()
-        netns.shape(8)  # 8 Mbit/s: six 1 MB segments side by side take about 6 s each
-        yield s
-        s.stop()
-    finally:
-        netns.remove()
+    # 8 Mbit/s: six 1 MB segments side by side take about 6 s each.
+    with servers.sshd_behind_a_slow_link(base, "lc-sftplim", "10.77.21", 2222, 8) as sshd:
+        yield sshd
 
 
 def test_each_segment_of_a_batch_may_take_timeout_times_workers(shaped_sshd, tmp_path):

@@ -43,16 +43,9 @@ TOOK = re.compile(r"took (\S+) from the publish in flight")
 
 @pytest.fixture(scope="module")
 def slow_sshd(base):
-    netns = servers.NetNs("lc-freed", subnet="10.77.23")
-    try:
-        (base / "freed").mkdir()
-        s = servers.Sshd(base / "freed", host=netns.ns_ip, port=22, netns=netns.name)
-        s.start()
-        netns.shape(2)  # 2 Mbit/s: a segment takes about a second, a backlog many
-        yield s
-        s.stop()
-    finally:
-        netns.remove()
+    # 2 Mbit/s: a segment takes about a second, a backlog many.
+    with servers.sshd_behind_a_slow_link(base, "lc-freed", "10.77.23", 22, 2) as sshd:
+        yield sshd
 
 
 def make(folder: Path, seqs: range, start: datetime) -> dict[str, str]:
