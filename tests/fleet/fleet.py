@@ -75,20 +75,10 @@ class FleetNas(servers.Daemon):
         (keys / user).write_text("".join(lines))
         self.max_startups = max_startups or role_max_startups(len(nodes))
         self.config = self.dir / "sshd_config"
-        self.config.write_text(f"""\
-ListenAddress {self.host}
-Port {self.port}
-HostKey {self.host_key}
-PidFile none
-AuthorizedKeysFile {keys}/%u
-StrictModes no
-UsePAM no
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PermitRootLogin no
-AllowUsers {user}
-MaxStartups {self.max_startups}
-""")
+        self.config.write_text(
+            servers.sshd_config(self.host, self.port, self.host_key, keys, user)
+            + f"MaxStartups {self.max_startups}\n"
+        )
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
         pub = self.host_key.with_suffix(".pub").read_text().split()
         self.known_hosts.write_text(f"{self.host} {pub[0]} {pub[1]}\n")

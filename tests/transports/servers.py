@@ -154,6 +154,23 @@ class Daemon:
         self.proc = None
 
 
+def sshd_config(host: str, port: int, host_key: Path, keys: Path, users: str) -> str:
+    """The test sshds' common settings: keys only, from ``keys``/<user>, for ``users``."""
+    return f"""\
+ListenAddress {host}
+Port {port}
+HostKey {host_key}
+PidFile none
+AuthorizedKeysFile {keys}/%u
+StrictModes no
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin no
+AllowUsers {users}
+"""
+
+
 class Sshd(Daemon):
     """sshd with an rrsync-restricted account and a chrooted SFTP-only account."""
 
@@ -200,24 +217,16 @@ class Sshd(Daemon):
         (keys / SFTP_USER).write_text(f"restrict {pub}\n")
         self.config = self.dir / "sshd_config"
         deny = f" -P {sftp_denied}" if sftp_denied else ""
-        self.config.write_text(f"""\
-ListenAddress {host}
-Port {self.port}
-HostKey {self.host_key}
-PidFile none
-AuthorizedKeysFile {keys}/%u
-StrictModes no
-UsePAM no
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PermitRootLogin no
-AllowUsers {RSYNC_USER} {SFTP_USER}
+        self.config.write_text(
+            sshd_config(host, self.port, self.host_key, keys, f"{RSYNC_USER} {SFTP_USER}")
+            + f"""\
 Subsystem sftp internal-sftp
 Match User {SFTP_USER}
     ChrootDirectory {self.chroot}
     ForceCommand internal-sftp{deny}
     AllowTcpForwarding no
-""")
+"""
+        )
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
         self.pin_host_key()
 
