@@ -178,9 +178,9 @@ class RsyncTransport(Transport):
         # A private 0700 directory, made on first use: whoever can reach the
         # socket can use the login. Short, for the 108-byte socket path limit.
         self._control_dir: Path | None = None
-        self._rate: float | None = None  # bytes/s of the last call that sent data
-        self._last_bytes = 0  # what that call sent
-        self._last_seconds = 0.0  # how long it took
+        # What the last call sent and how long it took (0 bytes: no rate to go by).
+        self._last_bytes = 0
+        self._last_seconds = 0.0
         self._ended = 0.0  # when it ended (monotonic)
         self._call_seconds = CALL_SECONDS  # from the greeting time (module doc)
 
@@ -321,9 +321,9 @@ class RsyncTransport(Transport):
         to itself, says nothing once the fleet is back on it. A call sized from it
         can last 30 times longer and keep its segments in the spool all that time."""
         seconds = self._call_seconds
-        if self._rate is None or time.monotonic() - self._ended > PAUSE:
+        if not self._last_bytes or time.monotonic() - self._ended > PAUSE:
             return 0
-        limit = int(self._rate * seconds)
+        limit = int(self._last_bytes / max(0.01, self._last_seconds) * seconds)
         if self._last_seconds < MEASURED:
             limit = min(limit, 2 * self._last_bytes)
         return min(CALL_BYTES, limit)
@@ -379,7 +379,7 @@ class RsyncTransport(Transport):
             if not staged:
                 return refused
             t0 = time.monotonic()
-            self._rate = None  # measured anew below, or the next call starts small
+            self._last_bytes = 0  # measured anew below, or the next call starts small
             code, out, err = self._rsync(
                 "-r",
                 "--copy-links",
@@ -402,7 +402,6 @@ class RsyncTransport(Transport):
                 if sent_bytes:
                     self._ended = time.monotonic()
                     self._last_seconds = self._ended - t0
-                    self._rate = sent_bytes / max(0.01, self._last_seconds)
                     self._last_bytes = sent_bytes
                 # rsync exits 0 only after every file was verified and renamed.
                 for path in sorted(sent):
