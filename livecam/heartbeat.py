@@ -63,10 +63,12 @@ class RecorderHeartbeat(Heartbeat):
 class ShipperHeartbeat(Heartbeat):
     """A shipper progresses while both loops turn.
 
-    The housekeeper beats after each pass. The publisher marks each attempt;
-    one attempt may legitimately take up to the transport's timeout and the
-    wait before the next up to the longest retry wait, so only a publisher
-    silent for longer than ``publisher_limit`` seconds counts as hung.
+    The housekeeper beats after each pass. The publisher marks each attempt
+    and each segment it publishes (a batch of many segments on a slow link can
+    take minutes and still progress); one segment may legitimately take up to
+    the transport's timeout and the wait before the next attempt up to the
+    longest retry wait, so only a publisher silent for longer than
+    ``publisher_limit`` seconds counts as hung.
     """
 
     def __init__(self, publisher_limit: float) -> None:
@@ -75,7 +77,8 @@ class ShipperHeartbeat(Heartbeat):
         self._attempt = time.monotonic()
 
     def attempt(self) -> None:
-        """The publisher starts an attempt (or finds nothing to do)."""
+        """The publisher starts an attempt (or finds nothing to do), or published a
+        segment."""
         self._attempt = time.monotonic()
 
     def beat(self, state: Mapping[str, Any]) -> None:

@@ -78,6 +78,7 @@ class Publisher:
         claims: Claims,
         state: StateFile[ShipperState],
         stopping: threading.Event,
+        progress: Callable[[], None] = lambda: None,
     ):
         self.config = config
         self.plugins = plugins
@@ -87,6 +88,7 @@ class Publisher:
         self.claims = claims
         self.state = state
         self.stopping = stopping
+        self.progress = progress  # told of each segment published (the watchdog)
         self._conflicts: dict[str, str] = {}  # segment name -> conflict remote path
         self._undeletable: set[str] = set()  # published, but a failed spool keeps a copy
 
@@ -198,6 +200,7 @@ class Publisher:
         return False
 
     def _published(self, segment: Segment, item: Item, sent: bool, seconds: float) -> None:
+        self.progress()
         self._conflicts.pop(segment.name, None)
         # Verified on the NAS: only now may the local copies go.
         for tier in (self.buffer, self.spool):

@@ -75,6 +75,11 @@ class Shipper:
             stopping=self.stopping,
             probe=self.transport.reachable,
         )
+        # systemd: READY once the transport is built and a housekeeping pass is done;
+        # WATCHDOG while both loops turn (one segment may take the timeout plus a retry wait).
+        self.heartbeat = ShipperHeartbeat(
+            config.transport_timeout + max(config.retry_max, config.retry_permanent) + 30
+        )
         self.publisher = Publisher(
             config,
             plugins,
@@ -84,11 +89,7 @@ class Shipper:
             claims=claims,
             state=self.state_file,
             stopping=self.stopping,
-        )
-        # systemd: READY once the transport is built and a housekeeping pass is done;
-        # WATCHDOG while both loops turn (one attempt may take the timeout plus a retry wait).
-        self.heartbeat = ShipperHeartbeat(
-            config.transport_timeout + max(config.retry_max, config.retry_permanent) + 30
+            progress=self.heartbeat.attempt,
         )
         self.evictor = Evictor(
             plugins,

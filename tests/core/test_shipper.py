@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import socket
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -458,3 +461,41 @@ def test_eviction_withdraws_a_queued_segment_from_a_batch(setup, caplog):
     assert shipper.state.published == 1 and shipper.state.last_error is None
     ledger = json.loads((cfg.spool.path / ".livecam" / "evictions.json").read_text())
     assert ledger["count"] == 1 and ledger["last"]["segment"] == segs[1].name
+
+
+class SlowBatches(DirectoryTransport):
+    """The local copy in batches of 8, a segment every 0.3 s: a long batch that progresses."""
+
+    batch_size = 8
+
+    def publish(self, local, remote, *, size, digest):
+        time.sleep(0.3)
+        return super().publish(local, remote, size=size, digest=digest)
+
+
+def test_a_long_batch_that_keeps_publishing_keeps_the_watchdog_fed(setup, monkeypatch):
+    """systemd's watchdog is fed while the publisher progresses: a batch longer
+    than the publisher's limit pings on as long as its segments arrive."""
+    cfg, plugins, tmp = setup
+    systemd = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    systemd.bind(str(tmp / "notify.sock"))
+    systemd.settimeout(0.05)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp / "notify.sock"))
+    monkeypatch.setenv("WATCHDOG_USEC", "400000")  # a ping at most every 0.1 s
+    spooled = [put(cfg.spool.path, i, size=10_000) for i in range(1, 9)]
+    shipper = Shipper(cfg, plugins, SlowBatches({"path": tmp / "nas"}, timeout=10))
+    shipper.heartbeat.publisher_limit = 0.5  # a batch of 8 takes about 2.4 s
+    batch = threading.Thread(target=shipper._attempt)
+    batch.start()
+    t0 = time.monotonic()
+    late_pings = 0
+    while batch.is_alive():
+        shipper.heartbeat.beat(shipper.state_file.snapshot())
+        with contextlib.suppress(TimeoutError):
+            while True:
+                ping = b"WATCHDOG=1" in systemd.recv(4096)
+                late_pings += ping and time.monotonic() - t0 > 1.0
+        time.sleep(0.1)
+    systemd.close()
+    assert shipper.state.published == 8 and not any(s.path.exists() for s in spooled)
+    assert late_pings >= 5, late_pings  # past the limit, still fed: segments kept arriving
