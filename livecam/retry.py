@@ -14,13 +14,15 @@ against a dead NAS. A NAS that answers while publishing fails is probed once
 per wait, never hammered; permanent waits are never cut short.
 
 After such a return the node's first success (one segment: a call after a
-failure carries one) is followed by a hold: its next attempt starts no sooner
-than ``RETURN_HOLD`` seconds (at most as long as the probes saw the NAS down)
-after the NAS answered again. A whole fleet comes
-back at once; without the hold the nodes back first start their big catch-up
-calls and take the link from the nodes still sending their first segment
-(measured: the last first segment 40 s after the NAS's return at 30 nodes).
-With it, every node's first segment has the link to itself for those seconds.
+failure carries one) is followed by a hold: its next attempt starts
+``RETURN_HOLD`` seconds (at most as long as the probes saw the NAS down) after
+that success. A whole fleet comes back at once; without the hold the nodes
+back first start their big catch-up calls and take the link from the nodes
+still sending their first segment (measured: the last first segment 40 s after
+the NAS's return at 30 nodes). With it, the first segments have the link to
+themselves, and a node whose first segment was slow (the link is busy with
+everybody's) holds back later too: at 50 nodes the first segments alone are
+8.4 s of a 100 Mbit/s link.
 """
 
 from __future__ import annotations
@@ -43,8 +45,8 @@ T = TypeVar("T")
 PROBE_EVERY = 2.0  # seconds between reachability probes during a transient wait
 PROBE_TIMEOUT = 2.0  # a probe's own bound (a dead link answers nothing)
 RETURN_JITTER = 1.0  # the first attempt after the NAS answers again: 0..this seconds
-# No second attempt until this long after the NAS answered again: one 2 MiB segment
-# from each of 50 nodes is 8.4 s of a 100 Mbit/s link.
+# No second attempt until this long after the first publish since the NAS's
+# return: one 2 MiB segment from each of 50 nodes is 8.4 s of a 100 Mbit/s link.
 RETURN_HOLD = 10.0
 
 Probe = Callable[[float], "bool | None"]
@@ -112,11 +114,10 @@ class RetryPolicy:
             # Back after an outage: leave the link to the other nodes' first segments,
             # never longer than the outage (a short one left little to catch up).
             hold = min(self.hold, self._returned - self._down)
-            left = self._returned + hold - time.monotonic()
             self._down = self._returned = None
-            if left > 0:
-                log.info("first publish since the NAS's return; next attempt in %.1fs", left)
-                self._sleep_plain(left)
+            if hold > 0:
+                log.info("first publish since the NAS's return; next attempt in %.1fs", hold)
+                self._sleep_plain(hold)
         return result
 
     def _sleep(self, seconds: float) -> None:
