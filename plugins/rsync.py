@@ -22,7 +22,13 @@ that:
   ``path`` as its ``--compare-dest``.
 
 Calls are short (``CALL_SECONDS``): rsync proves a call's files only when it
-exits, and only then does the shipper delete their local copies. Eviction may
+exits, and only then does the shipper delete their local copies. A batch is
+several calls, and two of them overlap: the next starts shortly before the
+running one should end, so its start-up (rrsync's start and about ten round
+trips: 0.4 s at 40 ms RTT) runs while the other still fills the link. The
+NAS's rrsync must let a key run two calls at once (``-no-lock``, as the NAS
+role sets it up); where it refuses the second ("Another instance of rrsync"),
+the transport goes on with one call at a time and says so once. Eviction may
 still take a segment of the call in flight (``Transport.takes_started``): its
 file is deleted at once. An rsync that already opened it sends it whole (and it
 counts as published); one that had not reports it vanished, which fails nothing
@@ -42,14 +48,17 @@ import contextlib
 import logging
 import os
 import posixpath
+import queue
 import re
 import shlex
 import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -81,24 +90,35 @@ log = logging.getLogger("livecam.rsync")
 # rsync proves a call's segments only when the call ends (exit 0), so they are
 # deleted locally only then (per-file --remove-source-files is what the NAS's
 # rrsync -no-del refuses, rightly). A call is sized to last a few seconds at the
-# rate this node measured on its previous call: a verified segment leaves the
+# rate this node measured on its recent calls (each older call counting half as
+# much, so that a batch's small last call does not set it alone): a verified segment leaves the
 # spool within about that long even when fifty nodes share the link. How many
 # seconds: a call's fixed cost over the master connection (rrsync's start and
 # about ten round trips) must stay a few percent, so a call lasts CALL_RTTS
 # times the NAS's greeting time (about one round trip, measured at each new
 # connection), between CALL_SECONDS and CALL_MAX_SECONDS: 3 s on a LAN, 8 s at
 # 40 ms RTT. The first call after a start, an outage or a pause of PAUSE
-# seconds (such as the hold after a return) carries one segment, and a call that
-# took under MEASURED seconds (too short to tell what the link gives this node
-# when others share it) is followed by one at most twice as big. CALL_BYTES
+# seconds (such as the hold after a return) carries one segment, and while the
+# calls measured took under MEASURED seconds (too short to tell what the link
+# gives this node when others share it) a call is at most twice as big. CALL_BYTES
 # caps a call on a fast link (whole segments; a bigger one goes alone).
 # Eviction need not wait for a call: it may take a segment in flight
 # (``takes_started``, see _publish_call).
+# A batch (``batch_limit``) is BATCH_SECONDS at the last call's rate, cut into
+# calls as above. Up to LANES calls run at once: the next one starts when the
+# running one should be half done at that rate. So two calls share the link
+# nearly all the time, one's start-up runs while the other sends, and the rate
+# a call measures is its share (the calls sized from it still last a call's
+# seconds). Starting early costs nothing; starting late leaves the link idle,
+# and a rate measured on a small call (whose start-up weighs more) errs late.
+# Only the first call of a batch pays its start-up alone.
 CALL_SECONDS = 3.0
 CALL_MAX_SECONDS = 10.0
 CALL_RTTS = 200
 MEASURED = 1.0
 PAUSE = 2.0  # s between calls: a drain's calls follow each other at once
+BATCH_SECONDS = 60.0
+LANES = 2
 GREETING_TIMEOUT = 3.0  # seconds for sshd's identification line before a new connection
 CALL_BYTES = 128 * 1024 * 1024
 PARTIAL = (23, 24)  # rsync: some files were not transferred / vanished; the rest may be there
@@ -115,8 +135,9 @@ VANISHED_SUMMARY = re.compile(
     r"|/attrs were not transferred \(see previous errors\)) \(code 2[34]\)"
 )
 
-# rrsync's single-run lock per directory: the NAS side of a call this node gave
-# up on (a timeout, a cut link) has not ended yet. Transient, not "refused".
+# rrsync's single-run lock per directory (a key without -no-lock): this node's
+# other call, or the NAS side of one it gave up on (a timeout, a cut link), has
+# not ended yet. Transient, not "refused".
 BUSY = re.compile(r"Another instance of rrsync is already accessing")
 # stderr text -> why a person must act. Anything else is transient (network, restarts).
 PERMANENT = [
@@ -140,6 +161,10 @@ def kib_per_second(value: Any, key: str) -> int:
     return o.size(value, key) // 1024
 
 
+class Busy(TransientError):
+    """The NAS's rrsync holds its single-run lock (``BUSY``)."""
+
+
 def classify(stderr: str, what: str) -> PublishError:
     """Turn ssh/rsync error output into a Permanent or Transient error for ``what``."""
     lines = [
@@ -149,7 +174,7 @@ def classify(stderr: str, what: str) -> PublishError:
     ]
     detail = "; ".join(lines[-3:]) or "no error output"
     if BUSY.search(stderr):
-        return TransientError(f"{what}: the NAS still runs this node's previous call: {detail}")
+        return Busy(f"{what}: the NAS still runs this node's previous call: {detail}")
     for pattern, reason in PERMANENT:
         if pattern.search(stderr):
             return PermanentError(f"{what}: {reason}: {detail}")
@@ -161,9 +186,8 @@ class RsyncTransport(Transport):
 
     description = "rsync over OpenSSH, one multiplexed connection (rrsync -wo on the NAS)"
     #: Segments per batch from the shipper (which also keeps a batch within
-    #: ``batch_limit`` bytes); publish_batch splits a batch into rsync calls of
-    #: at most CALL_BYTES: 64 x 2 MB fill one call; 19 MB segments make ~7.
-    batch_size = 64
+    #: ``batch_limit`` bytes); publish_batch splits a batch into rsync calls.
+    batch_size = 256
     #: Eviction may delete a segment of the call in flight (see _publish_call).
     takes_started = True
     options: ClassVar = {
@@ -178,11 +202,16 @@ class RsyncTransport(Transport):
         # A private 0700 directory, made on first use: whoever can reach the
         # socket can use the login. Short, for the 108-byte socket path limit.
         self._control_dir: Path | None = None
-        # What the last call sent and how long it took (0 bytes: no rate to go by).
-        self._last_bytes = 0
-        self._last_seconds = 0.0
-        self._ended = 0.0  # when it ended (monotonic)
+        # What recent calls sent and how long they took, each older call counting
+        # half as much (0 bytes: no rate to go by; see the module doc).
+        self._bytes = 0.0
+        self._seconds = 0.0
+        self._ended = 0.0  # when the last call that sent any ended (monotonic)
+        self._rate_lock = threading.Lock()  # two calls may end at once
+        self._greeting = 0.0  # seconds sshd took to greet at the last new connection
         self._call_seconds = CALL_SECONDS  # from the greeting time (module doc)
+        self._lanes = 1 if self.opts["bwlimit"] else LANES  # two calls would each get bwlimit
+        self._master_lock = threading.Lock()  # one master, whichever call finds it down
 
     def _private_dir(self) -> Path:
         """This transport's 0700 directory (control socket, staging), made on first use."""
@@ -311,43 +340,138 @@ class RsyncTransport(Transport):
         return sent
 
     def batch_limit(self) -> int:
-        """Bytes of the next rsync call: a call's seconds (module doc) at the last
-        measured rate, CALL_BYTES at most; at most twice the last call when that one
-        took under MEASURED seconds; one segment when there is no rate (at start,
-        after a failure) or after a pause of PAUSE seconds (such as the hold after a
-        return: others may share the link now).
+        """Bytes of the next batch: BATCH_SECONDS at the last call's rate
+        (``publish_batch`` cuts it into calls); one segment when there is no rate
+        (at start, after a failure) or after a pause of PAUSE seconds (such as the
+        hold after a return: others may share the link now)."""
+        if not self._bytes or time.monotonic() - self._ended > PAUSE:
+            return 0
+        return int(self._rate() * BATCH_SECONDS)
+
+    def _rate(self) -> float:
+        """Bytes per second of the recent calls (0: none since a failure or a pause)."""
+        return self._bytes / max(0.01, self._seconds)
+
+    def _measured(self, sent: int, seconds: float) -> None:
+        """A call sent ``sent`` bytes in ``seconds``; 0, 0: start over (a failure,
+        a pause)."""
+        with self._rate_lock:
+            if not sent:
+                self._bytes = self._seconds = 0.0
+                return
+            self._ended = time.monotonic()
+            self._bytes = self._bytes / 2 + sent
+            self._seconds = self._seconds / 2 + seconds
+
+    def _call_limit(self) -> int:
+        """Bytes of the next call: a call's seconds (module doc) at the last
+        measured rate, CALL_BYTES at most; at most twice what was measured while that
+        took under MEASURED seconds. With no rate, CALL_BYTES: whoever handed in the
+        batch sized it (the shipper's first after a start or a failure is one segment).
 
         Why: a rate measured in a fraction of a second, while this node had the link
         to itself, says nothing once the fleet is back on it. A call sized from it
         can last 30 times longer and keep its segments in the spool all that time."""
-        seconds = self._call_seconds
-        if not self._last_bytes or time.monotonic() - self._ended > PAUSE:
-            return 0
-        limit = int(self._last_bytes / max(0.01, self._last_seconds) * seconds)
-        if self._last_seconds < MEASURED:
-            limit = min(limit, 2 * self._last_bytes)
+        if not self._bytes:
+            return CALL_BYTES
+        limit = int(self._rate() * self._call_seconds)
+        if self._seconds < MEASURED:
+            limit = min(limit, int(2 * self._bytes))
         return min(CALL_BYTES, limit)
 
     def publish_batch(self, items: Sequence[Item]) -> Iterator[tuple[Item, bool]]:
-        """Publish ``items`` in rsync calls of up to CALL_BYTES each (see the module doc;
-        the shipper's batches are ``batch_limit`` bytes, one call each).
+        """Publish ``items`` in rsync calls of ``_call_limit`` bytes, two at once
+        where they overlap (see the module doc).
 
         Yields ``(item, sent)`` for each item verified on the NAS when its call
         ends (sent=False: the same content was there already). Raises
         TransientError (network, timeout, server restart, a source that vanished)
         or PermanentError (host key, auth, permission, no space, a remote path
         that leaves ``path``, other content under the name) for the items not
-        yielded; a per-item PermanentError does not stop the other items.
+        yielded; a per-item PermanentError does not stop the other items. After a
+        failure no call starts; the ones running are waited for and reported.
         """
+        if time.monotonic() - self._ended > PAUSE:
+            self._measured(0, 0)  # others may share the link now: measure anew
+        todo = list(items)
+        ended: queue.Queue[_Call] = queue.Queue()
+        running: list[_Call] = []
         refused: list[PermanentError] = []
-        for call in _calls(items, CALL_BYTES):
-            refused += yield from self._publish_call(call)
+        failure: BaseException | None = None
+        try:
+            while True:
+                room = bool(todo) and failure is None and len(running) < self._lanes
+                due = running[-1].next_at if running and room else None
+                now = time.monotonic()
+                if room and (not running or (due is not None and now >= due)):
+                    call = self._start_call(todo, ended)
+                    for other in running:
+                        call.crowded = other.crowded = True
+                    running.append(call)
+                    continue
+                if not running:
+                    break
+                try:
+                    call = ended.get(timeout=None if due is None else max(0.0, due - now))
+                except queue.Empty:
+                    continue
+                running.remove(call)
+                yield from call.results
+                refused += call.refused
+                if isinstance(call.error, Busy) and call.crowded:
+                    # The NAS's rrsync refused to run beside our other call: again,
+                    # alone (what the call proved is yielded above).
+                    self._one_at_a_time()
+                    proven = {id(item) for item, _ in call.results}
+                    todo[:0] = [i for i in call.items if id(i) not in proven]
+                elif call.error is not None and failure is None:
+                    failure = call.error
+        finally:
+            for call in running:  # the consumer gave up: let no call outlive the batch
+                call.thread.join()
+        if failure is not None:
+            self._measured(0, 0)  # the next batch starts with one segment
+            raise failure
         if refused:
             # A conflict first: the shipper sets that segment aside and goes on.
             refused.sort(key=lambda e: not isinstance(e, ConflictError))
             if len(refused) > 1:
                 log.error("rsync: %d segments refused; the first: %s", len(refused), refused[0])
             raise refused[0]
+
+    def _start_call(self, todo: list[Item], ended: queue.Queue[_Call]) -> _Call:
+        """Take the next call's items off ``todo`` and start it in a thread that puts
+        it on ``ended`` when it has ended."""
+        n = len(next(_calls(todo, self._call_limit())))
+        items, todo[:n] = todo[:n], []
+        now = time.monotonic()
+        rate = self._rate()
+        # No rate to tell when this call ends: the next waits for it.
+        half = sum(i.size for i in items) / rate / 2 if rate else None
+        call = _Call(items, next_at=None if half is None else now + half)
+        call.thread = threading.Thread(
+            target=self._run_call, args=(call, ended), name="rsync-call", daemon=True
+        )
+        call.thread.start()
+        return call
+
+    def _run_call(self, call: _Call, ended: queue.Queue[_Call]) -> None:
+        """``_publish_call`` of ``call.items``, its outcome kept in ``call``."""
+        try:
+            call.results.extend(call.collect(self._publish_call(call.items)))
+        except BaseException as exc:  # re-raised in the publisher's thread
+            call.error = exc
+        finally:
+            ended.put(call)
+
+    def _one_at_a_time(self) -> None:
+        if self._lanes > 1:
+            self._lanes = 1
+            log.warning(
+                "the NAS's rrsync runs one call of this node at a time (its key lacks "
+                "-no-lock): rsync calls no longer overlap, and each call's start-up "
+                "(about ten round trips) leaves the link idle"
+            )
 
     def _publish_call(
         self, items: Sequence[Item]
@@ -356,20 +480,9 @@ class RsyncTransport(Transport):
 
         Returns the per-item PermanentErrors (refused paths, other content).
         """
-        if not self._master_alive():
-            # A greeting first (cheap, bounded): ssh against a NAS that is down can
-            # sit out its whole ConnectTimeout, and a node would miss its return.
-            t0 = time.monotonic()
-            if not self.reachable(GREETING_TIMEOUT):
-                raise TransientError(
-                    f"ssh to {self.opts['host']}:{self.opts['port']}: "
-                    f"no SSH greeting within {GREETING_TIMEOUT:g}s (NAS down or unreachable)"
-                )
-            greeting = time.monotonic() - t0
-            self._call_seconds = min(CALL_MAX_SECONDS, max(CALL_SECONDS, CALL_RTTS * greeting))
-            t0 = time.monotonic()
-            self._start_master()
-            log.info("ssh connection to %s up in %.1fs", self.opts["host"], time.monotonic() - t0)
+        with self._master_lock:
+            if not self._master_alive():
+                self._connect()
         # The whole-call bound: n segments get n times the per-segment timeout, so a
         # link slow enough for single segments is never too slow for a batch.
         # A stall is caught long before by rsync's --timeout and the keepalives.
@@ -379,7 +492,6 @@ class RsyncTransport(Transport):
             if not staged:
                 return refused
             t0 = time.monotonic()
-            self._last_bytes = 0  # measured anew below, or the next call starts small
             code, out, err = self._rsync(
                 "-r",
                 "--copy-links",
@@ -400,9 +512,7 @@ class RsyncTransport(Transport):
             if code == 0:
                 sent_bytes = sum(staged[p].size for p in sent)
                 if sent_bytes:
-                    self._ended = time.monotonic()
-                    self._last_seconds = self._ended - t0
-                    self._last_bytes = sent_bytes
+                    self._measured(sent_bytes, time.monotonic() - t0)
                 # rsync exits 0 only after every file was verified and renamed.
                 for path in sorted(sent):
                     yield staged[path], True
@@ -436,6 +546,22 @@ class RsyncTransport(Transport):
             if failure is not None:
                 raise failure
         return refused
+
+    def _connect(self) -> None:
+        """A new master connection, after sshd's greeting (which sizes the calls)."""
+        # A greeting first (cheap, bounded): ssh against a NAS that is down can sit
+        # out its whole ConnectTimeout, and a node would miss its return.
+        t0 = time.monotonic()
+        if not self.reachable(GREETING_TIMEOUT):
+            raise TransientError(
+                f"ssh to {self.opts['host']}:{self.opts['port']}: "
+                f"no SSH greeting within {GREETING_TIMEOUT:g}s (NAS down or unreachable)"
+            )
+        self._greeting = time.monotonic() - t0
+        self._call_seconds = min(CALL_MAX_SECONDS, max(CALL_SECONDS, CALL_RTTS * self._greeting))
+        t0 = time.monotonic()
+        self._start_master()
+        log.info("ssh connection to %s up in %.1fs", self.opts["host"], time.monotonic() - t0)
 
     def _compare(
         self, root: Path, check: dict[str, Item], timeout: float
@@ -537,6 +663,25 @@ class RsyncTransport(Transport):
                 run_command([*self._ssh_argv(), "-O", "exit", self.opts["host"]], timeout=10)
         shutil.rmtree(self._control_dir, ignore_errors=True)
         self._control_dir = None
+
+
+@dataclass(eq=False)
+class _Call:
+    """One rsync call of a batch, run in its own thread (``publish_batch``)."""
+
+    items: list[Item]
+    next_at: float | None  # when the batch's next call may start (monotonic)
+    crowded: bool = False  # another call of the batch ran beside it
+    thread: threading.Thread = field(init=False)
+    results: list[tuple[Item, bool]] = field(default_factory=list)
+    refused: list[PermanentError] = field(default_factory=list)
+    error: BaseException | None = None
+
+    def collect(
+        self, call: Generator[tuple[Item, bool], None, list[PermanentError]]
+    ) -> Iterator[tuple[Item, bool]]:
+        """``call``'s results; what it returns (the refused items) goes to ``refused``."""
+        self.refused = yield from call
 
 
 def _calls(items: Sequence[Item], limit: int) -> Iterator[list[Item]]:

@@ -101,7 +101,7 @@ def test_nas_tree(provisioned):
     assert len(lines) == len(NODES)
     # -no-overwrite where the NAS's rrsync has it (rsync >= 3.4), never a refused option.
     rrsync_help = fleet.sh("chroot", str(nas), "rrsync", "-h", check=False).stdout
-    options = "-wo -no-del" + (" -no-overwrite" if "-no-overwrite" in rrsync_help else "")
+    options = "-wo -no-del -no-lock" + (" -no-overwrite" if "-no-overwrite" in rrsync_help else "")
     for node in NODES:
         pub = (provisioned.trees[node] / "etc/livecam/ssh/id_ed25519.pub").read_text().split()
         line = next(ln for ln in lines if pub[1] in ln)

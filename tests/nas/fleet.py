@@ -1,10 +1,11 @@
 """A NAS reached over rsync by two nodes, as the Ansible NAS role sets it up.
 
 Real OpenSSH sshd on loopback (a free port), one account ``lcnas-rsync`` (this
-suite's own), and one key per node restricted with ``rrsync -wo`` to that node's
-directory ``<root>/<site>/<node>``: a node can add recordings there and nothing
-else. The nodes use ``remote_path: {camera}/{date}/{name}``, as the node role does
-for rsync, so the NAS tree is ``<root>/<site>/<node>/<camera>/<date>/<name>``.
+suite's own), and one key per node restricted with ``rrsync`` (the NAS role's
+options: ``-wo -no-del -no-lock -no-overwrite``) to that node's directory
+``<root>/<site>/<node>``: a node can add recordings there and nothing else. The
+nodes use ``remote_path: {camera}/{date}/{name}``, as the node role does for
+rsync, so the NAS tree is ``<root>/<site>/<node>/<camera>/<date>/<name>``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tests.transports.servers import Daemon, ensure_user, free_port, keygen, remove_user
+from tests.transports.servers import (
+    RRSYNC_OPTIONS,
+    Daemon,
+    ensure_user,
+    free_port,
+    keygen,
+    remove_user,
+)
 
 USER = "lcnas-rsync"
 CLOCK_STEP = '''
@@ -62,7 +70,7 @@ class RsyncNas(Daemon):
                 os.chown(d, account.pw_uid, account.pw_gid)
             self.keys[node] = keygen(self.base / f"key-{node}")
             pub = self.keys[node].with_suffix(".pub").read_text().strip()
-            lines.append(f'command="rrsync -wo {target}",restrict {pub}')
+            lines.append(f'command="rrsync {RRSYNC_OPTIONS} {target}",restrict {pub}')
         keys = self.dir / "authorized_keys"
         keys.write_text("\n".join(lines) + "\n")
         self.known_hosts = self.base / "known_hosts"

@@ -14,6 +14,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,43 @@ class Attempt:
         self._thread.join(timeout)
         assert not self._thread.is_alive(), "publish hung on a dead server or link"
         assert isinstance(self.error, TransientError), (self.result, self.error)
+
+
+@dataclass
+class Span:
+    """One rsync run of a transport: when it started and ended, the files it carried."""
+
+    start: float
+    end: float = float("inf")
+    names: frozenset[str] = frozenset()
+
+
+def record_rsync_spans(monkeypatch, t: Any) -> list[Span]:
+    """Wrap ``t._rsync`` to record each sending run (not the dry runs) as a Span."""
+    spans: list[Span] = []
+    real = t._rsync
+
+    def spy(*args, source, **kw):
+        span = Span(time.monotonic(), names=frozenset(p.name for p in source.rglob("*.mp4")))
+        if "--dry-run" not in args:
+            spans.append(span)
+        try:
+            return real(*args, source=source, **kw)
+        finally:
+            span.end = time.monotonic()
+
+    monkeypatch.setattr(t, "_rsync", spy)
+    return spans
+
+
+def most_at_once(spans: list[Span]) -> int:
+    """How many of ``spans`` ran at the same time, at most."""
+    edges = sorted([(s.start, 1) for s in spans] + [(s.end, -1) for s in spans])
+    most = now = 0
+    for _, step in edges:
+        now += step
+        most = max(most, now)
+    return most
 
 
 def record_calls(

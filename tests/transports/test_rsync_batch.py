@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,9 @@ from tests.core.node import Watcher, wait_for
 from tests.transports.conftest import (
     Attempt,
     backlog,
+    most_at_once,
     record_calls,
+    record_rsync_spans,
     retry_proves_what_arrived,
 )
 
@@ -61,17 +64,14 @@ def test_a_batch_is_split_into_calls_by_bytes(nas, tmp_path, monkeypatch):
     t = nas.transport()
     items = backlog(tmp_path, 10, size=40_000)
     monkeypatch.setattr(rsync, "CALL_BYTES", 100_000)  # two and a half segments
-    calls = count_calls(t, monkeypatch)
-    seen = []
-    for item, sent in t.publish_batch(items):
-        seen.append((item, sent, len(calls)))
-    assert [s[0] for s in seen] != [] and all(s[1] for s in seen)
-    assert len(calls) == 5  # 2 segments per call
-    # Each call's items are handed back as soon as that call ended.
-    assert [n for *_, n in sorted(seen, key=lambda s: items.index(s[0]))] == [
-        1, 1, 2, 2, 3, 3, 4, 4, 5, 5,
-    ]  # fmt: skip
-    assert len(nas.segments()) == 10
+    spans = record_rsync_spans(monkeypatch, t)
+    seen = {item.local.name: time.monotonic() for item, sent in t.publish_batch(items) if sent}
+    assert len(seen) == 10 and len(nas.segments()) == 10
+    assert sorted(len(s.names) for s in spans) == [2] * 5  # 2 segments per call
+    # Each call's items are handed back once that call has ended, and no sooner.
+    for span in spans:
+        assert all(seen[name] >= span.end for name in span.names), span
+    assert most_at_once(spans) <= rsync.LANES
 
 
 @RSYNC

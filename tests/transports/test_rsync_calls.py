@@ -5,7 +5,8 @@ one call's outcome (rsync section, "How it works under rrsync -wo", and Errors).
   ones stay;
 - the whole-call limit is ``timeout`` times the segments in it, so a batch slower
   than one segment's ``timeout`` still goes through;
-- a call is sized from the last one, at most twice it, and starts small after a pause;
+- a call is sized from the last one, at most twice it, and a batch starts small
+  after a pause;
 - "rrsync refused" the request: a permanent error, nothing written;
 - the ssh control directory is private (0700), and a dead shipper's is removed
   only when no master answers its socket.
@@ -70,14 +71,16 @@ def test_a_batch_slower_than_one_segments_timeout_still_goes(nas, tmp_path):
 
 @RSYNC
 def test_a_call_is_sized_from_the_last_and_starts_small_after_a_pause(nas, tmp_path):
-    """``batch_limit``: one segment (0) before any call; after one, at most twice what
-    it sent, however fast the link looked (loopback allows far more in 3 s); one
-    segment again after a pause (the hold after a return)."""
+    """``batch_limit``: one segment (0) before any call and again after a pause (the
+    hold after a return); a call after one that took under MEASURED seconds carries at
+    most twice what that one sent, however fast the link looked (loopback allows far
+    more in 3 s), and a batch is several calls."""
     t = nas.transport()
     assert t.batch_limit() == 0
     items = backlog(tmp_path, 2, size=200_000)
     assert len(list(t.publish_batch(items))) == 2
-    assert 0 < t.batch_limit() <= 2 * 200_000 * 2
+    assert 0 < t._call_limit() <= 2 * 200_000 * 2
+    assert t.batch_limit() > 2 * t._call_limit()
     assert rsync.CALL_SECONDS <= t._call_seconds <= rsync.CALL_MAX_SECONDS
     time.sleep(rsync.PAUSE + 0.5)
     assert t.batch_limit() == 0
