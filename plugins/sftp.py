@@ -291,7 +291,7 @@ class SftpTransport(StoreTransport):
 
     description = "SFTP (paramiko) to a chrooted SFTP-only account"
     options: ClassVar = {**SSH_OPTIONS, **BATCH_OPTIONS}
-    batch_size: ClassVar[int] = 32
+    batch_size: ClassVar[int] = 128
 
     def __init__(self, options: Any, *, timeout: float):
         super().__init__(options, timeout=timeout)

@@ -270,7 +270,7 @@ class SmbTransport(StoreTransport):
         "encrypt": Option(o.boolean, True, "require SMB3 encryption"),
         **BATCH_OPTIONS,
     }
-    batch_size: ClassVar[int] = 32
+    batch_size: ClassVar[int] = 128
 
     def __init__(self, options: Any, *, timeout: float):
         super().__init__(options, timeout=timeout)
