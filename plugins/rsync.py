@@ -117,6 +117,11 @@ CALL_MAX_SECONDS = 10.0
 CALL_RTTS = 200
 MEASURED = 1.0
 PAUSE = 2.0  # s between calls: a drain's calls follow each other at once
+# A call of several segments still running OVERDUE times a call's seconds was
+# sized from a rate the link no longer gives (more nodes on it than a moment
+# ago): it is stopped, what arrived is proven by the NAS's checksums, and the
+# rest goes again in calls sized from what this one managed.
+OVERDUE = 3.0
 BATCH_SECONDS = 60.0
 LANES = 2
 GREETING_TIMEOUT = 3.0  # seconds for sshd's identification line before a new connection
@@ -163,6 +168,10 @@ def kib_per_second(value: Any, key: str) -> int:
 
 class Busy(TransientError):
     """The NAS's rrsync holds its single-run lock (``BUSY``)."""
+
+
+class Overdue(TransientError):
+    """A call ran past OVERDUE times a call's seconds and was stopped."""
 
 
 def classify(stderr: str, what: str) -> PublishError:
@@ -344,7 +353,9 @@ class RsyncTransport(Transport):
         (``publish_batch`` cuts it into calls); one segment when there is no rate
         (at start, after a failure) or after a pause of PAUSE seconds (such as the
         hold after a return: others may share the link now)."""
-        if not self._bytes or time.monotonic() - self._ended > PAUSE:
+        if self._bytes and time.monotonic() - self._ended > PAUSE:
+            self._measured(0, 0)  # others may share the link now: measure anew
+        if not self._bytes:
             return 0
         return int(self._rate() * BATCH_SECONDS)
 
@@ -391,8 +402,6 @@ class RsyncTransport(Transport):
         yielded; a per-item PermanentError does not stop the other items. After a
         failure no call starts; the ones running are waited for and reported.
         """
-        if time.monotonic() - self._ended > PAUSE:
-            self._measured(0, 0)  # others may share the link now: measure anew
         todo = list(items)
         ended: queue.Queue[_Call] = queue.Queue()
         running: list[_Call] = []
@@ -418,10 +427,12 @@ class RsyncTransport(Transport):
                 running.remove(call)
                 yield from call.results
                 refused += call.refused
+                again = isinstance(call.error, Overdue)
                 if isinstance(call.error, Busy) and call.crowded:
-                    # The NAS's rrsync refused to run beside our other call: again,
-                    # alone (what the call proved is yielded above).
+                    # The NAS's rrsync refused to run beside our other call.
                     self._one_at_a_time()
+                    again = True
+                if again:  # what the call proved is yielded above; the rest again
                     proven = {id(item) for item, _ in call.results}
                     todo[:0] = [i for i in call.items if id(i) not in proven]
                 elif call.error is not None and failure is None:
@@ -492,15 +503,24 @@ class RsyncTransport(Transport):
             if not staged:
                 return refused
             t0 = time.monotonic()
-            code, out, err = self._rsync(
-                "-r",
-                "--copy-links",
-                "--mkpath",
-                "--ignore-existing",
-                "--fsync",
-                source=root,
-                timeout=timeout,
-            )
+            # Only a call of several segments sized from a rate may be overdue: a
+            # lone segment that slow is the timeout's business.
+            deadline = OVERDUE * self._call_seconds if len(staged) > 1 and self._bytes else None
+            overdue = False
+            try:
+                code, out, err = self._rsync(
+                    "-r",
+                    "--copy-links",
+                    "--mkpath",
+                    "--ignore-existing",
+                    "--fsync",
+                    source=root,
+                    timeout=timeout if deadline is None else min(timeout, deadline),
+                )
+            except TransientError:  # the time ran out
+                if deadline is None or deadline >= timeout:
+                    raise
+                overdue, code, out, err = True, PARTIAL[0], "", ""
             sent = {
                 path for flags, path in _itemized(out) if flags.startswith("<f") and path in staged
             }
@@ -518,9 +538,12 @@ class RsyncTransport(Transport):
                     yield staged[path], True
                 check = {p: i for p, i in staged.items() if p not in sent}
             elif code in PARTIAL:
-                # Some files failed (no space, a vanished source): the others may
-                # well be there, and only the NAS's own checksum can prove which.
+                # Some files failed (no space, a vanished source) or the call was
+                # stopped: the others may well be there, and only the NAS's own
+                # checksum can prove which.
                 failure = classify(err, what)
+                if overdue:
+                    failure = Overdue(f"{what}: stopped after {deadline:g}s")
                 check = dict(staged)
             else:
                 raise classify(err, what)
@@ -537,8 +560,18 @@ class RsyncTransport(Transport):
                         raise failure from None
                     raise
                 for path in same:
-                    yield check[path], path in sent
+                    yield check[path], path in sent or overdue
                 refused += conflicts
+                if overdue:
+                    done = sum(check[p].size for p in same)
+                    log.info(
+                        "%s: %d of %d segments in %.0fs; the rest go again in smaller calls",
+                        failure,
+                        len(same),
+                        len(staged),
+                        time.monotonic() - t0,
+                    )
+                    self._measured(max(1, done), time.monotonic() - t0)
                 if failure is None and unverified:
                     failure = TransientError(
                         f"{what}: not on the NAS after all: " + ", ".join(unverified[:3])

@@ -119,3 +119,32 @@ def hold_rrsyncs_lock_beside_a_running_call(monkeypatch, root) -> None:
             running.pop()
 
     monkeypatch.setattr(RsyncTransport, "_rsync", locked)
+
+
+def test_a_call_sized_for_a_faster_link_is_stopped_and_the_rest_goes_again(
+    nas, tmp_path, monkeypatch, caplog
+):
+    """A rate measured when the link was nearly idle (the first nodes back after an
+    outage) sizes a call the link then carries ten times slower: the call is
+    stopped at OVERDUE times a call's seconds, what arrived is proven and handed
+    back, and the rest goes in calls sized from what the stopped one managed."""
+    t = nas.transport()
+    items = backlog(tmp_path, 24, size=500_000)  # 12 MB: about 12 s at 8 Mbit/s
+    assert [sent for _, sent in t.publish_batch(items[:1])] == [True]  # connected
+    t._measured(50_000_000, 1.0)  # as if the link had given 50 MB/s a moment ago
+    deadline = rsync.OVERDUE * t._call_seconds
+    assert t._call_limit() >= 23 * 500_000 > 1_000_000 * deadline  # one call, too big
+    spans = record_rsync_spans(monkeypatch, t)
+    with caplog.at_level(logging.INFO, logger="livecam.rsync"):
+        handed = [item.local.name for item, sent in t.publish_batch(items[1:]) if sent]
+    stopped = [r.getMessage() for r in caplog.records if "stopped after" in r.getMessage()]
+    assert len(stopped) == 1, stopped
+    first = spans[0]
+    assert len(first.names) == 23 and first.end - first.start < deadline + 10, first
+    rest = spans[1:]
+    assert rest and all(len(s.names) < 23 for s in rest)  # smaller calls, from its rate
+    assert len(handed) == len(set(handed)) == 23  # each once
+    got = nas.segments()
+    for item in items:
+        assert sha256(got[item.local.name]) == sha256(item.local)
+    assert not nas.hidden()  # the stopped call's temp file went with it
