@@ -23,9 +23,11 @@ that:
 
 Calls are short (``CALL_SECONDS``): rsync proves a call's files only when it
 exits, and only then does the shipper delete their local copies. A batch is
-several calls, and two of them overlap: the next starts shortly before the
-running one should end, so its start-up (rrsync's start and about ten round
-trips: 0.4 s at 40 ms RTT) runs while the other still fills the link. The
+several calls, and two of them overlap: the next starts when the running one
+should be half done, so its start-up (rrsync's start and about ten round
+trips: 0.4 s at 40 ms RTT) runs while the other still fills the link. A call
+that runs far longer than it was sized for is stopped, and what arrived is
+proven by the NAS's checksums (``OVERDUE``). The
 NAS's rrsync must let a key run two calls at once (``-no-lock``, as the NAS
 role sets it up); where it refuses the second ("Another instance of rrsync"),
 the transport goes on with one call at a time and says so once. Eviction may
@@ -35,9 +37,12 @@ counts as published); one that had not reports it vanished, which fails nothing
 here (``_only_taken_vanished``), and the shipper counts it as evicted. A source
 that vanished for any other reason is a failure as before.
 
-One SSH master connection (``ControlMaster``, socket in a private directory of
-this process) carries every rsync, so a backlog pays one handshake, and with
-batching one rsync start-up per batch instead of one per segment.
+One SSH master connection per lane of calls (``ControlMaster``, sockets in a
+private directory of this process) carries its rsyncs, so a backlog pays a
+handshake per lane, and one rsync start-up per call instead of one per
+segment. Two, not one for both: a call's control messages (its start, its end,
+a dry run) would queue behind the other call's data in one TCP connection,
+seconds at a node's share of a busy link.
 ``ConnectTimeout``, ``ServerAliveInterval`` and rsync's ``--timeout`` notice a
 dead peer in seconds; ``run_command`` bounds each call as a whole.
 """
@@ -91,20 +96,21 @@ log = logging.getLogger("livecam.rsync")
 # deleted locally only then (per-file --remove-source-files is what the NAS's
 # rrsync -no-del refuses, rightly). A call is sized to last a few seconds at the
 # rate this node measured on its recent calls (each older call counting half as
-# much, so that a batch's small last call does not set it alone): a verified segment leaves the
-# spool within about that long even when fifty nodes share the link. How many
+# much, so that a batch's small last call does not set it alone): a verified
+# segment leaves the spool within about that long even when fifty nodes share
+# the link. How many
 # seconds: a call's fixed cost over the master connection (rrsync's start and
 # about ten round trips) must stay a few percent, so a call lasts CALL_RTTS
 # times the NAS's greeting time (about one round trip, measured at each new
-# connection), between CALL_SECONDS and CALL_MAX_SECONDS: 3 s on a LAN, 8 s at
-# 40 ms RTT. The first call after a start, an outage or a pause of PAUSE
+# connection), between CALL_SECONDS and CALL_MAX_SECONDS: 3 s on a LAN, 6-10 s
+# at 40 ms RTT. The first call after a start, an outage or a pause of PAUSE
 # seconds (such as the hold after a return) carries one segment, and while the
 # calls measured took under MEASURED seconds (too short to tell what the link
 # gives this node when others share it) a call is at most twice as big. CALL_BYTES
 # caps a call on a fast link (whole segments; a bigger one goes alone).
 # Eviction need not wait for a call: it may take a segment in flight
 # (``takes_started``, see _publish_call).
-# A batch (``batch_limit``) is BATCH_SECONDS at the last call's rate, cut into
+# A batch (``batch_limit``) is BATCH_SECONDS at the recent rate, cut into
 # calls as above. Up to LANES calls run at once: the next one starts when the
 # running one should be half done at that rate. So two calls share the link
 # nearly all the time, one's start-up runs while the other sends, and the rate
@@ -220,7 +226,8 @@ class RsyncTransport(Transport):
         self._greeting = 0.0  # seconds sshd took to greet at the last new connection
         self._call_seconds = CALL_SECONDS  # from the greeting time (module doc)
         self._lanes = 1 if self.opts["bwlimit"] else LANES  # two calls would each get bwlimit
-        self._master_lock = threading.Lock()  # one master, whichever call finds it down
+        self._master_lock = threading.Lock()  # one connect at a time, whichever call needs it
+        self._lane = threading.local()  # .n: the lane of the call this thread runs
 
     def _private_dir(self) -> Path:
         """This transport's 0700 directory (control socket, staging), made on first use."""
@@ -235,7 +242,9 @@ class RsyncTransport(Transport):
 
     @property
     def _control_path(self) -> Path:
-        return self._private_dir() / "master"
+        """The master socket of this thread's call's lane (``_Call.lane``)."""
+        lane = getattr(self._lane, "n", 0)
+        return self._private_dir() / ("master" if lane == 0 else f"master{lane}")
 
     @classmethod
     def check(cls, opts: Any, key: str) -> None:
@@ -413,7 +422,8 @@ class RsyncTransport(Transport):
                 due = running[-1].next_at if running and room else None
                 now = time.monotonic()
                 if room and (not running or (due is not None and now >= due)):
-                    call = self._start_call(todo, ended)
+                    lane = min(set(range(self._lanes)) - {c.lane for c in running})
+                    call = self._start_call(todo, ended, lane)
                     for other in running:
                         call.crowded = other.crowded = True
                     running.append(call)
@@ -450,7 +460,7 @@ class RsyncTransport(Transport):
                 log.error("rsync: %d segments refused; the first: %s", len(refused), refused[0])
             raise refused[0]
 
-    def _start_call(self, todo: list[Item], ended: queue.Queue[_Call]) -> _Call:
+    def _start_call(self, todo: list[Item], ended: queue.Queue[_Call], lane: int) -> _Call:
         """Take the next call's items off ``todo`` and start it in a thread that puts
         it on ``ended`` when it has ended."""
         n = len(next(_calls(todo, self._call_limit())))
@@ -459,7 +469,7 @@ class RsyncTransport(Transport):
         rate = self._rate()
         # No rate to tell when this call ends: the next waits for it.
         half = sum(i.size for i in items) / rate / 2 if rate else None
-        call = _Call(items, next_at=None if half is None else now + half)
+        call = _Call(items, lane, next_at=None if half is None else now + half)
         call.thread = threading.Thread(
             target=self._run_call, args=(call, ended), name="rsync-call", daemon=True
         )
@@ -467,7 +477,9 @@ class RsyncTransport(Transport):
         return call
 
     def _run_call(self, call: _Call, ended: queue.Queue[_Call]) -> None:
-        """``_publish_call`` of ``call.items``, its outcome kept in ``call``."""
+        """``_publish_call`` of ``call.items`` over its lane's master, its outcome
+        kept in ``call``."""
+        self._lane.n = call.lane
         try:
             call.results.extend(call.collect(self._publish_call(call.items)))
         except BaseException as exc:  # re-raised in the publisher's thread
@@ -590,8 +602,13 @@ class RsyncTransport(Transport):
                 f"ssh to {self.opts['host']}:{self.opts['port']}: "
                 f"no SSH greeting within {GREETING_TIMEOUT:g}s (NAS down or unreachable)"
             )
-        self._greeting = time.monotonic() - t0
-        self._call_seconds = min(CALL_MAX_SECONDS, max(CALL_SECONDS, CALL_RTTS * self._greeting))
+        if getattr(self._lane, "n", 0) == 0:
+            # Only the first lane's: the second connects while the first one's
+            # call fills the link, and its greeting waits behind that data.
+            self._greeting = time.monotonic() - t0
+            self._call_seconds = min(
+                CALL_MAX_SECONDS, max(CALL_SECONDS, CALL_RTTS * self._greeting)
+            )
         t0 = time.monotonic()
         self._start_master()
         log.info("ssh connection to %s up in %.1fs", self.opts["host"], time.monotonic() - t0)
@@ -691,9 +708,12 @@ class RsyncTransport(Transport):
     def close(self) -> None:
         if self._control_dir is None:
             return
-        if self._master_alive():
-            with contextlib.suppress(PublishError):
-                run_command([*self._ssh_argv(), "-O", "exit", self.opts["host"]], timeout=10)
+        for lane in range(LANES):
+            self._lane.n = lane
+            if self._master_alive():
+                with contextlib.suppress(PublishError):
+                    run_command([*self._ssh_argv(), "-O", "exit", self.opts["host"]], timeout=10)
+        self._lane.n = 0
         shutil.rmtree(self._control_dir, ignore_errors=True)
         self._control_dir = None
 
@@ -703,6 +723,7 @@ class _Call:
     """One rsync call of a batch, run in its own thread (``publish_batch``)."""
 
     items: list[Item]
+    lane: int  # which master connection carries it
     next_at: float | None  # when the batch's next call may start (monotonic)
     crowded: bool = False  # another call of the batch ran beside it
     thread: threading.Thread = field(init=False)
@@ -775,7 +796,7 @@ def _remove_stale_control_dirs(parent: Path) -> None:
     """Remove control directories that a killed shipper left in ``parent``.
 
     A directory is stale when it is ours, the pid in its name is gone and no
-    master listens on its socket (a master outliving its shipper ends after
+    master listens on its sockets (a master outliving its shipper ends after
     ``control_persist``; its directory goes at the next start after that).
     """
     uid = os.getuid()
@@ -790,7 +811,7 @@ def _remove_stale_control_dirs(parent: Path) -> None:
                     continue
                 if not pid.isdigit() or pid_alive(int(pid)):
                     continue
-                if _socket_alive(d / "master"):
+                if any(_socket_alive(m) for m in d.glob("master*")):
                     continue
             except OSError:
                 continue

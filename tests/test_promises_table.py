@@ -21,7 +21,7 @@ VERDICTS = ("proven", "partly", "none", "doc changed")
 # Rows for the docs written after the review, one per promise: M monitoring.md,
 # N nas.md, W web.md, S the s3 section of transports.md,
 # F a fleet catching up (issue 14).
-LATER = {"M": 13, "N": 12, "W": 16, "S": 9, "F": 8}
+LATER = {"M": 13, "N": 12, "W": 16, "S": 9, "F": 11}
 
 
 def defined_tests(path: Path) -> set[str]:
