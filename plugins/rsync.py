@@ -533,6 +533,7 @@ class RsyncTransport(Transport):
                 if deadline is None or deadline >= timeout:
                     raise
                 overdue, code, out, err = True, PARTIAL[0], "", ""
+                stopped = f"stopped after {deadline:.0f}s"
             sent = {
                 path for flags, path in _itemized(out) if flags.startswith("<f") and path in staged
             }
@@ -555,7 +556,7 @@ class RsyncTransport(Transport):
                 # checksum can prove which.
                 failure = classify(err, what)
                 if overdue:
-                    failure = Overdue(f"{what}: stopped after {deadline:g}s")
+                    failure = Overdue(f"{what}: {stopped}")
                 check = dict(staged)
             else:
                 raise classify(err, what)
