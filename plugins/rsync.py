@@ -288,6 +288,14 @@ class RsyncTransport(Transport):
         self._control_path.unlink(missing_ok=True)
         return False
 
+    def _exit_master(self) -> None:
+        """End this lane's master connection (and what it still had to send)."""
+        if self._master_alive():
+            with contextlib.suppress(PublishError):
+                run_command([*self._ssh_argv(), "-O", "exit", self.opts["host"]], timeout=10)
+            # It may take a moment to go: its socket's name is free for the next now.
+            self._control_path.unlink(missing_ok=True)
+
     def _start_master(self) -> None:
         """Open the master connection (``ssh -M -N -f``); raises PublishError."""
         argv = [*self._ssh_argv(), "-M", "-N", "-f",
@@ -534,6 +542,11 @@ class RsyncTransport(Transport):
                     raise
                 overdue, code, out, err = True, PARTIAL[0], "", ""
                 stopped = f"stopped after {deadline:.0f}s"
+                # The lane's connection still holds the stopped call's queued bytes
+                # (seconds at a starved share of the link): a new one proves at once.
+                with self._master_lock:
+                    self._exit_master()
+                    self._connect()
             sent = {
                 path for flags, path in _itemized(out) if flags.startswith("<f") and path in staged
             }
@@ -711,9 +724,7 @@ class RsyncTransport(Transport):
             return
         for lane in range(LANES):
             self._lane.n = lane
-            if self._master_alive():
-                with contextlib.suppress(PublishError):
-                    run_command([*self._ssh_argv(), "-O", "exit", self.opts["host"]], timeout=10)
+            self._exit_master()
         self._lane.n = 0
         shutil.rmtree(self._control_dir, ignore_errors=True)
         self._control_dir = None
