@@ -15,7 +15,6 @@ How much this gives at 40 ms RTT is bench/transports.py's figure.
 from __future__ import annotations
 
 import fcntl
-import itertools
 import logging
 import os
 import time
@@ -26,7 +25,7 @@ from livecam_plugins.rsync import RsyncTransport
 
 from tests.conftest import sha256
 from tests.transports import servers
-from tests.transports.conftest import Nas, backlog, most_at_once, record_rsync_spans
+from tests.transports.conftest import Nas, Span, backlog, most_at_once, record_rsync_spans
 
 SIZE = 200_000  # 0.2 s each at 8 Mbit/s
 
@@ -77,7 +76,7 @@ def test_a_nas_that_runs_one_call_at_a_time_gets_them_one_at_a_time(
     before = keys.read_text()
     keys.write_text(before.replace(" -no-lock ", " "))  # the key as before issue 14
     assert keys.read_text() != before
-    hold_rrsyncs_lock_beside_a_running_call(monkeypatch, slow_sshd.rsync_root)
+    locked_out = hold_rrsyncs_lock_beside_a_running_call(monkeypatch, slow_sshd.rsync_root)
     try:
         with caplog.at_level(logging.INFO, logger="livecam.rsync"):
             t, spans, seen = drain(nas, tmp_path, monkeypatch)
@@ -86,39 +85,44 @@ def test_a_nas_that_runs_one_call_at_a_time_gets_them_one_at_a_time(
     said = [r for r in caplog.records if "lacks -no-lock" in r.getMessage()]
     assert len(said) == 1 and said[0].levelno == logging.WARNING, said
     assert t._lanes == 1 and len(seen) == 24
-    # The refused call (the first that started beside another) was sent again, and
-    # from then on one call at a time.
-    spans.sort(key=lambda s: s.start)
-    refused = next(s for a, s in itertools.pairwise(spans) if s.start < a.end)
+    # The refused call was sent again, and from then on one call at a time.
+    assert len(locked_out) == 1, locked_out
+    refused = locked_out[0]
     after = [s for s in spans if s.start >= refused.end]
     assert after and most_at_once(after) == 1, spans
     assert refused.names <= set().union(*(s.names for s in after))
 
 
-def hold_rrsyncs_lock_beside_a_running_call(monkeypatch, root) -> None:
+def hold_rrsyncs_lock_beside_a_running_call(monkeypatch, root) -> list[Span]:
     """A run that starts while another runs waits until rrsync's lock on ``root`` is
     free, then holds it while the run goes, as the other call's rrsync would.
+    Returns those runs (their rrsync found the lock taken).
 
     Why: over a shaped link the new call's start-up reaches the NAS behind the
     bytes the other call has queued, so whether that call's rrsync still holds
     the lock by then is a race. This makes it the case that matters."""
     fd = os.open(root, os.O_RDONLY)
     running: list[int] = []
+    locked_out: list[Span] = []
     real = RsyncTransport._rsync
 
-    def locked(self, *args, **kw):
+    def locked(self, *args, source, **kw):
         beside = bool(running) and "--dry-run" not in args
         running.append(1)
         if beside:
             fcntl.flock(fd, fcntl.LOCK_EX)
+            span = Span(time.monotonic(), names=frozenset(p.name for p in source.rglob("*.mp4")))
+            locked_out.append(span)
         try:
-            return real(self, *args, **kw)
+            return real(self, *args, source=source, **kw)
         finally:
             if beside:
+                span.end = time.monotonic()
                 fcntl.flock(fd, fcntl.LOCK_UN)
             running.pop()
 
     monkeypatch.setattr(RsyncTransport, "_rsync", locked)
+    return locked_out
 
 
 def test_a_call_sized_for_a_faster_link_is_stopped_and_the_rest_goes_again(
