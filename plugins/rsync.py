@@ -223,7 +223,6 @@ class RsyncTransport(Transport):
         self._seconds = 0.0
         self._ended = 0.0  # when the last call that sent any ended (monotonic)
         self._rate_lock = threading.Lock()  # two calls may end at once
-        self._greeting = 0.0  # seconds sshd took to greet at the last new connection
         self._call_seconds = CALL_SECONDS  # from the greeting time (module doc)
         self._lanes = 1 if self.opts["bwlimit"] else LANES  # two calls would each get bwlimit
         self._master_lock = threading.Lock()  # one connect at a time, whichever call needs it
@@ -366,7 +365,7 @@ class RsyncTransport(Transport):
         return sent
 
     def batch_limit(self) -> int:
-        """Bytes of the next batch: BATCH_SECONDS at the last call's rate
+        """Bytes of the next batch: BATCH_SECONDS at the recent calls' rate
         (``publish_batch`` cuts it into calls); one segment when there is no rate
         (at start, after a failure) or after a pause of PAUSE seconds (such as the
         hold after a return: others may share the link now)."""
@@ -619,10 +618,8 @@ class RsyncTransport(Transport):
         if getattr(self._lane, "n", 0) == 0:
             # Only the first lane's: the second connects while the first one's
             # call fills the link, and its greeting waits behind that data.
-            self._greeting = time.monotonic() - t0
-            self._call_seconds = min(
-                CALL_MAX_SECONDS, max(CALL_SECONDS, CALL_RTTS * self._greeting)
-            )
+            greeting = time.monotonic() - t0
+            self._call_seconds = min(CALL_MAX_SECONDS, max(CALL_SECONDS, CALL_RTTS * greeting))
         t0 = time.monotonic()
         self._start_master()
         log.info("ssh connection to %s up in %.1fs", self.opts["host"], time.monotonic() - t0)
