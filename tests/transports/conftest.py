@@ -132,6 +132,11 @@ class Span:
     end: float = float("inf")
     names: frozenset[str] = frozenset()
 
+    @classmethod
+    def of(cls, source: Path) -> Span:
+        """A run starting now of the staged tree ``source``."""
+        return cls(time.monotonic(), names=frozenset(p.name for p in source.rglob("*.mp4")))
+
 
 def record_rsync_spans(monkeypatch, t: Any) -> list[Span]:
     """Wrap ``t._rsync`` to record each sending run (not the dry runs) as a Span."""
@@ -139,7 +144,7 @@ def record_rsync_spans(monkeypatch, t: Any) -> list[Span]:
     real = t._rsync
 
     def spy(*args, source, **kw):
-        span = Span(time.monotonic(), names=frozenset(p.name for p in source.rglob("*.mp4")))
+        span = Span.of(source)
         if "--dry-run" not in args:
             spans.append(span)
         try:

@@ -111,7 +111,7 @@ def hold_rrsyncs_lock_beside_a_running_call(monkeypatch, root) -> list[Span]:
         running.append(1)
         if beside:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            span = Span(time.monotonic(), names=frozenset(p.name for p in source.rglob("*.mp4")))
+            span = Span.of(source)
             locked_out.append(span)
         try:
             return real(self, *args, source=source, **kw)
