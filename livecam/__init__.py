@@ -7,7 +7,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pluggy
 
+from livecam import _moved
+
 __version__ = "0.1.0"
+
+_moved.install()  # a site plugin written for the flat layout still imports
 
 #: Decorator for plugin hook implementations: ``@livecam.hookimpl`` (or
 #: ``from livecam import hookimpl``).

@@ -1,16 +1,39 @@
-"""The configured parts of a node, built from a ``Config`` and the loaded ``Plugins``.
+"""The configured parts of a node, built from a ``Config`` and the loaded ``Plugins``:
+its disk (the two tiers, of the kinds the config names) and its transport.
 
-It sits above both (the model modules stay free of them), so the import graph
-runs one way: contracts and models, then plugins and config, then this, then the
-processes that use it.
+It sits above both (the storage and transport modules stay free of them), so the
+import graph runs one way: contracts and storage, then plugins and config, then
+this, then the processes and readers that use it.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+from livecam import config as configmod
 from livecam.config import Config
-from livecam.plugins import Plugins
-from livecam.tiers import Tier
+from livecam.options import ConfigError
+from livecam.pluginhost.manager import Plugins
+from livecam.storage.layout import NodeDisk
+from livecam.storage.tiers import Tier
 from livecam.transport import Transport
+
+
+def load(path: Path) -> tuple[Config, Plugins]:
+    """The config in ``path``, validated, and the plugins it loads (entry points,
+    then its ``plugin_dirs``); a ConfigError names the file, then the key."""
+    raw = configmod.read(path)
+    try:
+        return from_document(raw, source=str(path))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def from_document(raw: Any, *, source: str = "<config>") -> tuple[Config, Plugins]:
+    """An already-read YAML document, validated, and the plugins it loads."""
+    plugins = Plugins(configmod.plugin_dirs(raw))
+    return configmod.parse(raw, plugins, source=source), plugins
 
 
 def tier(config: Config, plugins: Plugins, role: str) -> Tier:
@@ -24,6 +47,11 @@ def tier(config: Config, plugins: Plugins, role: str) -> Tier:
         min_free_bytes=tc.min_free_bytes,
         high_water=tc.high_water,
     )
+
+
+def disk(config: Config, plugins: Plugins) -> NodeDisk:
+    """The node's disk: its RAM buffer and disk spool, and every path on them."""
+    return NodeDisk(tier(config, plugins, "buffer"), tier(config, plugins, "spool"))
 
 
 def transport(config: Config, plugins: Plugins) -> Transport:

@@ -7,13 +7,14 @@ unexpectedly, or closes no segment for a few segment lengths is stopped and
 started again with backoff.
 
 The backend writes each segment into ``sink.open_dir`` (a RAM directory that is
-never shipped) and calls ``sink.close(path, duration=...)`` when the file is
+never shipped) and calls ``sink.close(path, duration=..., start=...)`` when the file is
 complete; the sink checks it (``check_segment``), names it and renames it
 atomically into the ready directory. Files a crash left in ``open_dir`` belong to
 the backend that wrote them: its ``salvage`` says what of each still plays.
 Segments must be gapless (no frame lost or repeated at a boundary), each must
 play on its own from t=0, and close within one keyframe interval of
-``segment_seconds``.
+``segment_seconds``; a segment's ``start`` is its first frame's capture time, so
+consecutive segments neither overlap nor leave a gap wider than one frame.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from livecam.options import Option
-from livecam.segment import Segment
+from livecam.storage.segment import Segment
 
 
 class CameraError(Exception):
@@ -34,7 +35,7 @@ class CameraError(Exception):
 class InputEnded(CameraError):
     """The input has nothing more to give (a file read to its end). Recording it
     again would repeat it from the start, so the recorder starts no backend for the
-    camera again while it is configured the same (``livecam.ended``)."""
+    camera again while it is configured the same (``livecam.recorder.ended``)."""
 
 
 class BadSegment(CameraError):
@@ -54,10 +55,16 @@ class SegmentSink(Protocol):
 
     open_dir: Path
 
-    def close(self, path: Path, *, duration: float | None = None) -> Segment | None:
+    def close(
+        self, path: Path, *, duration: float | None = None, start: float | None = None
+    ) -> Segment | None:
         """``path`` (inside ``open_dir``) is complete: make it a ready segment.
 
         ``duration`` is the segment's length in seconds, when the backend knows it.
+        ``start`` is when its first frame was captured, in ``time.time()``'s seconds:
+        the segment is named by it. A backend that cannot tell gives None, and the
+        segment is named by its close minus ``duration``, which is late by whatever
+        the encoder still held when the file closed.
         Returns None (and logs, counts and deletes the file) when the file is not
         a usable MP4; the backend carries on with the next segment.
         """
@@ -84,6 +91,13 @@ class CameraBackend:
     @classmethod
     def check(cls, opts: Mapping[str, Any], key: str) -> None:
         """Validate option values together; raise ConfigError naming ``key`` + option."""
+
+    @classmethod
+    def test_pattern(cls, opts: Mapping[str, Any]) -> str | None:
+        """The test pattern a camera with these (checked) options records instead of a
+        camera, by name; None for a real camera. ``check-config`` and ``status`` name a
+        test-pattern camera as such, so no fake picture passes for footage."""
+        return None
 
     @classmethod
     def check_segment(cls, path: Path) -> None:

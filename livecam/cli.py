@@ -1,8 +1,10 @@
-"""The livecam command line: record cameras, ship their segments, show status.
+"""The node's commands: record cameras, ship their segments, show status.
 
     livecam [-c FILE | --demo] run | record CAMERA | ship | status [--json|--prometheus]
-                               | metrics --textfile FILE | check-config | plugins
-    livecam web node|nas ...     (read-only web pages; see livecam/web/cli.py)
+                               | metrics --textfile FILE | check-config [--online]
+                               | plugins
+
+(``livecam.main`` sends ``nas``, ``export`` and ``web`` to their own modules.)
 
 A bad config, a broken plugin or a bad argument gives one clear line on stderr
 and exit code 2; nothing starts. ``plugins`` also works without a config file:
@@ -22,22 +24,24 @@ from pathlib import Path
 
 import yaml
 
-from livecam import __version__, build, textfile
+from livecam import __version__, build
 from livecam import config as configmod
-from livecam import status as statusmod
 from livecam.config import Config
-from livecam.nas import cli as nascli
+from livecam.ops import logs
+from livecam.ops import metrics as metricsmod
+from livecam.ops import status as statusmod
+from livecam.ops.supervisor import Supervisor, role_argv
 from livecam.options import ConfigError
-from livecam.plugins import Plugins
-from livecam.recorder import Recorder
-from livecam.shipper import Shipper
-from livecam.supervisor import Supervisor, role_argv
-from livecam.textfile import prometheus
-from livecam.web import cli as webcli
+from livecam.pluginhost.manager import Plugins
+from livecam.recorder.process import Recorder
+from livecam.shipper.process import Shipper
+from livecam.shipper.stop import SPILL_MARGIN
+from livecam.transport import PublishError
 
 log = logging.getLogger("livecam")
 
 DESCRIPTION = "livecam: record cameras, ship their segments, show status."
+UNHEALTHY = 1  # `livecam status`: a camera, the shipper or the spool is down, failed or alarmed
 
 
 def _common() -> argparse.ArgumentParser:
@@ -76,22 +80,10 @@ def parser() -> argparse.ArgumentParser:
     me = sub.add_parser("metrics", parents=[common], help="keep a node_exporter textfile fresh")
     me.add_argument("--textfile", required=True, type=Path, help="a *.prom file on a tmpfs")
     me.add_argument("--interval", type=float, default=15.0, help="seconds (default 15)")
-    sub.add_parser("check-config", parents=[common], help="validate the config and exit")
+    cc = sub.add_parser("check-config", parents=[common], help="validate the config and exit")
+    cc.add_argument("--online", action="store_true", help="also reach the NAS: what answers")
     sub.add_parser("plugins", parents=[common], help="list loaded plugins and what they register")
     return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run one livecam command; returns the process exit code."""
-    try:
-        code = _main(argv)
-        sys.stdout.flush()  # a closed pipe shows here, inside the handler below
-        return code
-    except BrokenPipeError:
-        # The reader went away (`livecam status | head`): no traceback. Point stdout
-        # at /dev/null so the interpreter's final flush does not fail again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
 
 
 # Libraries that log protocol exchanges at debug or info: smbprotocol and spnego
@@ -101,23 +93,15 @@ def main(argv: list[str] | None = None) -> int:
 QUIET_LOGGERS = ("smbprotocol", "smbclient", "spnego", "paramiko")
 
 
-def _main(argv: list[str] | None) -> int:
+def main(argv: list[str] | None = None) -> int:
+    """Run one node command; returns the process exit code (``livecam.main`` calls it)."""
     # A stop that comes while we are still starting is a clean stop: nothing runs yet.
     # Each role installs its own handler once it has something to finish.
     signal.signal(signal.SIGTERM, _stop_before_start)
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] and argv[0] in nascli.COMMANDS:  # NAS commands need no node config
-        return nascli.main(argv)
-    if argv[:1] == ["web"]:  # the web pages take their own config (node or NAS)
-        return webcli.main(argv[1:])
-    args = parser().parse_args(argv)
+    args = parser().parse_args(sys.argv[1:] if argv is None else argv)
     config_file = getattr(args, "config", None)
     demo = getattr(args, "demo", False)
-    logging.basicConfig(
-        level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.setup(logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     try:
@@ -129,13 +113,13 @@ def _main(argv: list[str] | None) -> int:
             return cmd_plugins(Plugins(configmod.default_plugin_dirs()))
         if demo:
             raw = yaml.safe_load(configmod.DEMO_PATH.read_text())
-            cfg, plugins = configmod.parse(raw, source="built-in demo")
+            cfg, plugins = build.from_document(raw, source="built-in demo")
             # The demo makes its own directories; a deployed spool is never made with
             # its parents (a vanished mount must not reappear on the root disk).
             if args.command == "run":
                 cfg.spool.path.mkdir(parents=True, exist_ok=True)
         else:
-            cfg, plugins = configmod.load(path)
+            cfg, plugins = build.load(path)
     except ConfigError as exc:
         print(f"livecam: error: {exc}", file=sys.stderr)
         return 2
@@ -165,14 +149,23 @@ def cmd_check_config(
     transport = build.transport(cfg, plugins)
     try:
         where = transport.describe()
+        answer = transport.online() if args.online else None
+    except PublishError as exc:  # only online() reaches the NAS
+        print(f"livecam: error: {exc}", file=sys.stderr)
+        return 1
     finally:
         transport.close()
-    cams = ", ".join(f"{n} ({c.backend})" for n, c in cfg.cameras.items())
+    cams = ", ".join(
+        f"{n} ({c.backend}" + (f", TEST PATTERN {c.test_pattern})" if c.test_pattern else ")")
+        for n, c in cfg.cameras.items()
+    )
     print(f"{cfg.source}: OK")
     print(f"  node {cfg.node}, site {cfg.site}, {cfg.segment_seconds:g}s segments")
     print(f"  cameras: {cams}")
     print(f"  buffer {cfg.buffer.path}, spool {cfg.spool.path}, spill after {cfg.spill_after:g}s")
     print(f"  transport: {where}")
+    if answer is not None:
+        print(f"  online: {answer}")
     return 0
 
 
@@ -191,25 +184,26 @@ def cmd_status(
     args: argparse.Namespace, cfg: Config, plugins: Plugins, config_args: list[str]
 ) -> int:
     if args.prometheus:
-        print(prometheus(cfg, plugins), end="")
+        print(metricsmod.node_metrics(cfg, build.disk(cfg, plugins)), end="")
         return 0
-    data = statusmod.gather(cfg, plugins)
-    if args.json:
+    data = statusmod.gather(cfg, build.disk(cfg, plugins))
+    if args.json:  # for programs: they read the health from the data
         print(json.dumps(data, indent=2, default=str))
-    else:
-        print(statusmod.render(data))
-    return 0
+        return 0
+    print(statusmod.render(data))
+    # Health in the exit code, as `systemctl is-active` and `borgmatic check` give it.
+    return UNHEALTHY if statusmod.problems(data) else 0
 
 
 def cmd_metrics(
     args: argparse.Namespace, cfg: Config, plugins: Plugins, config_args: list[str]
 ) -> int:
     try:
-        textfile.check_textfile(args.textfile)
+        metricsmod.check_textfile(args.textfile)
     except ConfigError as exc:
         print(f"livecam: error: {exc}", file=sys.stderr)
         return 2
-    return textfile.run(cfg, plugins, args.textfile, max(1.0, args.interval))
+    return metricsmod.run(cfg, build.disk(cfg, plugins), args.textfile, max(1.0, args.interval))
 
 
 def cmd_record(
@@ -236,7 +230,9 @@ def cmd_run(args: argparse.Namespace, cfg: Config, plugins: Plugins, config_args
     roles["shipper"] = ["ship"]
     children = {name: role_argv(role, config_args) for name, role in roles.items()}
     log.info("running %d cameras and the shipper from %s", len(cfg.cameras), cfg.source)
-    return Supervisor(children, stop_last=("shipper",)).run()
+    # The shipper's stop: its deadline, then the spill of what RAM still holds.
+    grace = cfg.stop_deadline + SPILL_MARGIN
+    return Supervisor(children, stop_last=("shipper",), last_grace=grace).run()
 
 
 COMMANDS: dict[str, Command] = {

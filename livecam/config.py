@@ -1,7 +1,9 @@
 """The YAML config: found, parsed and validated completely before anything starts.
 
-``load(path)`` returns a ``Config`` and the loaded ``Plugins``, or raises
-``ConfigError`` with one line that names the file and key and says what is right.
+``read(path)`` gives the YAML document, ``plugin_dirs`` where its site plugins
+are, and ``parse(document, plugins)`` the validated ``Config``, or a
+``ConfigError`` with one line that names the key and says what is right. It
+loads nothing itself: ``livecam.build.load`` loads the plugins between the two.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ import yaml
 
 from livecam import options as o
 from livecam.options import ConfigError, Option
-from livecam.plugins import Plugins
-from livecam.segment import CAMERA_NAME_RE
+from livecam.pluginhost.manager import Plugins
+from livecam.storage.segment import CAMERA_NAME_RE, OLD_LOSSES
 
 DEFAULT_PATH = Path("/etc/livecam/livecam.yaml")
 DEMO_PATH = Path(__file__).with_name("demo.yaml")
@@ -57,6 +59,9 @@ TOP = {
     "buffer": Option(lambda v, k: v, None),
     "spool": Option(lambda v, k: v, None),
     "spill_after": Option(o.duration, None, "default: one segment length"),
+    "stop_deadline": Option(
+        o.positive_duration, "20s", "a clean stop publishes RAM this long, then spills the rest"
+    ),
     "transport": Option(lambda v, k: v, None),
     "remote_path": Option(_remote_template, "{site}/{node}/{camera}/{date}/{name}"),
     "retry": Option(lambda v, k: v, None),
@@ -94,6 +99,8 @@ class CameraConfig:
     name: str
     backend: str
     options: dict[str, Any]
+    #: The test pattern it records instead of a camera (``CameraBackend.test_pattern``).
+    test_pattern: str | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +133,7 @@ class Config:
     retry_permanent: float
     plugin_dirs: list[Path]
     log_level: str
+    stop_deadline: float = 20.0  # seconds a clean stop may publish before it spills
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
 
 
@@ -143,8 +151,9 @@ def find(explicit: str | None) -> Path:
     return DEFAULT_PATH
 
 
-def load(path: Path, *, plugins: Plugins | None = None) -> tuple[Config, Plugins]:
-    """Read, validate and resolve ``path``; load plugins from entry points and plugin_dirs."""
+def read(path: Path) -> Any:
+    """The YAML document in ``path``; ConfigError (naming the file and line) when it
+    is missing, unreadable or not YAML."""
     try:
         text = Path(path).read_text()
     except FileNotFoundError:
@@ -154,51 +163,83 @@ def load(path: Path, *, plugins: Plugins | None = None) -> tuple[Config, Plugins
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
     try:
-        raw = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{path}{where}: not valid YAML: {problem}") from None
-    try:
-        return parse(raw, source=str(path), plugins=plugins)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
 
 
-def parse(
-    raw: Any, *, source: str = "<config>", plugins: Plugins | None = None
-) -> tuple[Config, Plugins]:
-    """Validate an already-parsed YAML document (see ``load``).
+def plugin_dirs(raw: Any) -> list[Path]:
+    """The site plugin directories a document names (its top-level keys checked
+    first, so a bad key is reported before any plugin is loaded)."""
+    return [_absolute(Path(d)) for d in _top(raw)["plugin_dirs"]]
 
-    Relative paths resolve against the current directory (the demo relies on it);
-    deployed configs use absolute paths.
-    """
+
+def _top(raw: Any) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ConfigError("the config must be a YAML mapping of keys such as cameras, transport")
-    top = o.check_options("", raw, TOP)
-    base = Path.cwd()
+    return o.check_options("", raw, TOP)
 
-    def absolute(p: Path) -> Path:
-        return p if p.is_absolute() else (base / p)
 
-    plugin_dirs = [absolute(Path(d)) for d in top["plugin_dirs"]]
-    if plugins is None:
-        plugins = Plugins(plugin_dirs)
+def _absolute(path: Path) -> Path:
+    """Relative paths resolve against the current directory (the demo relies on it);
+    deployed configs use absolute paths."""
+    return path if path.is_absolute() else Path.cwd() / path
 
+
+def parse(raw: Any, plugins: Plugins, *, source: str = "<config>") -> Config:
+    """Validate an already-parsed YAML document against the loaded ``plugins`` (which
+    ``plugin_dirs`` said where to find). Loads nothing: a ConfigError names the key."""
+    top = _top(raw)
     segment_seconds = top["segment_seconds"]
+    buffer, spool = _tiers(raw, plugins)
+    cameras = _cameras(raw, plugins)
+    transport_plugin, transport_timeout, transport = _transport(raw, plugins)
+    retry = o.check_options("retry", raw.get("retry"), RETRY)
+    if retry["initial"] > retry["max"]:
+        raise ConfigError("retry.initial: must not be longer than retry.max")
+    spill_after = top["spill_after"]
+    return Config(
+        source=source,
+        node=top["node"] or socket.gethostname().split(".")[0],
+        site=top["site"],
+        segment_seconds=segment_seconds,
+        cameras=cameras,
+        buffer=buffer,
+        spool=spool,
+        spill_after=segment_seconds if spill_after is None else spill_after,
+        transport_plugin=transport_plugin,
+        transport_timeout=transport_timeout,
+        transport=transport,
+        remote_path=top["remote_path"],
+        retry_initial=retry["initial"],
+        retry_max=retry["max"],
+        retry_permanent=retry["permanent"] or retry["max"],
+        plugin_dirs=[_absolute(Path(d)) for d in top["plugin_dirs"]],
+        log_level=top["log_level"],
+        stop_deadline=top["stop_deadline"],
+        raw=raw,
+    )
+
+
+def _tiers(raw: dict[str, Any], plugins: Plugins) -> tuple[TierConfig, TierConfig]:
     buffer = o.check_options("buffer", raw.get("buffer"), BUFFER)
     spool = o.check_options("spool", raw.get("spool"), SPOOL)
     for key, tier in (("buffer", buffer), ("spool", spool)):
         plugins.tiers.get(tier["kind"], f"{key}.kind")
-        tier["path"] = absolute(tier["path"])
+        tier["path"] = _absolute(tier["path"])
     if buffer["path"] == spool["path"]:
         raise ConfigError("spool.path: must differ from buffer.path (RAM and disk tiers)")
+    return TierConfig(**buffer), TierConfig(**spool)
 
+
+def _cameras(raw: dict[str, Any], plugins: Plugins) -> dict[str, CameraConfig]:
     cameras = raw.get("cameras")
     if not cameras or not isinstance(cameras, dict):
         raise ConfigError("cameras: at least one camera is required, e.g. cameras: {cam0: {}}")
-    camera_configs = {}
+    configs = {}
     for name, cam_raw in cameras.items():
         key = f"cameras.{name}"
         if not isinstance(name, str) or not CAMERA_NAME_RE.match(name):
@@ -206,54 +247,34 @@ def parse(
                 f"{key}: camera names must be 1-32 letters, digits, '_' or '-' "
                 "(they become file and directory names)"
             )
+        if name == OLD_LOSSES:
+            raise ConfigError(
+                f"{key}: the name {OLD_LOSSES} is reserved (older livecam versions "
+                "published loss records under it); choose another"
+            )
         cam_raw = dict(cam_raw or {})
         core = o.check_options(key, {"backend": cam_raw.pop("backend", None)}, CAMERA_CORE)
         cls = plugins.cameras.get(core["backend"], f"{key}.backend")
         opts = o.check_options(key, cam_raw, cls.options)
         cls.check(opts, key)
-        camera_configs[name] = CameraConfig(name, core["backend"], opts)
+        configs[name] = CameraConfig(name, core["backend"], opts, cls.test_pattern(opts))
+    return configs
 
+
+def _transport(raw: dict[str, Any], plugins: Plugins) -> tuple[str, float, dict[str, Any]]:
+    """(plugin, timeout, the plugin's own options) of ``transport:``."""
     transport_raw = raw.get("transport")
     if not isinstance(transport_raw, dict):
         raise ConfigError(
             "transport: required mapping, e.g. transport: {plugin: rsync, host: nas, path: /srv}"
         )
     transport_raw = dict(transport_raw)
-    core_t = o.check_options(
-        "transport",
-        {
-            "plugin": transport_raw.pop("plugin", None),
-            "timeout": transport_raw.pop("timeout", None),
-        },
-        TRANSPORT_CORE,
-    )
-    tcls = plugins.transports.get(core_t["plugin"], "transport.plugin")
-    topts = o.check_options("transport", transport_raw, tcls.options)
-    tcls.check(topts, "transport")
-
-    retry = o.check_options("retry", raw.get("retry"), RETRY)
-    if retry["initial"] > retry["max"]:
-        raise ConfigError("retry.initial: must not be longer than retry.max")
-
-    spill_after = top["spill_after"]
-    config = Config(
-        source=source,
-        node=top["node"] or socket.gethostname().split(".")[0],
-        site=top["site"],
-        segment_seconds=segment_seconds,
-        cameras=camera_configs,
-        buffer=TierConfig(**buffer),
-        spool=TierConfig(**spool),
-        spill_after=segment_seconds if spill_after is None else spill_after,
-        transport_plugin=core_t["plugin"],
-        transport_timeout=core_t["timeout"],
-        transport=topts,
-        remote_path=top["remote_path"],
-        retry_initial=retry["initial"],
-        retry_max=retry["max"],
-        retry_permanent=retry["permanent"] or retry["max"],
-        plugin_dirs=plugin_dirs,
-        log_level=top["log_level"],
-        raw=raw,
-    )
-    return config, plugins
+    core = {
+        "plugin": transport_raw.pop("plugin", None),
+        "timeout": transport_raw.pop("timeout", None),
+    }
+    core = o.check_options("transport", core, TRANSPORT_CORE)
+    cls = plugins.transports.get(core["plugin"], "transport.plugin")
+    opts = o.check_options("transport", transport_raw, cls.options)
+    cls.check(opts, "transport")
+    return core["plugin"], core["timeout"], opts

@@ -31,17 +31,13 @@ NODE = "livecam.cli"
 def main(argv: list[str] | None = None) -> int:
     """Run one livecam command; returns the process exit code."""
     argv = sys.argv[1:] if argv is None else argv
-    family = FAMILIES.get(argv[0]) if argv else None
-    if family is None:
-        code: int = importlib.import_module(NODE).main(argv)  # handles its own closed pipe
-        return code
-    module, drop_word = family
+    module, drop_word = FAMILIES.get(argv[0] if argv else "", (NODE, False))
     try:
-        code = importlib.import_module(module).main(argv[1:] if drop_word else argv)
+        code: int = importlib.import_module(module).main(argv[1:] if drop_word else argv)
         sys.stdout.flush()  # a closed pipe shows here, inside the handler below
         return code
     except BrokenPipeError:
-        # The reader went away (`livecam nas audit | head`): no traceback. Point stdout
+        # The reader went away (`livecam status | head`): no traceback. Point stdout
         # at /dev/null so the interpreter's final flush does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1

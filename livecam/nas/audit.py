@@ -14,8 +14,15 @@ own, and the step from one epoch to the next is a hole explained as
   ``backlog`` when the next segment arrived less than ``grace`` ago (the node may
   still be shipping it). Anything else is unexplained.
 - a **time gap**: no number missing, but the next segment starts later than the
-  previous one ended (or earlier: the clock went back). Explained by a
-  ``camera_down``, ``restart`` or ``clock_step`` record in that span.
+  previous one ended. Explained by a ``camera_down``, ``restart``, ``stopped`` or
+  ``clock_step`` record in that span. An **overlap** (the next segment starts
+  before the previous one ends, by more than a frame) is a time fault unless a
+  ``clock_step`` record explains it.
+- a **silence**: a camera that must exist (seen on the NAS, named in its node's
+  records, or listed in the NAS config's ``cameras``) with no footage, or none
+  after its newest segment for longer than ``grace``. Explained by a clean stop
+  (``stopped``) or a camera down that its node keeps reporting; a node killed and
+  never back is unexplained.
 
 A segment that does not play (ffprobe failed) is a hole too, never explained.
 """
@@ -39,13 +46,16 @@ from livecam.nas.explain import (
     explain_time,
     iso,
     new_sequences,
+    overlaps,
     ram_only,
 )
 from livecam.nas.records import BadRecord, LossRecord, parse
+from livecam.nas.silence import silence
 
 # No segment is longer: a query for a span looks this far before it by the start-time
 # index (segments_time) instead of reading every segment of the camera.
 MAX_SEGMENT_SECONDS = 86400.0
+NEW_SEQUENCE = "the node started with no sequence state (reinstalled): a new sequence"
 
 
 @dataclass
@@ -91,32 +101,44 @@ class CameraAudit:
         }  # fmt: skip
 
 
-def cameras(conn: sqlite3.Connection, site: str | None = None) -> list[tuple[str, str, str]]:
-    """Every (site, node, camera) the index holds segments of."""
-    query = "SELECT DISTINCT site, node, camera FROM segments"
-    rows = conn.execute(query + (" WHERE site = ?" if site else "") + " ORDER BY 1, 2, 3",
-                        (site,) if site else ()).fetchall()  # fmt: skip
-    return [(r[0], r[1], r[2]) for r in rows]
+def cameras(
+    conn: sqlite3.Connection,
+    site: str | None = None,
+    expected: tuple[tuple[str, str, str], ...] = (),
+) -> list[tuple[str, str, str]]:
+    """Every (site, node, camera) that must exist: segments of it on the NAS, loss
+    records of its node naming it, or ``expected`` (the NAS config's ``cameras``)."""
+    rows = conn.execute(
+        "SELECT site, node, camera FROM segments UNION SELECT site, node, camera FROM"
+        " losses WHERE camera IS NOT NULL AND camera != '' AND error IS NULL"
+    ).fetchall()
+    found = {(r[0], r[1], r[2]) for r in rows} | set(expected)
+    return sorted(cam for cam in found if site is None or cam[0] == site)
 
 
 def segments(
-    conn: sqlite3.Connection, site: str, node: str, camera: str,
-    since: float | None = None, until: float | None = None,
-) -> list[Seg]:  # fmt: skip
+    conn: sqlite3.Connection,
+    site: str,
+    node: str,
+    camera: str,
+    since: float | None = None,
+    until: float | None = None,
+) -> list[Seg]:
     """One camera's segments, epoch by epoch, each in sequence order, one per name (a
     conflict copy is dropped); only those ending at or after ``since`` and starting
     at or before ``until``."""
-    starts = new_sequences([
-        parse(text, path) for path, text in conn.execute(
-            "SELECT path, record FROM losses WHERE site=? AND node=? AND camera=?"
-            " AND kind='restart' AND error IS NULL", (site, node, camera))
-    ])  # fmt: skip
+    restarts = conn.execute(
+        "SELECT path, record FROM losses WHERE site=? AND node=? AND camera=?"
+        " AND kind='restart' AND error IS NULL",
+        (site, node, camera),
+    )
+    starts = new_sequences([parse(text, path) for path, text in restarts])
     lo = -1e18 if since is None else since
     rows = conn.execute(
         "SELECT seq, start, duration, path FROM segments WHERE site=? AND node=? AND camera=?"
         " AND start >= ? AND start <= ? AND start + COALESCE(duration, 0) >= ? ORDER BY seq, path",
         (site, node, camera, lo - MAX_SEGMENT_SECONDS, 1e18 if until is None else until, lo),
-    ).fetchall()  # fmt: skip
+    ).fetchall()
     seen: set[tuple[int, float]] = set()
     out: list[Seg] = []
     for seq, start, duration, path in rows:
@@ -134,8 +156,9 @@ def loss_records(
     found, bad = [], []
     for path, text, error in conn.execute(
         "SELECT path, record, error FROM losses WHERE site=? AND node=? AND"
-        " (camera=? OR camera IS NULL) ORDER BY time", (site, node, camera),
-    ):  # fmt: skip
+        " (camera=? OR camera IS NULL) ORDER BY time",
+        (site, node, camera),
+    ):
         if error:
             bad.append(error)
             continue
@@ -147,10 +170,16 @@ def loss_records(
 
 
 def audit_camera(
-    conn: sqlite3.Connection, site: str, node: str, camera: str, *,
-    since: float | None = None, until: float | None = None, grace: float = 900.0,
+    conn: sqlite3.Connection,
+    site: str,
+    node: str,
+    camera: str,
+    *,
+    since: float | None = None,
+    until: float | None = None,
+    grace: float = 900.0,
     now: float | None = None,
-) -> CameraAudit:  # fmt: skip
+) -> CameraAudit:
     """Coverage and every hole of one camera, each explained where a record says why."""
     now = time.time() if now is None else now
     result = CameraAudit(site, node, camera)
@@ -158,44 +187,58 @@ def audit_camera(
     recs, result.bad_records = loss_records(conn, site, node, camera)
     result.records = len(recs)
     result.ram_only = ram_only(recs, since, until)
-    if not segs:
-        return result
+    if segs:
+        _walk(result, segs, recs, now=now, grace=grace)
+        result.coverage = _coverage(segs, since, now)
+    silent = silence(conn, (site, node, camera), recs, since, until, now=now, grace=grace)
+    if silent is not None:
+        result.holes.append(silent)
+    return result
+
+
+def _walk(
+    result: CameraAudit, segs: list[Seg], recs: list[LossRecord], *, now: float, grace: float
+) -> None:
+    """The holes between a camera's segments, in sequence order, epoch by epoch."""
     result.segments = len(segs)
     result.first_seq, result.last_seq = segs[0].seq, segs[-1].seq
     result.newest = max(s.start for s in segs)
     result.epochs = len({s.epoch for s in segs})
     for seg in segs:
         if seg.duration is None:
-            result.holes.append(Hole("unplayable", seg.start, seg.start, seg.seq, seg.seq,
-                                     unexplained=[seg.seq]))  # fmt: skip
+            hole = Hole("unplayable", seg.start, seg.start, seg.seq, seg.seq)
+            hole.unexplained, hole.fault = [[seg.seq, seg.seq]], "the file does not play"
+            result.holes.append(hole)
     starts = new_sequences(recs)
     by_epoch: dict[int, list[LossRecord]] = {}  # numbers repeat across epochs: their own
     for rec in recs:
         by_epoch.setdefault(epoch_of(rec.time, starts), []).append(rec)
-    evicted = {e: {seq: r for r in rs if r.kind == "evicted" for seq in r.sequences}
-               for e, rs in by_epoch.items()}  # fmt: skip
-    restarts = {e: [r for r in rs if r.kind == "restart" and r.get("reserved_below") is not None]
-                for e, rs in by_epoch.items()}  # fmt: skip
+    evicted = {
+        e: {seq: r for r in rs if r.kind == "evicted" for seq in r.sequences}
+        for e, rs in by_epoch.items()
+    }
+    salvaged = {
+        e: {seq for r in rs if r.kind == "salvaged" for seq in r.sequences}
+        for e, rs in by_epoch.items()
+    }
+    restarts = {
+        e: [r for r in rs if r.kind == "restart" and r.get("reserved_below") is not None]
+        for e, rs in by_epoch.items()
+    }
     for a, b in itertools.pairwise(segs):
         if a.epoch != b.epoch:
-            hole = Hole("time", a.end, b.start, b.seq, b.seq, causes=[{
-                "cause": "new_sequence", "seqs": [b.seq],
-                "text": "the node started with no sequence state (reinstalled): a new sequence",
-            }])  # fmt: skip
-            result.holes.append(hole)
-            continue
-        if b.seq > a.seq + 1:
+            cause = {"cause": "new_sequence", "ranges": [[b.seq, b.seq]], "text": NEW_SEQUENCE}
+            result.holes.append(Hole("time", a.end, b.start, b.seq, b.seq, causes=[cause]))
+        elif b.seq > a.seq + 1:
             hole = Hole("sequence", a.end, b.start, a.seq + 1, b.seq - 1)
-            ev, rs = evicted.get(a.epoch, {}), restarts.get(a.epoch, [])
-            for seq in range(a.seq + 1, b.seq):
-                explain_seq(hole, seq, a, b, ev, rs, recent=now - b.start < grace)
+            e = a.epoch
+            ev, rs, sv = evicted.get(e, {}), restarts.get(e, []), salvaged.get(e, set())
+            explain_seq(hole, a, b, ev, rs, sv, recent=now - b.start < grace)
             result.holes.append(hole)
-        elif abs(b.start - a.end) > TIME_TOLERANCE:
-            hole = Hole("time", a.end, b.start, b.seq, b.seq)
+        elif overlaps(a, b) or b.start - a.end > TIME_TOLERANCE:
+            hole = Hole("overlap" if b.start < a.end else "time", a.end, b.start, b.seq, b.seq)
             explain_time(hole, a, b, by_epoch.get(a.epoch, []))
             result.holes.append(hole)
-    result.coverage = _coverage(segs, since, now)
-    return result
 
 
 def _coverage(segs: list[Seg], since: float | None, now: float) -> list[dict[str, Any]]:
@@ -215,15 +258,23 @@ def _coverage(segs: list[Seg], since: float | None, now: float) -> list[dict[str
         lo, hi = day.timestamp(), (day + timedelta(days=1)).timestamp()
         elapsed = max(0.0, min(hi, now) - max(lo, begin))
         done = recorded.get(f"{day:%Y-%m-%d}", 0.0)
-        days.append({"date": f"{day:%Y-%m-%d}", "recorded": round(done, 1),
-                     "elapsed": round(elapsed, 1),
-                     "ratio": round(min(1.0, done / elapsed), 6) if elapsed else 0.0})  # fmt: skip
+        days.append(
+            {
+                "date": f"{day:%Y-%m-%d}",
+                "recorded": round(done, 1),
+                "elapsed": round(elapsed, 1),
+                "ratio": round(min(1.0, done / elapsed), 6) if elapsed else 0.0,
+            }
+        )
         day += timedelta(days=1)
     return days
 
 
 def to_json(audits: list[CameraAudit]) -> str:
     return json.dumps(
-        {"cameras": [a.as_dict() for a in audits],
-         "unexplained_gaps": sum(a.unexplained for a in audits)}, indent=1,
-    )  # fmt: skip
+        {
+            "cameras": [a.as_dict() for a in audits],
+            "unexplained_gaps": sum(a.unexplained for a in audits),
+        },
+        indent=1,
+    )

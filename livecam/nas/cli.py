@@ -53,13 +53,19 @@ def parser() -> argparse.ArgumentParser:
     aud.add_argument("--since", help="only from this date or time (ISO 8601), or age (7d)")
     aud.add_argument("--grace", help="holes this recent are 'not yet shipped' (e.g. 15m)")
     aud.add_argument("--json", action="store_true", help="machine-readable")
-    aud.add_argument("--prometheus", metavar="FILE",
-                     help="also write metrics here ('-': stdout, no report)")  # fmt: skip
+    aud.add_argument(
+        "--prometheus", metavar="FILE", help="also write metrics here ('-': stdout, no report)"
+    )
     aud.add_argument("--no-index", action="store_true", help="use the index as it is")
     exp = sub.add_parser("export", parents=[where], help="one MP4 of a span, no re-encoding")
     exp.add_argument("cameras", nargs="*", metavar="SITE/NODE/CAMERA")
-    exp.add_argument("--camera", action="append", default=[], metavar="SITE/NODE/CAMERA",
-                     help="another camera (repeat); files OUT-SITE-NODE-CAMERA.mp4")  # fmt: skip
+    exp.add_argument(
+        "--camera",
+        action="append",
+        default=[],
+        metavar="SITE/NODE/CAMERA",
+        help="another camera (repeat); files OUT-SITE-NODE-CAMERA.mp4",
+    )
     exp.add_argument("--from", dest="start", required=True, help="ISO 8601 with a zone, or Z")
     exp.add_argument("--to", dest="end", required=True, help="ISO 8601 with a zone, or Z")
     exp.add_argument("-o", "--output", required=True, help="the MP4 to write")
@@ -70,8 +76,9 @@ def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr,
-    )  # fmt: skip
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     try:
         cfg = nasconfig.load(args.config, args.root, args.db)
         if args.command == "export":
@@ -90,10 +97,12 @@ def _index(args: argparse.Namespace, cfg: nasconfig.NasConfig) -> int:
     if args.json:
         print(json.dumps({**asdict(stats), "segments": total, "db": str(cfg.db)}))
     else:
-        print(f"{cfg.db}: {total} segments; +{stats.added} new, {stats.changed} changed, "
-              f"-{stats.removed} gone, {stats.records} loss records, {stats.probed} probed, "
-              f"{stats.unplayable} unplayable; {stats.dirs_listed} of {stats.dirs_seen} "
-              f"directories listed in {stats.seconds:.1f}s")  # fmt: skip
+        print(
+            f"{cfg.db}: {total} segments; +{stats.added} new, {stats.changed} changed, "
+            f"-{stats.removed} gone, {stats.records} loss records, {stats.probed} probed, "
+            f"{stats.unplayable} unplayable; {stats.dirs_listed} of {stats.dirs_seen} "
+            f"directories listed in {stats.seconds:.1f}s"
+        )
     return 0
 
 
@@ -107,7 +116,7 @@ def _audit(args: argparse.Namespace, cfg: nasconfig.NasConfig) -> int:
         conn, _ = index.update(cfg)
     audits = [
         audit.audit_camera(conn, *cam, since=since, grace=cfg.grace)
-        for cam in audit.cameras(conn, args.site)
+        for cam in audit.cameras(conn, args.site, cfg.cameras)
     ]
     if args.prometheus:
         body = report.prometheus(audits)
@@ -140,8 +149,10 @@ def _export(args: argparse.Namespace, cfg: nasconfig.NasConfig) -> int:
             print(f"livecam: export {'/'.join(cam)}: {exc}", file=sys.stderr)
             failed += 1
             continue
-        print(f"{clip.out}: {clip.camera}, {len(clip.segments)} segments from "
-              f"{explain.iso(clip.segments[0].start + clip.inpoint)}")  # fmt: skip
+        print(
+            f"{clip.out}: {clip.camera}, {len(clip.segments)} segments from "
+            f"{explain.iso(clip.segments[0].start + clip.inpoint)}"
+        )
         spans = [report.describe(h) for h in clip.holes] + clip.uncovered
         print(f"  holes: {'; '.join(spans) if spans else 'none'}")
     return 1 if failed else 0

@@ -8,6 +8,8 @@
                                 # "not yet shipped" rather than unexplained
     sha256: false               # digest every segment while indexing (reads every byte)
     probe_workers: 2            # ffprobe processes at once while indexing
+    cameras: [lab/node01/cam0]  # SITE/NODE/CAMERA the inventory deploys: the audit
+                                # holds each to account even before it sent anything
 
 ``--root`` alone is enough: no config file is then needed. A bad file gives one
 line naming the key (``ConfigError``); the command exits 2.
@@ -16,6 +18,7 @@ line naming the key (``ConfigError``); the command exits 2.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,12 +31,30 @@ DEFAULT_PATH = Path("/etc/livecam/nas.yaml")
 ENV = "LIVECAM_NAS_CONFIG"
 INDEX_DIR = ".livecam"  # the only directory NAS commands create below the root
 
+_PART = re.compile(r"[^/\s.][^/\s]*")  # a site, node or camera: no slash, space or leading dot
+
+
+def camera_list(value: object, key: str) -> list[tuple[str, str, str]]:
+    """``cameras``: a list of ``SITE/NODE/CAMERA`` strings; ConfigError naming the key
+    and the first bad entry."""
+    out = []
+    for i, entry in enumerate(o.string_list(value, key)):
+        parts = tuple(entry.split("/"))
+        if len(parts) != 3 or not all(_PART.fullmatch(p) for p in parts):
+            raise ConfigError(
+                f"{key}[{i}]: {entry!r} is not SITE/NODE/CAMERA (e.g. lab/node01/cam0)"
+            )
+        out.append((parts[0], parts[1], parts[2]))
+    return sorted(set(out))
+
+
 SCHEMA = {
     "root": Option(o.path, None, "the recordings root, e.g. /srv/livecam"),
     "db": Option(o.path, None, "the SQLite index; default <root>/.livecam/index.sqlite"),
     "grace": Option(o.duration, "15m", "recent holes count as not yet shipped"),
     "sha256": Option(o.boolean, False, "digest every segment while indexing"),
     "probe_workers": Option(o.integer(1, 64), 2, "ffprobe processes at once"),
+    "cameras": Option(camera_list, [], "SITE/NODE/CAMERA that must exist"),
 }
 
 
@@ -47,6 +68,7 @@ class NasConfig:
     sha256: bool = False
     probe_workers: int = 2
     source: str = "--root"
+    cameras: tuple[tuple[str, str, str], ...] = ()  # what the inventory deploys
 
 
 def load(config_file: str | None, root: str | None, db: str | None = None) -> NasConfig:
@@ -79,6 +101,7 @@ def load(config_file: str | None, root: str | None, db: str | None = None) -> Na
         sha256=values["sha256"],
         probe_workers=values["probe_workers"],
         source=source,
+        cameras=tuple(values["cameras"]),
     )
 
 

@@ -4,6 +4,9 @@ Also the two things records say that are not holes: when a node ran RAM-only (it
 spool failed, then recovered), and where a node began a new sequence (a start with
 no sequence state: a reinstalled node, or one whose spool and buffer were both
 lost), which splits a camera's segments into epochs, each numbered on its own.
+
+Missing numbers are handled as ranges, never one by one: a restart may skip a
+hundred thousand numbers nobody used, and the audit says so in one line.
 """
 
 from __future__ import annotations
@@ -18,6 +21,13 @@ from livecam.nas.records import LossRecord
 TIME_TOLERANCE = 3.0  # seconds: names carry whole seconds, a busy node closes late
 
 NAME_ROUNDING = 1.0  # seconds: a name carries its start truncated to the second
+
+# One frame interval (a frame at 10 fps): a segment may start this much before the
+# previous one ends (plus what its name rounds away) before it is a time fault. The
+# index does not know a camera's frame rate.
+FRAME_INTERVAL = 0.1
+
+Ranges = list[list[int]]  # [[first, last], ...], sorted, disjoint
 
 
 @dataclass(frozen=True)
@@ -37,75 +47,109 @@ class Seg:
 
 @dataclass
 class Hole:
-    """Missing numbers (``first``..``last``) or a time gap between two segments."""
+    """Missing numbers (``first``..``last``), a time gap or overlap between two
+    segments, or a camera silent from ``after`` on (``first``/``last`` None)."""
 
-    kind: str  # "sequence", "time" or "unplayable"
-    after: float  # end of the segment before it
-    before: float  # start of the segment after it
-    first: int
-    last: int
-    causes: list[dict[str, Any]] = field(default_factory=list)  # {cause, text, seqs}
-    unexplained: list[int] = field(default_factory=list)
+    kind: str  # "sequence", "time", "overlap", "silent" or "unplayable"
+    after: float  # end of the segment before it (a silent hole: of the newest)
+    before: float  # start of the segment after it (a silent hole: when audited)
+    first: int | None
+    last: int | None
+    causes: list[dict[str, Any]] = field(default_factory=list)  # {cause, text, ranges}
+    unexplained: Ranges = field(default_factory=list)  # numbers no record explains
+    fault: str = ""  # what no record explains, besides numbers ("" when all is)
 
     @property
     def explained(self) -> bool:
-        return bool(self.causes) and not self.unexplained
+        return bool(self.causes) and not self.unexplained and not self.fault
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "kind": self.kind, "first_seq": self.first, "last_seq": self.last,
             "after": iso(self.after), "before": iso(self.before),
             "seconds": round(self.before - self.after, 1), "explained": self.explained,
-            "causes": self.causes, "unexplained_seqs": self.unexplained,
+            "causes": self.causes, "unexplained_ranges": self.unexplained, "fault": self.fault,
         }  # fmt: skip
 
 
 def explain_seq(
-    hole: Hole, seq: int, a: Seg, b: Seg, evicted: dict[int, LossRecord],
-    restarts: list[LossRecord], *, recent: bool,
-) -> None:  # fmt: skip
-    if seq in evicted:
-        rec = evicted[seq]
-        tier, limit = rec.get("tier") or "?", rec.get("limit") or "?"
-        _add(hole, "evicted", f"evicted from the {tier} ({limit} limit)", seq)
-        return
+    hole: Hole,
+    a: Seg,
+    b: Seg,
+    evicted: dict[int, LossRecord],
+    restarts: list[LossRecord],
+    salvaged: set[int],
+    *,
+    recent: bool,
+) -> None:
+    """Explain the numbers between ``a`` and ``b``: evicted ones by their records, the
+    ones a recorder start skipped by its ``restart`` record, the rest as backlog
+    (``recent``) or unexplained."""
+    rest: Ranges = [[a.seq + 1, b.seq - 1]]
+    inside = (
+        range(a.seq + 1, b.seq) if b.seq - a.seq < len(evicted) else sorted(evicted)
+    )  # whichever is shorter: a restart may skip 100,000 numbers, a month evict as many
+    for seq in (s for s in inside if a.seq < s < b.seq and s in evicted):
+        tier, limit = evicted[seq].get("tier") or "?", evicted[seq].get("limit") or "?"
+        add_cause(hole, "evicted", f"evicted from the {tier} ({limit} limit)", [[seq, seq]])
+        rest = _minus(rest, seq, seq)
     for rec in restarts:
         below = int(rec.get("reserved_below"))
-        if a.seq < below <= b.seq and seq < below:
-            last = rec.get("last_seq")
-            if rec.get("clean") and last is not None and seq <= int(last):
-                continue  # closed before the clean stop: the restart did not take it
-            if rec.get("clean"):
-                _add(hole, "restart", "reserved before a clean stop, never used", seq)
-            else:
-                _add(hole, "power_cut", "lost at a crash or power cut (reserved, unpublished)",
-                     seq)  # fmt: skip
-            return
-    if recent:
-        _add(hole, "backlog", "not yet shipped (the node's backlog)", seq)
-        return
-    hole.unexplained.append(seq)
+        if not (a.seq < below <= b.seq):
+            continue
+        last = rec.get("last_seq")
+        lo = int(last) + 1 if rec.get("clean") and last is not None else a.seq + 1
+        taken = _within(rest, lo, below - 1)
+        if not taken:
+            continue
+        rest = _minus_all(rest, taken)
+        if rec.get("clean"):
+            add_cause(hole, "restart", "restart after a clean stop: reserved, never used", taken)
+        elif b.seq in salvaged and abs(b.start - a.end) <= TIME_TOLERANCE:
+            # Nothing is missing in time: the run cut off went on in the segment salvaged.
+            why = f"restart after a crash: reserved, never used (seq {b.seq} salvaged)"
+            add_cause(hole, "restart", why, taken)
+        else:
+            why = "restart after a crash or power cut: lost with the RAM buffer or never used"
+            add_cause(hole, "power_cut", why, taken)
+    if rest and recent:
+        add_cause(hole, "backlog", "not yet shipped (the node's backlog)", rest)
+    elif rest:
+        hole.unexplained = rest
+        hole.fault = "no loss record"
 
 
 def explain_time(hole: Hole, a: Seg, b: Seg, recs: list[LossRecord]) -> None:
+    """A gap (or overlap) in time between consecutive numbers ``a`` and ``b``."""
     lo, hi = min(a.end, b.start) - TIME_TOLERANCE, max(a.end, b.start) + TIME_TOLERANCE
     for rec in recs:
         if rec.kind == "clock_step" and (b.seq in rec.sequences or lo <= rec.time <= hi):
-            _add(hole, "clock_step", f"the node's clock stepped {rec.get('step_seconds'):+.1f}s",
-                 b.seq)  # fmt: skip
+            step = f"the node's clock stepped {rec.get('step_seconds'):+.1f}s"
+            add_cause(hole, "clock_step", step, [[b.seq, b.seq]])
             return
-    if b.start < a.end:
-        hole.unexplained.append(b.seq)  # time went back with no clock step recorded
+    if b.start < a.end:  # a segment starts before the previous one ends: a time fault
+        hole.fault = f"starts {a.end - b.start:.1f}s before seq {a.seq} ends (no clock step)"
         return
     downs = [r for r in recs if r.kind == "camera_down" and lo <= r.time <= hi]
     if downs:
-        _add(hole, "camera_down", f"camera down: {len(downs)} restart(s); {downs[0].reason}",
-             b.seq)  # fmt: skip
+        why = f"camera down: {len(downs)} restart(s); {downs[0].reason}"
+        add_cause(hole, "camera_down", why, [[b.seq, b.seq]])
         return
-    if any(r.kind == "restart" and lo <= r.time <= hi for r in recs):
-        _add(hole, "restart", "the recorder was not running (stopped or restarting)", b.seq)
+    stops = [r for r in recs if r.kind == "stopped" and lo <= r.time <= hi]
+    if stops or any(r.kind == "restart" and lo <= r.time <= hi for r in recs):
+        why = "the recorder was not running (stopped or restarting)"
+        if stops:
+            why = f"stopped cleanly at {iso(stops[0].time)}, started again"
+        add_cause(hole, "restart", why, [[b.seq, b.seq]])
         return
-    hole.unexplained.append(b.seq)
+    hole.fault = "no loss record"
+
+
+def overlaps(a: Seg, b: Seg) -> bool:
+    """``b`` starts before ``a`` ends by more than one frame interval and what the
+    names round away (whole seconds, unless a name carries a fraction)."""
+    rounding = NAME_ROUNDING if a.start % 1 == 0 and b.start % 1 == 0 else 0.0
+    return a.end - b.start > FRAME_INTERVAL + rounding
 
 
 def ram_only(
@@ -121,19 +165,64 @@ def ram_only(
             spans[-1]["to"] = rec.time
     lo, hi = -1e18 if since is None else since, 1e18 if until is None else until
     return [
-        {"from": iso(s["from"]), "to": iso(s["to"]) if s["to"] is not None else None,
-         "seconds": round(s["to"] - s["from"], 1) if s["to"] is not None else None,
-         "reason": s["reason"]}
-        for s in spans if s["from"] <= hi and (s["to"] is None or s["to"] >= lo)
-    ]  # fmt: skip
+        {
+            "from": iso(s["from"]),
+            "to": iso(s["to"]) if s["to"] is not None else None,
+            "seconds": round(s["to"] - s["from"], 1) if s["to"] is not None else None,
+            "reason": s["reason"],
+        }
+        for s in spans
+        if s["from"] <= hi and (s["to"] is None or s["to"] >= lo)
+    ]
 
 
-def _add(hole: Hole, cause: str, text: str, seq: int) -> None:
+def add_cause(hole: Hole, cause: str, text: str, ranges: Ranges) -> None:
+    """Give ``hole`` a cause (its numbers merged into a cause of the same text)."""
     for c in hole.causes:
         if c["cause"] == cause and c["text"] == text:
-            c["seqs"].append(seq)
+            for first, last in ranges:
+                c["ranges"] = _union(c["ranges"], first, last)
             return
-    hole.causes.append({"cause": cause, "text": text, "seqs": [seq]})
+    merged: Ranges = []
+    for first, last in ranges:
+        merged = _union(merged, first, last)
+    hole.causes.append({"cause": cause, "text": text, "ranges": merged})
+
+
+def _union(ranges: Ranges, first: int, last: int) -> Ranges:
+    """``ranges`` with ``first``..``last`` added, adjacent ones merged."""
+    out: Ranges = []
+    for lo, hi in sorted([*ranges, [first, last]]):
+        if out and lo <= out[-1][1] + 1:
+            out[-1][1] = max(out[-1][1], hi)
+        else:
+            out.append([lo, hi])
+    return out
+
+
+def _minus(ranges: Ranges, first: int, last: int) -> Ranges:
+    out: Ranges = []
+    for lo, hi in ranges:
+        if lo < first:
+            out.append([lo, min(hi, first - 1)])
+        if hi > last:
+            out.append([max(lo, last + 1), hi])
+    return out
+
+
+def _minus_all(ranges: Ranges, taken: Ranges) -> Ranges:
+    for first, last in taken:
+        ranges = _minus(ranges, first, last)
+    return ranges
+
+
+def _within(ranges: Ranges, first: int, last: int) -> Ranges:
+    """The part of ``ranges`` between ``first`` and ``last``."""
+    return [[max(lo, first), min(hi, last)] for lo, hi in ranges if lo <= last and hi >= first]
+
+
+def count(ranges: Ranges) -> int:
+    return sum(hi - lo + 1 for lo, hi in ranges)
 
 
 def new_sequences(recs: list[LossRecord]) -> list[float]:

@@ -22,6 +22,10 @@ from livecam.nas import fmp4, fragments, probe, readahead
 from livecam.nas.audit import audit_camera, cameras, segments
 from livecam.nas.explain import TIME_TOLERANCE, Hole, Seg, iso
 
+# Seconds a segment may reach into the span and still not be part of it: neighbours named
+# by their first frames' times (to the millisecond) may touch by a few milliseconds.
+SLIVER = 0.02
+
 
 class ExportError(Exception):
     """The span cannot be exported (no such camera, nothing recorded, ffmpeg failed)."""
@@ -62,16 +66,20 @@ def output_paths(out: Path, cams: list[tuple[str, str, str]]) -> list[Path]:
 
 
 def export(
-    conn: sqlite3.Connection, root: Path, cam: tuple[str, str, str], start: float, end: float,
-    out: Path, *, grace: float = 900.0,
-) -> Clip:  # fmt: skip
+    conn: sqlite3.Connection,
+    root: Path,
+    cam: tuple[str, str, str],
+    start: float,
+    end: float,
+    out: Path,
+    *,
+    grace: float = 900.0,
+) -> Clip:
     """Write ``out``: camera ``cam`` from ``start`` to ``end`` (Unix seconds)."""
     if end <= start:
         raise ExportError("--to must be later than --from")
-    chosen = [
-        s for s in segments(conn, *cam)
-        if s.duration is not None and s.end > start and s.start < end
-    ]  # fmt: skip
+    playable = [s for s in segments(conn, *cam) if s.duration is not None]
+    chosen = [s for s in playable if s.end > start + SLIVER and s.start < end - SLIVER]
     if not chosen:
         raise ExportError(f"{'/'.join(cam)}: nothing recorded between {iso(start)} and {iso(end)}")
     first, last = chosen[0], chosen[-1]
@@ -91,11 +99,9 @@ def export(
     audit = audit_camera(conn, *cam, since=first.start, until=last.start, grace=grace)
     # A hole is spanned when it lies between the first and the last segment joined (by
     # time: sequence numbers start again after a reinstall).
-    holes = [
-        h for h in audit.holes
-        if h.after >= first.start - TIME_TOLERANCE and h.before <= last.end + TIME_TOLERANCE
-        and (h.kind != "unplayable" or first.start < h.after < last.end)
-    ]  # fmt: skip
+    lo, hi = first.start - TIME_TOLERANCE, last.end + TIME_TOLERANCE
+    near = [h for h in audit.holes if h.after >= lo and h.before <= hi]
+    holes = [h for h in near if h.kind != "unplayable" or first.start < h.after < last.end]
     uncovered = []
     if first.start > start + 1:
         uncovered.append(f"nothing recorded from {iso(start)} to {iso(first.start)}")
@@ -123,11 +129,13 @@ def _join(
         frags = layout.fragments
         return (frags[i].decode_time - frags[0].decode_time) / layout.timescale
 
-    begin = max((i for i in range(len(head.fragments)) if rel(head, i) <= offset_from + 1e-6),
-                default=0)  # fmt: skip
+    begin = max(
+        (i for i in range(len(head.fragments)) if rel(head, i) <= offset_from + 1e-6), default=0
+    )
     floor = begin if len(paths) == 1 else 0
-    stop = next((i for i in range(floor + 1, len(tail.fragments))
-                 if rel(tail, i) > offset_to + 1e-6), None)  # fmt: skip
+    stop = next(
+        (i for i in range(floor + 1, len(tail.fragments)) if rel(tail, i) > offset_to + 1e-6), None
+    )
     end = len(tail.fragments) if stop is None else stop
 
     def pieces() -> Iterator[fmp4.Piece]:

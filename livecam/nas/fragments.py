@@ -105,8 +105,20 @@ def _run(moof: bytes, trex_duration: int) -> _Run:
     at = trun[0] + 16 + (4 if tflags & 0x1 else 0) + (4 if tflags & 0x4 else 0)
     fields = [bit for bit in (0x100, 0x200, 0x400, 0x800) if tflags & bit]
     values = struct.unpack_from(f">{count * len(fields)}I", moof, at) if fields else ()
-    return _Run(tpos, trun[0], trun[0] + trun[1], tflags, count, at, fields, values, default,
-                tfdt[0] + 12, moof[tfdt[0] + 8], mfhd[0] + 12)  # fmt: skip
+    return _Run(
+        traf_at=tpos,
+        trun_at=trun[0],
+        trun_end=trun[0] + trun[1],
+        tflags=tflags,
+        count=count,
+        entries_at=at,
+        fields=fields,
+        values=values,
+        default_duration=default,
+        tfdt_at=tfdt[0] + 12,
+        tfdt_version=moof[tfdt[0] + 8],
+        seq_at=mfhd[0] + 12,
+    )
 
 
 def _fragment(
@@ -117,8 +129,20 @@ def _fragment(
     durations = run.column(0x100)[:count] or (run.default_duration,) * count
     ctos = run.column(0x800)
     first_cto = (ctos[0] - (1 << 32) if ctos[0] >= 1 << 31 else ctos[0]) if ctos else 0
-    return Fragment(offset, moof, *media, decode_time, sum(durations), first_cto,
-                    run.tfdt_at, version, run.seq_at)  # fmt: skip
+    media_at, media_size, mdat_header = media
+    return Fragment(
+        offset=offset,
+        moof=moof,
+        media_at=media_at,
+        media_size=media_size,
+        mdat_header=mdat_header,
+        decode_time=decode_time,
+        duration=sum(durations),
+        first_cto=first_cto,
+        tfdt_at=run.tfdt_at,
+        tfdt_version=version,
+        seq_at=run.seq_at,
+    )
 
 
 def parse(moof: bytes, offset: int, mdat_size: int, trex_duration: int) -> Fragment:

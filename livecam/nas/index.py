@@ -10,7 +10,6 @@ Each directory is committed on its own, so an interrupted run keeps its work.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import sqlite3
@@ -23,6 +22,7 @@ from typing import Any
 
 from livecam.nas import probe, records, tree
 from livecam.nas.config import NasConfig
+from livecam.storage.files import file_digest
 
 log = logging.getLogger("livecam.nas.index")
 
@@ -73,9 +73,14 @@ class Indexer:
     """Brings the index at ``config.db`` up to date with ``config.root``."""
 
     def __init__(
-        self, config: NasConfig, conn: sqlite3.Connection, *, full: bool = False,
-        under: str = "", window: tuple[float, float] | None = None,
-    ):  # fmt: skip
+        self,
+        config: NasConfig,
+        conn: sqlite3.Connection,
+        *,
+        full: bool = False,
+        under: str = "",
+        window: tuple[float, float] | None = None,
+    ):
         self.config = config
         self.conn = conn
         self.full = full
@@ -180,12 +185,12 @@ class Indexer:
             if values is None:
                 continue  # vanished while we looked: the directory changed, next run sees it
             duration, digest, error = values
+            place = (found.rel, rel, found.site, found.node, found.camera, found.seq, found.start)
             self.conn.execute(
                 "INSERT OR REPLACE INTO segments (path, dir, site, node, camera, seq, start,"
                 " duration, size, mtime_ns, sha256, error) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (found.rel, rel, found.site, found.node, found.camera, found.seq, found.start,
-                 duration, st.st_size, st.st_mtime_ns, digest, error),
-            )  # fmt: skip
+                (*place, duration, st.st_size, st.st_mtime_ns, digest, error),
+            )
             if digest and duration is not None:
                 self.conn.execute(
                     "INSERT OR IGNORE INTO durations (sha256, duration) VALUES (?, ?)",
@@ -196,7 +201,7 @@ class Indexer:
         """(duration, sha256, error) of a segment file; None if it vanished."""
         path = self.config.root / found.rel
         try:
-            digest = _sha256(path) if self.config.sha256 else None
+            digest = file_digest(path) if self.config.sha256 else None
         except FileNotFoundError:
             return None
         if digest is not None:
@@ -265,18 +270,13 @@ class Indexer:
             )
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def update(
-    config: NasConfig, *, full: bool = False, under: str = "",
+    config: NasConfig,
+    *,
+    full: bool = False,
+    under: str = "",
     window: tuple[float, float] | None = None,
-) -> tuple[sqlite3.Connection, Stats]:  # fmt: skip
+) -> tuple[sqlite3.Connection, Stats]:
     """Open the index and bring it up to date; the open connection and what was done.
 
     ``under`` (``SITE/NODE``, relative to the root) brings only that subtree up to

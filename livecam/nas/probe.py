@@ -21,8 +21,10 @@ def _ffprobe(args: list[str], path: Path) -> str:
     try:
         out = subprocess.run(
             ["ffprobe", "-v", "error", *args, "-of", "json", str(path)],
-            capture_output=True, text=True, timeout=TIMEOUT,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ProbeError(f"{path.name}: ffprobe failed: {exc}") from None
     if out.returncode != 0:

@@ -1,4 +1,4 @@
-"""Reading the loss records the nodes publish (written by ``livecam.losses``)."""
+"""Reading the loss records the nodes publish (written by ``livecam.storage.losses``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from livecam.losses import FORMAT, KINDS
+from livecam.storage.losses import FORMAT, KINDS
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 from livecam.nas.audit import CameraAudit
 from livecam.nas.explain import Hole, iso
+from livecam.ops.prometheus import Family, exposition
+from livecam.storage.files import atomic_write
 
 
 def text(audits: list[CameraAudit], now: float | None = None) -> str:
@@ -16,11 +17,16 @@ def text(audits: list[CameraAudit], now: float | None = None) -> str:
     lines = []
     for a in audits:
         age = f", newest {now - a.newest:.0f}s ago" if a.newest else ""
-        lines.append(f"{a.key}: {a.segments} segments, seq {a.first_seq}-{a.last_seq}{age}, "
-                     f"{a.records} loss records")  # fmt: skip
+        lines.append(
+            f"{a.key}: {a.segments} segments"
+            + (f", seq {a.first_seq}-{a.last_seq}{age}" if a.segments else "")
+            + f", {a.records} loss records"
+        )
         for day in a.coverage:
-            lines.append(f"  {day['date']}: coverage {100 * day['ratio']:.1f}% "
-                         f"({day['recorded']:.0f}s of {day['elapsed']:.0f}s)")  # fmt: skip
+            lines.append(
+                f"  {day['date']}: coverage {100 * day['ratio']:.1f}% "
+                f"({day['recorded']:.0f}s of {day['elapsed']:.0f}s)"
+            )
         for span in a.ram_only:
             until = (
                 f"to {span['to']} ({span['seconds']:.0f}s)"
@@ -39,68 +45,75 @@ def text(audits: list[CameraAudit], now: float | None = None) -> str:
 
 
 def describe(hole: Hole) -> str:
-    """One line: where the hole is, and why (or UNEXPLAINED)."""
+    """One line: where the hole is, how much time it is, and why (or UNEXPLAINED).
+    Numbers are ranges ("seq 4-6"), never listed one by one."""
+    span = f"{iso(hole.after)} to {iso(hole.before)}"
+    lost = f"{max(0.0, hole.before - hole.after):.1f}s not recorded"
     if hole.kind == "unplayable":
         return f"UNEXPLAINED seq {hole.first} at {iso(hole.after)}: the file does not play"
-    if hole.kind == "sequence":
+    if hole.kind == "sequence" and hole.first is not None and hole.last is not None:
         n = hole.last - hole.first + 1
-        where = (f"seq {hole.first}" if n == 1 else f"seq {hole.first}-{hole.last}") + (
-            f" ({n} missing, {iso(hole.after)} to {iso(hole.before)})")  # fmt: skip
+        numbers = f"{n} number" + ("s" if n > 1 else "")
+        where = f"{_seqs([[hole.first, hole.last]])} ({numbers}; {lost}, {span})"
+    elif hole.kind == "overlap":
+        where = f"overlap at seq {hole.first} ({hole.after - hole.before:.1f}s, {span})"
+    elif hole.kind == "silent":
+        where = f"silent since {iso(hole.after)} ({lost}, to {iso(hole.before)})"
     else:
-        where = (f"time gap before seq {hole.first} ({hole.before - hole.after:+.1f}s, "
-                 f"{iso(hole.after)} to {iso(hole.before)})")  # fmt: skip
-    why = "; ".join(f"{c['text']} [{_seqs(c['seqs'])}]" for c in hole.causes)
+        where = f"time gap before seq {hole.first} ({lost}, {span})"
+    whys = [c["text"] + (f" [{_seqs(c['ranges'])}]" if c["ranges"] else "") for c in hole.causes]
     if hole.unexplained:
-        why = (why + "; " if why else "") + f"no loss record [{_seqs(hole.unexplained)}]"
-        return f"UNEXPLAINED {where}: {why}"
-    return f"hole {where}: {why}"
+        whys.append(f"{hole.fault or 'no loss record'} [{_seqs(hole.unexplained)}]")
+    elif hole.fault:
+        whys.append(hole.fault)
+    why = "; ".join(whys)
+    return f"{'hole' if hole.explained else 'UNEXPLAINED'} {where}: {why}"
 
 
-def _seqs(seqs: list[int]) -> str:
-    if len(seqs) == 1:
-        return f"seq {seqs[0]}"
-    return f"{len(seqs)} seqs {min(seqs)}-{max(seqs)}"
+def _seqs(ranges: list[list[int]], most: int = 4) -> str:
+    """``seq 4-6, 9`` (at most ``most`` ranges shown, then how many more)."""
+    shown = [f"{lo}" if lo == hi else f"{lo}-{hi}" for lo, hi in ranges[:most]]
+    more = f" and {len(ranges) - most} more ranges" if len(ranges) > most else ""
+    return "seq " + ", ".join(shown) + more
 
 
 def prometheus(audits: list[CameraAudit], now: float | None = None) -> str:
-    """Metrics in the Prometheus text format, one series per camera."""
+    """Metrics in the Prometheus text format, one series per camera (docs/nas.md)."""
     now = time.time() if now is None else now
-    out = [
-        "# HELP livecam_nas_unexplained_gaps Holes no loss record explains.",
-        "# TYPE livecam_nas_unexplained_gaps gauge",
-    ]
-    out += [f"livecam_nas_unexplained_gaps{{{_labels(a)}}} {a.unexplained}" for a in audits]
-    out += ["# HELP livecam_nas_explained_gaps Holes explained by loss records.",
-            "# TYPE livecam_nas_explained_gaps gauge"]  # fmt: skip
+    unexplained = Family("livecam_nas_unexplained_gaps", "gauge", "Holes no loss record explains.")
+    explained = Family("livecam_nas_explained_gaps", "gauge", "Holes explained by loss records.")
+    coverage = Family(
+        "livecam_nas_coverage_ratio",
+        "gauge",
+        "Seconds recorded / seconds elapsed over the audit.",
+    )
+    newest = Family(
+        "livecam_nas_newest_segment_timestamp_seconds", "gauge", "Start of the newest segment."
+    )
+    ran = Family("livecam_nas_audit_timestamp_seconds", "gauge", "When the audit ran.")
     for a in audits:
-        counts: dict[str, int] = {}
-        for hole in a.holes:
-            for cause in {c["cause"] for c in hole.causes} if hole.explained else ():
-                counts[cause] = counts.get(cause, 0) + 1
-        out += [f'livecam_nas_explained_gaps{{{_labels(a)},cause="{c}"}} {n}'
-                for c, n in sorted(counts.items())]  # fmt: skip
-    out += ["# HELP livecam_nas_coverage_ratio Seconds recorded / seconds elapsed over the audit.",
-            "# TYPE livecam_nas_coverage_ratio gauge"]  # fmt: skip
-    out += [f"livecam_nas_coverage_ratio{{{_labels(a)}}} {a.ratio():.6f}" for a in audits]
-    out += ["# HELP livecam_nas_newest_segment_timestamp_seconds Start of the newest segment.",
-            "# TYPE livecam_nas_newest_segment_timestamp_seconds gauge"]  # fmt: skip
-    out += [f"livecam_nas_newest_segment_timestamp_seconds{{{_labels(a)}}} {a.newest:.0f}"
-            for a in audits if a.newest]  # fmt: skip
-    out += ["# HELP livecam_nas_audit_timestamp_seconds When the audit ran.",
-            "# TYPE livecam_nas_audit_timestamp_seconds gauge",
-            f"livecam_nas_audit_timestamp_seconds {now:.0f}"]  # fmt: skip
-    return "\n".join(out) + "\n"
+        where = {"site": a.site, "node": a.node, "camera": a.camera}
+        unexplained.add(a.unexplained, **where)
+        for cause, n in sorted(_explained(a).items()):
+            explained.add(n, **where, cause=cause)
+        # Six decimals of a ratio and whole seconds of a time: more digits are noise.
+        coverage.add(round(a.ratio(), 6), **where)
+        if a.newest:
+            newest.add(round(a.newest), **where)
+    ran.add(round(now))
+    return exposition([unexplained, explained, coverage, newest, ran])
 
 
-def _labels(a: CameraAudit) -> str:
-    def esc(v: str) -> str:
-        return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-    return f'site="{esc(a.site)}",node="{esc(a.node)}",camera="{esc(a.camera)}"'
+def _explained(a: CameraAudit) -> dict[str, int]:
+    """Explained holes by cause (a hole with several causes counts once for each)."""
+    counts: dict[str, int] = {}
+    for hole in a.holes:
+        for cause in {c["cause"] for c in hole.causes} if hole.explained else ():
+            counts[cause] = counts.get(cause, 0) + 1
+    return counts
 
 
 def write_textfile(path: Path, body: str) -> None:
-    """Replace ``path`` atomically (node_exporter must never read half a file)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(body)
-    os.replace(tmp, path)
+    """Replace ``path`` atomically (node_exporter must never read half a file), readable
+    by node_exporter, which runs as another user."""
+    atomic_write(path, body, mode=0o644)

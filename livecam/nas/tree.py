@@ -1,9 +1,13 @@
 """The recordings tree as the nodes lay it out: ``{site}/{node}/.../{name}``.
 
 Only the first two directory levels (site, node) and the file name matter: the
-camera, UTC start and sequence come from the name (see ``livecam.segment``), so a
+camera, UTC start and sequence come from the name (see ``livecam.storage.segment``), so a
 site's own ``remote_path`` below ``{site}/{node}/`` works too. Dot-names (transport
 temp files, the index's own directory) are never looked at.
+
+A loss record is ``loss-<time>-<us>.json`` (in ``_losses/{date}/`` by default); one a
+node published before issue 22 is ``livecam-losses-<time>-<us>.mp4`` (in
+``livecam-losses/{date}/``): both are records, never segments.
 """
 
 from __future__ import annotations
@@ -14,11 +18,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
-from livecam.losses import LOSS_CAMERA
-from livecam.segment import Segment
+from livecam.storage.segment import LOSSES, OLD_LOSSES, Segment
 
-# A segment the shipper published beside other content under the same name.
-_CONFLICT_RE = re.compile(r"^(?P<stem>.+)\.conflict-[0-9a-f]{12}(?P<ext>\.mp4)$")
+# A segment (or record) the shipper published beside other content under the same name.
+_CONFLICT_RE = re.compile(r"^(?P<stem>.+)\.conflict-[0-9a-f]{12}(?P<ext>\.mp4|\.json)$")
 # A directory ``{date}`` in ``remote_path`` made: the segment's UTC start date.
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -58,7 +61,7 @@ def parse(rel: str) -> Found | None:
         camera=segment.camera,
         seq=segment.seq,
         start=segment.start.timestamp(),
-        is_loss_record=segment.camera == LOSS_CAMERA,
+        is_loss_record=segment.is_record,
     )
 
 
@@ -67,7 +70,7 @@ def day_of(rel: str) -> float | None:
     (``.../2026-11-27``); None for any other directory, and for loss records' (a
     node may write a record long after the segments it concerns)."""
     parts = PurePosixPath(rel).parts
-    if not parts or LOSS_CAMERA in parts or not _DATE_RE.match(parts[-1]):
+    if not parts or LOSSES in parts or OLD_LOSSES in parts or not _DATE_RE.match(parts[-1]):
         return None
     try:
         return datetime.strptime(parts[-1], "%Y-%m-%d").replace(tzinfo=UTC).timestamp()

@@ -13,6 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from livecam import build
 from livecam import config as configmod
 from livecam.nas import config as nasconfig
 from livecam.options import ConfigError
@@ -59,8 +60,8 @@ def main(argv: list[str]) -> int:
         if args.face == "node":
             from livecam.web import node
 
-            cfg, plugins = configmod.load(configmod.find(args.config))
-            routes = node.routes(cfg, plugins)
+            cfg, plugins = build.load(configmod.find(args.config))
+            routes = node.routes(cfg, build.disk(cfg, plugins))
         else:
             from livecam.web import nas
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 CHUNK = 256 * 1024
 # The most one answer carries: a 30 s segment at 5 Mbit/s (19 MB) in one request, and
@@ -70,9 +71,12 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return first, min(last, size - 1)
 
 
-def read_span(path: Path, first: int, last: int) -> Iterator[bytes]:
-    """Bytes ``first``..``last`` (inclusive) of ``path``, in chunks."""
-    with open(path, "rb") as f:
+def read_span(f: BinaryIO, first: int, last: int) -> Iterator[bytes]:
+    """Bytes ``first``..``last`` (inclusive) of the open file ``f``, in chunks; closes
+    ``f`` when done. Reading the file whose size was taken (``os.fstat``), never the
+    path again, keeps a file replaced meanwhile (a new snapshot renamed into place)
+    out of the answer."""
+    with f:
         f.seek(first)
         left = last - first + 1
         while left > 0:
@@ -83,5 +87,5 @@ def read_span(path: Path, first: int, last: int) -> Iterator[bytes]:
             yield block
 
 
-def size_of(path: Path) -> int:
-    return os.stat(path).st_size
+def size_of(f: BinaryIO) -> int:
+    return os.fstat(f.fileno()).st_size

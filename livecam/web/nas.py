@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from livecam.nas import audit, export
+from livecam.nas import audit, export, tree
 from livecam.nas.config import NasConfig, parse_time
 from livecam.options import ConfigError
 from livecam.web.app import page, serve_file
@@ -36,7 +36,7 @@ def _connect(cfg: NasConfig) -> sqlite3.Connection:
 def fleet(cfg: NasConfig) -> dict[str, Any]:
     """``{"sites": [{"site", "nodes": [{"node", "cameras": [...]}]}]}``."""
     with closing(_connect(cfg)) as conn:
-        cams = audit.cameras(conn)
+        cams = audit.cameras(conn, expected=cfg.cameras)  # those with no footage too
     sites: dict[str, dict[str, list[str]]] = {}
     for site, node, camera in cams:
         sites.setdefault(site, {}).setdefault(node, []).append(camera)
@@ -87,7 +87,7 @@ def routes(cfg: NasConfig) -> list[Route]:
 
     async def video(request: Request) -> Response:
         path = safe_path(cfg.root, request.path_params["rel"])
-        if path is None or path.suffix != ".mp4":
+        if path is None or path.suffix != ".mp4" or _loss_record(cfg.root, path):
             return Response("not found\n", status_code=404)
         return serve_file(request, path, "video/mp4")
 
@@ -110,9 +110,11 @@ def routes(cfg: NasConfig) -> list[Route]:
             shutil.rmtree(work, ignore_errors=True)
             return JSONResponse({"error": str(exc)}, status_code=404)
         return FileResponse(
-            work / name, media_type="video/mp4", filename=name,
+            work / name,
+            media_type="video/mp4",
+            filename=name,
             background=BackgroundTask(shutil.rmtree, work, ignore_errors=True),
-        )  # fmt: skip
+        )
 
     return [
         Route("/", index),
@@ -121,6 +123,13 @@ def routes(cfg: NasConfig) -> list[Route]:
         Route("/api/export/{site}/{node}/{camera}", download),
         Route("/video/{rel:path}", video),
     ]
+
+
+def _loss_record(root: Path, path: Path) -> bool:
+    """True for a loss record (JSON, never served as a video), even one a node
+    published before issue 22 under a ``.mp4`` name (``livecam.nas.tree``)."""
+    found = tree.parse(path.relative_to(root).as_posix())
+    return found is not None and found.is_loss_record
 
 
 def _camera(request: Request) -> tuple[str, str, str]:

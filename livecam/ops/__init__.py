@@ -1,0 +1,1 @@
+"""The operations side: status, metrics, systemd's notify and watchdog, the supervisor."""

@@ -1,0 +1,1 @@
+"""The plugin host: hook specs, the plugin manager, the name -> class registries."""

@@ -1,0 +1,1 @@
+"""The shipper: one process per node that publishes, spills and evicts."""
