@@ -4,7 +4,7 @@
     scripts/hook_reference.py          rewrite the section in docs/plugins.md
     scripts/hook_reference.py --check  exit 1 if docs/plugins.md differs from it
 
-The docstrings in livecam/hookspecs.py are the contract; this copies them, between
+The docstrings in livecam/pluginhost/hookspecs.py are the contract; this copies them, between
 the two marker comments, so the docs can never say something else.
 """
 
@@ -15,10 +15,13 @@ import inspect
 import sys
 from pathlib import Path
 
-from livecam import hookspecs
+from livecam.pluginhost import hookspecs
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "plugins.md"
-BEGIN = "<!-- hook reference: written by scripts/hook_reference.py from livecam/hookspecs.py -->"
+BEGIN = (
+    "<!-- hook reference: written by scripts/hook_reference.py"
+    " from livecam/pluginhost/hookspecs.py -->"
+)
 END = "<!-- end of hook reference -->"
 GROUPS = [
     ("Registration", hookspecs.REGISTRATION_HOOKS),

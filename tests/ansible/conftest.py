@@ -62,29 +62,33 @@ def sftp_transport(node: str) -> dict:
     }  # fmt: skip
 
 
-def _inventory(trees: dict[str, Path]) -> dict:
+def _inventory(trees: dict[str, Path], work: Path) -> dict:
+    wheelhouse = fleet.CACHE / "wheelhouse" / os.environ.get("LIVECAM_TEST_GROUP", "ansible")
     cameras = {
         # Small test-pattern cameras: real ffmpeg and x264, little CPU.
-        "node1": {"cam0": {"backend": "ffmpeg", "size": [160, 120], "fps": 10, "bitrate": "100k"},
+        "node1": {"cam0": {"backend": "ffmpeg", "size": [160, 120], "fps": 10, "bitrate": "100k",
+                           "pattern": "testsrc2"},
                   "cam1": {"backend": "ffmpeg", "size": [160, 120], "fps": 10, "bitrate": "100k",
                            "pattern": "smptebars"}},
         "node2": {"cam0": {"backend": "ffmpeg", "size": [160, 120], "fps": 10,
-                           "bitrate": "100k"}},
+                           "bitrate": "100k", "pattern": "testsrc2"}},
         "node3": {"cam0": {"backend": "ffmpeg", "size": [160, 120], "fps": 10,
-                           "bitrate": "100k"}},
+                           "bitrate": "100k", "pattern": "testsrc2"}},
         "node4": {"cam0": {"backend": "ffmpeg", "size": [160, 120], "fps": 10,
-                           "bitrate": "100k"}},
+                           "bitrate": "100k", "pattern": "testsrc2"}},
     }  # fmt: skip
     hosts = {n: {"ansible_host": str(trees[n]), "livecam_node_cameras": cameras[n]}
-             for n in ALL_NODES}  # fmt: skip
-    hosts[SFTP_NODE].update(sftp_transport(SFTP_NODE))
+             for n in ALL_NODES if n in trees}  # fmt: skip
     hosts[WEB_NODE].update(livecam_node_web=True, livecam_node_web_token=WEB_TOKEN)
-    hosts[SMB_NODE]["livecam_node_transport"] = {
-        "plugin": "smb", "server": NAS_ADDRESS, "port": SMB_PORT, "share": "livecam",
-        "path": f"test/{SMB_NODE}", "username": f"livecam-{SMB_NODE}",
-    }  # fmt: skip
-    hosts[SMB_NODE]["livecam_node_remote_path"] = "{camera}/{date}/{name}"
-    hosts[SMB_NODE]["livecam_node_transport_secret"] = "{{ vault_livecam_smb_password }}"
+    if SFTP_NODE in hosts:
+        hosts[SFTP_NODE].update(sftp_transport(SFTP_NODE))
+    if SMB_NODE in hosts:
+        hosts[SMB_NODE]["livecam_node_transport"] = {
+            "plugin": "smb", "server": NAS_ADDRESS, "port": SMB_PORT, "share": "livecam",
+            "path": f"test/{SMB_NODE}", "username": f"livecam-{SMB_NODE}",
+        }  # fmt: skip
+        hosts[SMB_NODE]["livecam_node_remote_path"] = "{camera}/{date}/{name}"
+        hosts[SMB_NODE]["livecam_node_transport_secret"] = "{{ vault_livecam_smb_password }}"
     return {
         "all": {
             "vars": {
@@ -102,9 +106,12 @@ def _inventory(trees: dict[str, Path]) -> dict:
                 "livecam_node_transport": {"plugin": "rsync", "host": NAS_ADDRESS,
                                            "user": "livecam", "path": ".", "bwlimit": 0},
                 "livecam_node_config_extra": {"retry": {"initial": "1s", "max": "2s"}},
-                # Dependency wheels are fetched once per machine, not per run.
-                "livecam_node_wheelhouse": str(fleet.CACHE / "wheelhouse"),
-                "livecam_nas_wheelhouse": str(fleet.CACHE / "wheelhouse"),
+                # Dependency wheels are fetched once per machine, not per run; one
+                # wheelhouse per test group (tests/conftest.py), as groups converge
+                # side by side and a run clears its livecam wheel from its wheelhouse.
+                "livecam_node_wheelhouse": str(wheelhouse),
+                "livecam_nas_wheelhouse": str(wheelhouse),
+                "livecam_build_dir": str(work / "build"),
             },
             "children": {
                 "livecam_nas": {"hosts": {"nas": {"ansible_host": str(trees["nas"]),
@@ -116,9 +123,15 @@ def _inventory(trees: dict[str, Path]) -> dict:
     }  # fmt: skip
 
 
+# The nodes each test group's fleet has (tests/groups.py): the systemd group boots
+# node1 and the NAS only, and a converge of five trees costs minutes of CPU.
+NODES_OF_GROUP = {"systemd": (WEB_NODE,)}
+
+
 @pytest.fixture(scope="session")
 def provisioned(tmp_path_factory) -> Fleet:
-    """Two node trees and a NAS tree, converged once by site.yml."""
+    """The node trees (``ALL_NODES``, or what ``NODES_OF_GROUP`` says for this test
+    group) and a NAS tree, converged once by site.yml."""
     if os.geteuid() != 0:
         pytest.skip("needs root: mounts overlays and chroots into Debian trees")
     for tool in ("debootstrap", "chroot", "ip"):
@@ -130,7 +143,8 @@ def provisioned(tmp_path_factory) -> Fleet:
     work = tmp_path_factory.mktemp("fleet")
     f = Fleet(work=work, inventory=work / "inventory.yml", trees={})
     try:
-        for name in (*ALL_NODES, "nas"):
+        nodes = NODES_OF_GROUP.get(os.environ.get("LIVECAM_TEST_GROUP", ""), ALL_NODES)
+        for name in (*nodes, "nas"):
             f.trees[name] = fleet.overlay_tree(base, work, name, f.cleanup)
         # site.yml builds the wheel from a snapshot of the checkout, so edits made
         # to the working tree while the tests run cannot change the second run.
@@ -138,7 +152,7 @@ def provisioned(tmp_path_factory) -> Fleet:
         shutil.copytree(fleet.REPO, source, ignore=shutil.ignore_patterns(
             ".*", "tests", "ansible", "bench", "docs", "build", "dist", "*.egg-info",
             "__pycache__", "livecam-demo"))  # fmt: skip
-        inventory = _inventory(f.trees)
+        inventory = _inventory(f.trees, work)
         inventory["all"]["vars"]["livecam_source"] = str(source)
         write_vault(work, SMB_PASSWORDS[0])
         f.inventory.write_text(yaml.safe_dump(inventory, sort_keys=False))

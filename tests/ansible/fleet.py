@@ -142,6 +142,10 @@ def mount_runtime(root: Path, cleanup: Cleanup) -> None:
         os.chmod(dev / name, 0o666)
     (dev / "shm").mkdir(mode=0o1777)
     os.chmod(dev / "shm", 0o1777)
+    # As systemd makes them on a booted system (ffmpeg opens /dev/fd/N).
+    (dev / "fd").symlink_to("/proc/self/fd")
+    for n, name in enumerate(("stdin", "stdout", "stderr")):
+        (dev / name).symlink_to(f"/proc/self/fd/{n}")
 
 
 def fstab_mount(root: Path, mountpoint: str, cleanup: Cleanup) -> str:

@@ -6,6 +6,7 @@ import os
 import re
 
 import pytest
+import yaml
 
 from tests.ansible import fleet
 from tests.ansible.conftest import (
@@ -99,15 +100,28 @@ def test_nas_tree(provisioned):
     lines = [ln for ln in (nas / "var/lib/livecam-nas/.ssh/authorized_keys").read_text()
              .splitlines() if ln and not ln.startswith("#")]  # fmt: skip
     assert len(lines) == len(NODES)
-    # -no-overwrite where the NAS's rrsync has it (rsync >= 3.4), never a refused option.
+    # -no-overwrite always: rrsync's own where it has it (rsync >= 3.4), else livecam's
+    # front (Debian 12's rsync 3.2.7, as in this tree), installed for root alone to change.
     rrsync_help = fleet.sh("chroot", str(nas), "rrsync", "-h", check=False).stdout
-    options = "-wo -no-del -no-lock" + (" -no-overwrite" if "-no-overwrite" in rrsync_help else "")
+    front = nas / "usr/local/libexec/livecam-rrsync"
+    if "-no-overwrite" in rrsync_help:
+        command = "rrsync"
+        assert not front.exists()
+    else:
+        command = "/usr/local/libexec/livecam-rrsync"
+        assert front.read_bytes() == (fleet.REPO / "ansible/roles/livecam_nas/files"
+                                      / "livecam-rrsync").read_bytes()  # fmt: skip
+        owner = fleet.sh(
+            "chroot", str(nas), "stat", "-c", "%U %a", "/usr/local/libexec/livecam-rrsync"
+        )
+        assert owner.stdout.split() == ["root", "755"]
+    options = "-wo -no-del -no-lock -no-overwrite"
     for node in NODES:
         pub = (provisioned.trees[node] / "etc/livecam/ssh/id_ed25519.pub").read_text().split()
         line = next(ln for ln in lines if pub[1] in ln)
-        assert line.startswith(f'command="rrsync {options} /srv/livecam/test/{node}",restrict '), (
-            line
-        )
+        assert line.startswith(
+            f'command="{command} {options} /srv/livecam/test/{node}",restrict '
+        ), line
         d = nas / f"srv/livecam/test/{node}"
         assert d.is_dir() and oct(d.stat().st_mode & 0o777) == "0o750"
     # Links are absolute inside the tree: check the link, not its target.
@@ -149,15 +163,71 @@ def test_nas_tree(provisioned):
     assert owner.stdout.split() == [f"livecam-{SMB_NODE}", "750"]
 
     # livecam on the NAS, from the nodes' wheel: config, timer, and a working audit.
-    assert "root: /srv/livecam" in (nas / "etc/livecam/nas.yaml").read_text()
+    config = yaml.safe_load((nas / "etc/livecam/nas.yaml").read_text())
+    assert config["root"] == "/srv/livecam"
+    # Every camera the inventory deploys, as SITE/NODE/CAMERA: the audit holds each to
+    # account, footage or not (none has shipped yet here).
+    deployed = [f"test/{node}/{cam}" for node in ALL_NODES
+                for cam in (["cam0", "cam1"] if node == "node1" else ["cam0"])]  # fmt: skip
+    assert config["cameras"] == deployed, config
     assert (nas / "etc/systemd/system/timers.target.wants/livecam-nas-audit.timer").is_symlink()
     audit = fleet.sh("chroot", str(nas), "/opt/livecam/venv/bin/livecam", "nas", "audit",
                      "-c", "/etc/livecam/nas.yaml", "--prometheus",
                      "/var/lib/prometheus/node-exporter/livecam_nas.prom", check=False)  # fmt: skip
-    assert audit.returncode == 0, audit.stdout + audit.stderr
+    assert audit.returncode in (0, 1), audit.stdout + audit.stderr  # 2: a config error
     assert (nas / "srv/livecam/.livecam/index.sqlite").is_file()
     prom = (nas / "var/lib/prometheus/node-exporter/livecam_nas.prom").read_text()
     assert "livecam_nas_audit_timestamp_seconds" in prom
+    for camera in deployed:
+        site, node, cam = camera.split("/")
+        assert f'livecam_nas_unexplained_gaps{{site="{site}",node="{node}",camera="{cam}"}}' in prom
+
+
+def test_nas_serves_its_metrics_through_node_exporter(provisioned):
+    """The NAS role's node_exporter: the audit's textfile directory, the access rule the
+    nodes have, and the role's own textfile for the alert rules. The tree's own
+    node_exporter, started with the role's ARGS in a network namespace, serves the
+    audit's metrics, the role's, and the recordings volume's."""
+    nas = provisioned.trees["nas"]
+    default = (nas / "etc/default/prometheus-node-exporter").read_text()
+    args = re.search(r'^ARGS="(.*)"$', default, re.M).group(1)
+    textfile = "/var/lib/prometheus/node-exporter"
+    assert args.split() == [
+        "--web.listen-address=:9100",
+        f"--collector.textfile.directory={textfile}",
+    ]
+    dropin = nas / "etc/systemd/system/prometheus-node-exporter.service.d/livecam.conf"
+    rule = [ln for ln in dropin.read_text().splitlines() if ln.startswith("IPAddress")]
+    node_rule = (provisioned.trees["node1"] / dropin.relative_to(nas)).read_text().splitlines()
+    assert rule == ["IPAddressDeny=any", "IPAddressAllow=localhost"]
+    assert rule == [ln for ln in node_rule if ln.startswith("IPAddress")]  # the nodes' rule
+    wants = nas / "etc/systemd/system/multi-user.target.wants/prometheus-node-exporter.service"
+    assert wants.is_symlink()
+    setup = (nas / "var/lib/prometheus/node-exporter/livecam_nas_setup.prom").read_text()
+    # "*:0/15" plus the timer's 60 s of random delay; the root is on the tree's "/".
+    assert "\nlivecam_nas_audit_interval_seconds 960\n" in setup
+    assert 'livecam_nas_root_info{mountpoint="/",root="/srv/livecam"} 1' in setup
+    fleet.sh("chroot", str(nas), "/opt/livecam/venv/bin/livecam", "nas", "audit",
+             "-c", "/etc/livecam/nas.yaml", "--prometheus",
+             "/var/lib/prometheus/node-exporter/livecam_nas.prom", check=False)  # fmt: skip
+    probe = ("import time, urllib.request as u\n"
+             "for _ in range(300):\n"
+             "    try:\n"
+             "        r = u.urlopen('http://127.0.0.1:9100/metrics', timeout=5)\n"
+             "        print(r.read().decode())\n"
+             "        break\n"
+             "    except OSError:\n"
+             "        time.sleep(0.1)\n")  # fmt: skip
+    exporter = f"chroot --userspec=prometheus:prometheus {nas} /usr/bin/prometheus-node-exporter"
+    script = f'ip link set lo up; {exporter} {args} & python3 -c "$PROBE"; kill $!; wait'
+    out = fleet.sh("unshare", "--net", "--mount", "--fork", "sh", "-c",
+                   f"mount -t proc proc {nas}/proc && {script}", timeout=120,
+                   env={**os.environ, "PROBE": probe})  # fmt: skip
+    metrics = out.stdout
+    for wanted in ("livecam_nas_audit_timestamp_seconds ", "livecam_nas_audit_interval_seconds 960",
+                   'livecam_nas_unexplained_gaps{camera="cam0",node="node1",site="test"}',
+                   "node_filesystem_avail_bytes{"):  # fmt: skip
+        assert wanted in metrics, (wanted, out.stderr[-2000:])
 
 
 def test_units_are_hardened(provisioned):

@@ -33,12 +33,13 @@ from tests.ansible.conftest import (
     write_vault,
 )
 from tests.conftest import sha256
+from tests.transports import tamper
 
 pytestmark = pytest.mark.slow
 
 CAMERAS = {"node1": ("cam0", "cam1"), "node2": ("cam0",), SFTP_NODE: ("cam0",),
            SMB_NODE: ("cam0",)}  # fmt: skip
-SEQ_RE = re.compile(r"^(?P<cam>[A-Za-z0-9_-]+)-\d{8}T\d{6}Z-(?P<seq>\d+)\.mp4$")
+SEQ_RE = re.compile(r"^(?P<cam>[A-Za-z0-9_-]+)-\d{8}T\d{6}(\.\d{3})?Z-(?P<seq>\d+)\.mp4$")
 KEY = "/etc/livecam/ssh/id_ed25519"
 SSH = (f"ssh -F none -i {KEY} -o IdentitiesOnly=yes -o BatchMode=yes "
        "-o StrictHostKeyChecking=yes -o UserKnownHostsFile=/etc/livecam/ssh/known_hosts "
@@ -148,15 +149,17 @@ class Running:
         found: dict[str, list[Path]] = {cam: [] for cam in CAMERAS[node]}
         for p in (self.trees["nas"] / "srv/livecam/test" / node).rglob("*.mp4"):
             m = SEQ_RE.match(p.name)
-            if m and m["cam"] in found:  # not the livecam-losses records
+            if m and m["cam"] in found:  # a camera of the node
                 found[m["cam"]].append(p)
         return found
 
     def local(self, node: str) -> list[Path]:
-        """Ready segments still on the node, in its buffer or spool."""
+        """Ready segments and loss records (``_losses/*.json``) still on the node, in
+        its buffer or spool."""
         tree = self.trees[node]
         return [p for tier in ("run/livecam/buffer", "var/lib/livecam/spool")
-                for p in (tree / tier).glob("*/*.mp4")]  # fmt: skip
+                for pattern in ("*/*.mp4", "_losses/*.json")
+                for p in (tree / tier).glob(pattern)]  # fmt: skip
 
     def count(self, node: str) -> int:
         return sum(len(v) for v in self.on_nas(node).values())
@@ -271,6 +274,104 @@ def test_a_node_key_cannot_touch_another_nodes_recordings(running):
             assert not (r.trees["node1"] / "tmp" / victim.name).exists(), what
     after = {p: sha256(p) for p in node2_dir.rglob("*") if p.is_file()}
     assert after == before, "node1's key changed node2's recordings"
+
+
+# What node1 runs with its deployed livecam: its own transport (the shipper's,
+# built from its livecam.yaml) publishes a file the NAS has, then other bytes under
+# that name.
+ALREADY_THERE = """
+import sys
+from pathlib import Path
+from livecam import build
+from livecam.storage.files import file_digest
+from livecam.transport import ConflictError
+config, plugins = build.load(Path("/etc/livecam/livecam.yaml"))
+t = build.transport(config, plugins)
+remote = sys.argv[3]
+for local in map(Path, sys.argv[1:3]):
+    try:
+        sent = t.publish(local, remote, size=local.stat().st_size, digest=file_digest(local))
+        print("sent" if sent else "already there")
+    except ConflictError:
+        print("conflict")
+t.close()
+"""
+
+
+def test_a_node_key_can_neither_delete_nor_replace_its_own_segments(running):
+    """Issue 22, item 10. The NAS tree's rsync is Debian 12's (3.2.7), whose rrsync
+    has no -no-overwrite: the NAS role made livecam's front (files/livecam-rrsync)
+    the key's forced command. While node1's livecam records and publishes, node1's
+    own key, with plain rsync from node1's namespace, tries to delete, overwrite,
+    rename over, append to and link over segments it published: every one stays as it
+    was. livecam's own publish goes on (all it recorded arrives), and its transport
+    still tells "already there" from a conflict."""
+    r = running
+    nas, tree = r.trees["nas"], r.trees["node1"]
+    node_dir = nas / "srv/livecam/test/node1"
+    assert "-no-overwrite" not in fleet.sh("chroot", str(nas), "rrsync", "-h", check=False).stdout
+    keys = (nas / "var/lib/livecam-nas/.ssh/authorized_keys").read_text()
+    assert ('command="/usr/local/libexec/livecam-rrsync -wo -no-del -no-lock -no-overwrite '
+            '/srv/livecam/test/node1",restrict ') in keys  # fmt: skip
+    for proc in (*r.recorders["node1"], r.shippers["node1"]):  # still running when run alone
+        _stop(proc, signal.SIGTERM)
+    at = r.count("node1")
+    ship_log = r.work / "node1-ship.log"
+    log_from = ship_log.stat().st_size
+    r.start_livecam("node1")
+    try:
+        fleet.wait_for(lambda: r.count("node1") >= at + 4, 90, "node1 to publish again")
+        victims = sorted(p for files in r.on_nas("node1").values() for p in files)
+        before = {p: sha256(p) for p in victims}
+        rel = [str(p.relative_to(node_dir)) for p in victims]
+        work = tree / "tmp/tamper"
+        tamper.prepare(work, rel)
+        refused = {}
+        for what, args in tamper.attempts(Path("/tmp/tamper"), f"livecam@{NAS_ADDRESS}:./",
+                                          rel[0]).items():  # fmt: skip
+            out = subprocess.run(r.in_node("node1", "rsync", "-e", SSH, *args),
+                                 capture_output=True, text=True, timeout=60)  # fmt: skip
+            refused[what] = out.returncode
+            print(f"{what}: exit {out.returncode}: {out.stderr.strip()[-160:]}")
+            after = {p: sha256(p) for p in victims if p.is_file() and not p.is_symlink()}
+            assert after == before, (what, out.stdout, out.stderr)
+        assert refused["delete"] != 0 and refused["symlink-over"] != 0, refused
+        # The key still adds files (and reaches the NAS: the refusals above are rrsync's).
+        (work / "empty/added.bin").write_bytes(b"added")
+        added = subprocess.run(r.in_node("node1", "rsync", "-e", SSH, "-r", "/tmp/tamper/empty/",
+                                         f"livecam@{NAS_ADDRESS}:./"), timeout=60)  # fmt: skip
+        assert added.returncode == 0 and (node_dir / "added.bin").read_bytes() == b"added"
+
+        # livecam's transport through the front: the same bytes, then other bytes.
+        victim = victims[0]
+        (tree / "tmp/same.mp4").write_bytes(victim.read_bytes())
+        (tree / "tmp/other.mp4").write_bytes(os.urandom(1000))
+        for name in ("same.mp4", "other.mp4"):
+            os.chmod(tree / "tmp" / name, 0o644)
+        (tree / "tmp/already_there.py").write_text(ALREADY_THERE)
+        argv = r.in_node("node1", "/opt/livecam/venv/bin/python", "/tmp/already_there.py",
+                         "/tmp/same.mp4", "/tmp/other.mp4", rel[0])  # fmt: skip
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        assert out.stdout.split("\n")[:2] == ["already there", "conflict"], out.stdout + out.stderr
+
+        # Recording stops; everything node1 recorded arrives, nothing is set aside.
+        for proc in r.recorders["node1"]:
+            assert _stop(proc, signal.SIGTERM) == 0, r.logs()
+        fleet.wait_for(lambda: not r.local("node1"), 120, "node1's backlog to drain")
+        assert _stop(r.shippers["node1"], signal.SIGTERM) == 0, r.logs()
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{r.logs()}") from None
+    assert {p: sha256(p) for p in victims} == before
+    for cam in CAMERAS["node1"]:
+        state = tree / "run/livecam/buffer/.livecam" / f"recorder-{cam}.json"
+        last = json.loads(state.read_text())["last_segment"]
+        assert any(p.name == last for p in r.on_nas("node1")[cam]), (cam, last)
+    with open(ship_log) as log:
+        log.seek(log_from)
+        shipped = log.read()
+    bad = [ln for ln in shipped.splitlines() if re.search(r"PERMANENT|conflict|refused", ln, re.I)]
+    assert not bad, bad
+    print(f"node1 published {r.count('node1') - at} segments during the attempts")
 
 
 def _nas_files(r: Running) -> dict[Path, str]:

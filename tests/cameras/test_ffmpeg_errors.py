@@ -7,6 +7,7 @@ and a file is recorded once, not again from the start on every restart.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -86,7 +87,7 @@ def test_a_file_input_that_ends_is_reported_ended_and_not_recorded_again(tmp_pat
     assert "code 0" not in log and "no message" not in log
     # Recorded once: 3 s of 1 s segments (the last may be cut short), not again.
     assert 3 <= len(segments) <= 4, segments
-    assert len(re.findall(r"recording with ffmpeg", log)) == 1  # started once, never again
+    assert len(re.findall(r"starting with ffmpeg", log)) == 1  # started once, never again
 
 
 def test_an_ended_input_stays_ended_across_a_reboot_until_the_camera_changes(tmp_path):
@@ -137,14 +138,14 @@ def test_an_ended_input_stays_ended_across_a_reboot_until_the_camera_changes(tmp
     shutil.rmtree(tmp_path / "buffer")
     log, status = run(6)
     assert "recorded to its end already" in log, log
-    assert "recording with ffmpeg" not in log, log  # no backend started at all
+    assert "starting with ffmpeg" not in log, log  # no backend started at all
     assert status["cameras"]["cam0"]["state"] == "ended", status
     assert shipped() == first
 
     # The camera's input changed in the config: it records again.
     camera["input"] = ["-ss", "0", "-i", str(clip)]
     log, status = run(30, until="recorded to its end already")
-    assert "recording with ffmpeg" in log, log
+    assert "starting with ffmpeg" in log, log
     again = [p for p in shipped() if p not in first]
     assert 2 <= len(again) <= 3, (again, log)
 
@@ -200,6 +201,67 @@ def test_a_pipe_whose_writer_ends_is_not_an_ended_input(tmp_path):
     lines = failures(text)
     assert lines and f"input ended: {fifo} closed the stream" in lines[0], text
     assert "recorded to its end already" not in text
-    assert len(re.findall(r"recording with ffmpeg", text)) >= 2, text  # started again
+    assert len(re.findall(r"starting with ffmpeg", text)) >= 2, text  # started again
     assert not list((tmp_path / "spool").rglob("ended-*.json"))
     assert sorted((tmp_path / "buffer" / "cam0").glob("*.mp4")), text  # the feed recorded
+
+
+def test_a_camera_is_starting_until_its_first_frame_then_recording(tmp_path):
+    """A camera whose device gives nothing yet is "starting", never "recording" (nor
+    up in the metrics); it records from its first frames on."""
+    fifo = tmp_path / "feed"
+    os.mkfifo(fifo)
+    config = write_config(tmp_path / "livecam.yaml", {
+        "segment_seconds": 2,  # stall limit 2.5 x 2 + 5 s: no restart while it waits
+        "cameras": {"cam0": {"size": [160, 120], "fps": 10, "preset": "ultrafast",
+                             "realtime": False,
+                             "input": ["-f", "rawvideo", "-pix_fmt", "yuv420p", "-video_size",
+                                       "160x120", "-framerate", "10", "-i", str(fifo)]}},
+        "buffer": {"path": str(tmp_path / "buffer"), "max_bytes": "50M"},
+        "spool": {"path": str(tmp_path / "spool"), "max_bytes": "50M", "min_free_bytes": 0},
+        "transport": {"plugin": "nfs", "path": str(tmp_path / "nas")},
+        "plugin_dirs": [],
+    })  # fmt: skip
+
+    def state() -> str | None:
+        out = subprocess.run(livecam_cmd("-c", str(config), "status", "--json"),
+                             capture_output=True, text=True, timeout=30)  # fmt: skip
+        return json.loads(out.stdout)["cameras"]["cam0"]["state"] if out.returncode == 0 else None
+
+    log = tmp_path / "record.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(livecam_cmd("-c", str(config), "record", "cam0"),
+                                stdout=out, stderr=out)  # fmt: skip
+    try:
+        seen = set()
+        deadline = time.monotonic() + 4  # within the stall limit (2.5 segments + 5 s)
+        while time.monotonic() < deadline:
+            seen.add(state())
+            time.sleep(0.3)
+        # (before the recorder wrote its first state: "never started")
+        assert seen - {None, "never started"} == {"starting"}, (seen, log.read_text())
+        frame = bytes(160 * 120 * 3 // 2)
+        with open(fifo, "wb") as writer:  # the device starts giving frames
+            deadline = time.monotonic() + 20
+            while state() != "recording" and time.monotonic() < deadline:
+                writer.write(frame * 5)
+                writer.flush()
+                time.sleep(0.1)
+            assert state() == "recording", log.read_text()
+            # The first closed segment can say "recording" before the watchdog's line.
+            while "cam0: recording (its first" not in log.read_text():
+                assert time.monotonic() < deadline, log.read_text()
+                writer.write(frame)
+                writer.flush()
+                time.sleep(0.1)
+            proc.send_signal(signal.SIGTERM)
+            for _ in range(20):
+                with contextlib.suppress(BrokenPipeError):
+                    writer.write(frame)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    assert text.index("cam0: starting with ffmpeg") < text.index("cam0: recording (its first")

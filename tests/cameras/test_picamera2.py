@@ -21,11 +21,12 @@ import libcamera
 import pytest
 from fake_dma_heap import MemfdDmaAllocator
 from libcamera import _fake
-from livecam_plugins import picamera2 as plugin
+from livecam_plugins.picamera2 import segments
+from livecam_plugins.picamera2.backend import Picamera2Camera
 
 from livecam.camera import CameraError
 from livecam.options import ConfigError, check_options
-from livecam.plugins import Plugins
+from livecam.pluginhost.manager import Plugins
 from tests.cameras.conftest import (
     CAM_IMX219,
     CAM_IMX708,
@@ -51,10 +52,14 @@ class Sink:
         open_dir.mkdir(exist_ok=True)
         self.open_dir = open_dir
         self.closed: list[Path] = []
+        self.starts: list[float | None] = []  # each one's first frame's capture time
         self.dropped = 0
 
-    def close(self, path: Path, *, duration: float | None = None) -> None:
+    def close(
+        self, path: Path, *, duration: float | None = None, start: float | None = None
+    ) -> None:
         self.closed.append(Path(path))
+        self.starts.append(start)
 
     def dropped_frames(self, count: int) -> None:
         self.dropped += count
@@ -63,7 +68,7 @@ class Sink:
 @pytest.fixture(autouse=True)
 def dma_heap(monkeypatch):
     """Camera buffers from the fake DMA heap: this kernel has none (see fake_dma_heap)."""
-    monkeypatch.setattr(plugin.Picamera2Camera, "allocator_factory", MemfdDmaAllocator)
+    monkeypatch.setattr(Picamera2Camera, "allocator_factory", MemfdDmaAllocator)
 
 
 @pytest.fixture
@@ -81,16 +86,16 @@ def cameras(tmp_path, monkeypatch):
     return plug
 
 
-def backend(camera: Any = 0, segment_seconds: float = 1, **opts: Any) -> plugin.Picamera2Camera:
+def backend(camera: Any = 0, segment_seconds: float = 1, **opts: Any) -> Picamera2Camera:
     values = check_options(
         "cameras.cam0",
         {"camera": camera, "size": [160, 120], "fps": 10, "bitrate": "200k", **opts},
-        plugin.Picamera2Camera.options,
+        Picamera2Camera.options,
     )
-    return plugin.Picamera2Camera("cam0", values, segment_seconds=segment_seconds)
+    return Picamera2Camera("cam0", values, segment_seconds=segment_seconds)
 
 
-def run(cam: plugin.Picamera2Camera, sink: Sink, seconds: float) -> None:
+def run(cam: Picamera2Camera, sink: Sink, seconds: float) -> None:
     """Record for ``seconds``; a backend that hangs fails the test instead of hanging it."""
     stop = threading.Timer(seconds, cam.stop)
     guard = threading.Timer(seconds + 20, cam.kill)
@@ -195,10 +200,10 @@ def test_snapshots_from_the_main_stream_atomically_never_shipped(tmp_path, camer
 def test_plugin_loads_without_picamera2_and_says_so_when_used(tmp_path):
     # A fresh interpreter without fake_libcamera on its path: no libcamera at all.
     code = (
-        "from livecam.plugins import Plugins\n"
-        "from livecam_plugins.picamera2 import Picamera2Camera, _picamera2\n"
+        "from livecam.pluginhost.manager import Plugins\n"
+        "from livecam_plugins.picamera2.library import load\n"
         "assert 'picamera2' in Plugins().cameras.names()\n"
-        "try:\n    _picamera2()\nexcept Exception as exc:\n    print(type(exc).__name__, exc)\n"
+        "try:\n    load()\nexcept Exception as exc:\n    print(type(exc).__name__, exc)\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     out = subprocess.run(
@@ -312,11 +317,11 @@ def test_options_reach_libcamera_as_controls_and_orientation(tmp_path, cameras):
 )
 def test_bad_options_name_the_key(opts, message):
     with pytest.raises(ConfigError, match=f"^{message}"):
-        check_options("cameras.cam0", opts, plugin.Picamera2Camera.options)
+        check_options("cameras.cam0", opts, Picamera2Camera.options)
 
 
 def test_registered_as_a_builtin_plugin():
-    assert Plugins().cameras.get("picamera2", "backend") is plugin.Picamera2Camera
+    assert Plugins().cameras.get("picamera2", "backend") is Picamera2Camera
 
 
 class _Output:
@@ -343,7 +348,7 @@ def test_a_split_waiting_for_a_keyframe_is_released_by_picamera2s_own_event():
 
     old, new = _Output(), _Output()
     splitter = SplittableOutput(old)
-    plugin.check_split_api(splitter)
+    segments.check_split_api(splitter)
     returned = threading.Event()
 
     def split() -> None:
@@ -353,7 +358,7 @@ def test_a_split_waiting_for_a_keyframe_is_released_by_picamera2s_own_event():
     thread = threading.Thread(target=split, daemon=True)
     thread.start()
     assert not returned.wait(0.5), "split_output is waiting for a keyframe"
-    plugin.release_pending_split(splitter)
+    segments.release_pending_split(splitter)
     assert returned.wait(5), "released: split_output returned"
     assert old.stopped, "and closed the old output, as after a real split"
 
@@ -363,6 +368,6 @@ def test_a_picamera2_without_the_split_event_fails_loudly():
         pass
 
     with pytest.raises(CameraError, match=r"tested with picamera2 0\.3\.38"):
-        plugin.release_pending_split(Changed())
+        segments.release_pending_split(Changed())
     # The version these tests run is the one the docs and the error name.
-    assert importlib.metadata.version("picamera2") == plugin.TESTED_PICAMERA2
+    assert importlib.metadata.version("picamera2") == segments.TESTED_PICAMERA2

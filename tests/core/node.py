@@ -16,11 +16,12 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from livecam.losses import LOSS_CAMERA
-from tests.conftest import command_lines, ffprobe, livecam_cmd, sha256, write_config
+from livecam.storage.losses import is_loss_record
+from tests.conftest import VENV_BIN, command_lines, ffprobe, livecam_cmd, sha256, write_config
 
 WITNESS = '''
 """Test site plugin: append every closed segment's name, size and digest to a log."""
@@ -40,7 +41,55 @@ def livecam_segment_closed(segment):
 '''
 
 
-LOSS_PREFIX = f"{LOSS_CAMERA}-"
+# The code behind `livecam status --json` (livecam.cli.cmd_status: load the config and
+# its plugins, gather, dump), run once per request in one long-lived process: tests poll
+# status every 0.2 s, and a `livecam` process costs 0.25 s of CPU to start where this
+# costs 10 ms. The command itself is run by tests/core/test_cli.py and test_config.py.
+STATUS_SERVER = """
+import json, sys
+from pathlib import Path
+from livecam import build
+from livecam.ops import status
+for line in sys.stdin:
+    try:
+        cfg, plugins = build.load(Path(line.strip()))
+        answer = {"status": status.gather(cfg, build.disk(cfg, plugins))}
+    except Exception as exc:
+        answer = {"error": f"{type(exc).__name__}: {exc}"}
+    print(json.dumps(answer, default=str), flush=True)
+"""
+
+
+class StatusServer:
+    """One process answering status requests for any node's config file."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc = subprocess.Popen(
+            [str(VENV_BIN / "python"), "-c", STATUS_SERVER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def ask(self, config_file: Path) -> dict[str, Any]:
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        with self._lock:
+            self._proc.stdin.write(f"{config_file}\n")
+            self._proc.stdin.flush()
+            answer = json.loads(self._proc.stdout.readline())
+        if "error" in answer:
+            raise RuntimeError(f"livecam status of {config_file}: {answer['error']}")
+        return answer["status"]
+
+    def close(self) -> None:
+        if self._proc.stdin is not None:
+            self._proc.stdin.close()
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
 
 
 def sh(*argv: str) -> None:
@@ -56,7 +105,12 @@ class Target:
     def segments(self) -> dict[str, Path]:
         """Final-named segment files, by name."""
         return {p.name: p for p in self.store.rglob("*.mp4")
-                if not p.name.startswith((".", LOSS_PREFIX))}  # fmt: skip
+                if not p.name.startswith(".") and not is_loss_record(p)}  # fmt: skip
+
+    def records(self) -> dict[str, Path]:
+        """Final-named loss records (``loss-*.json``; an older livecam's ``.mp4`` too)."""
+        found = [p for p in self.store.rglob("*") if is_loss_record(p)]
+        return {p.name: p for p in found if not p.name.startswith(".")}
 
     def hidden(self) -> list[Path]:
         return [p for p in self.store.rglob(".*") if p.is_file()]
@@ -105,7 +159,13 @@ class Node:
         cameras = overrides.pop(
             "cameras",
             {
-                "cam0": {"size": [160, 120], "fps": 10, "bitrate": "300k", "preset": "ultrafast"},
+                "cam0": {
+                    "size": [160, 120],
+                    "fps": 10,
+                    "bitrate": "300k",
+                    "preset": "ultrafast",
+                    "pattern": "testsrc2",
+                },
                 "cam1": {
                     "size": [160, 120],
                     "fps": 10,
@@ -134,6 +194,10 @@ class Node:
         self.spool = Path(self.config["spool"]["path"])
         self.config_file = write_config(root / "livecam.yaml", self.config)
         self.procs: list[subprocess.Popen[bytes]] = []
+        #: Run in each process ``start`` starts, before it runs livecam (tests/powercut
+        #: puts the node in a cgroup that a cut kills at once).
+        self.preexec: Callable[[], None] | None = None
+        self._status: StatusServer | None = None
 
     # --- processes -------------------------------------------------------------------
 
@@ -146,6 +210,7 @@ class Node:
                 stderr=log,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=self.preexec,
             )
         self.procs.append(proc)
         return proc
@@ -160,7 +225,11 @@ class Node:
         """Run the shipper alone until nothing is left on the node (after a stop)."""
         proc = self.start("ship")
         wait_for(
-            lambda: not self.local_segments("buffer") and not self.local_segments("spool"),
+            lambda: (
+                not self.local_segments("buffer")
+                and not self.local_segments("spool")
+                and not self.local_records()
+            ),
             timeout,
             "the node drained",
         )
@@ -168,14 +237,29 @@ class Node:
         wait_for(lambda: f'"pid": {proc.pid},' in state.read_text(), 10, "the shipper is up")
         assert self.stop(proc) == 0
 
-    def kill_all(self) -> None:
-        """SIGKILL every process of this node at once (livecam and ffmpeg): a power cut."""
-        for _ in range(2):  # twice: a supervisor could have forked between list and kill
-            for pid in [p.pid for p in self.procs] + self.pids("livecam") + self.pids("ffmpeg"):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+    def kill_all(self) -> tuple[float, float]:
+        """Every process of this node (livecam and ffmpeg) frozen at once, then killed: a
+        power cut. Frozen first, as a power cut freezes them: a child whose supervisor
+        dies gets SIGTERM (livecam.ops.lifecycle), and killed one by one a recorder
+        could close its open segment cleanly in between, which a power cut never lets
+        it do. Returns when the first and the last process froze (``time.time()``):
+        finding them takes a scan of /proc, slow on a loaded machine, and comes first."""
+        frozen: set[int] = set()
+        first = last = 0.0
+        for _ in range(2):  # twice: a supervisor could have forked between list and stop
+            found = [p.pid for p in self.procs] + self.pids("livecam") + self.pids("ffmpeg")
+            new = [pid for pid in dict.fromkeys(found) if pid not in frozen]
+            for sig in (signal.SIGSTOP, signal.SIGKILL):
+                for pid in new:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, sig)
+                    if sig == signal.SIGSTOP:
+                        last = time.time()
+                        first = first or last
+            frozen.update(new)
         for proc in self.procs:
             proc.wait(timeout=10)
+        return first, last
 
     def pids(self, what: str, extra: str = "") -> list[int]:
         """PIDs whose command line mentions this node (its config or buffer) and ``what``."""
@@ -188,6 +272,9 @@ class Node:
         ]
 
     def cleanup(self) -> None:
+        if self._status is not None:  # a later status() starts another
+            self._status.close()
+            self._status = None
         for proc in self.procs:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -208,15 +295,16 @@ class Node:
         base = self.buffer if tier == "buffer" else self.spool
         return sorted(p for p in base.glob("*/*.mp4") if not p.name.startswith("."))
 
+    def local_records(self) -> list[Path]:
+        """Loss records waiting on the node, in either tier."""
+        found = [p for base in (self.buffer, self.spool) for p in base.glob("*/*")]
+        return sorted(p for p in found if is_loss_record(p) and not p.name.startswith("."))
+
     def status(self) -> dict[str, Any]:
-        out = subprocess.run(
-            livecam_cmd("-c", str(self.config_file), "status", "--json"),
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        ).stdout
-        return json.loads(out)
+        """What ``livecam status --json`` prints for this node (see ``StatusServer``)."""
+        if self._status is None:
+            self._status = StatusServer()
+        return self._status.ask(self.config_file)
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -265,8 +353,8 @@ class Watcher:
                     if name.startswith("."):
                         self.hidden_seen += 1
                         continue
-                    if name.startswith(LOSS_PREFIX):
-                        continue  # a loss record (livecam/losses.py), not a segment
+                    if is_loss_record(Path(name)):
+                        continue  # a loss record (livecam/storage/losses.py), not a segment
                     try:
                         size = os.stat(os.path.join(root, name)).st_size
                     except FileNotFoundError:
@@ -315,8 +403,30 @@ def ship_through_a_restart(
     assert node.stop(proc) == 0
     # Node.drain SIGTERMs a shipper that may not have set its handlers yet when
     # there is nothing to do (exit -15); only drain what is there.
-    if node.local_segments("buffer") or node.local_segments("spool"):
+    if node.local_segments("buffer") or node.local_segments("spool") or node.local_records():
         node.drain()
+
+
+def assert_records_arrived(node: Node, target: Target) -> list[dict[str, Any]]:
+    """The node's loss records on ``target`` are JSON, never videos (issue 22): each at
+    ``lab/node01/_losses/<date>/loss-*.json``, the ``restart`` of every camera among
+    them; no ``.mp4`` there holds JSON, and none waits on the node. Their contents."""
+    records = target.records()
+    assert records, "no loss record arrived"
+    found = []
+    for name, path in records.items():
+        assert name.startswith("loss-") and path.suffix == ".json", path
+        record = json.loads(path.read_text())
+        day = datetime.fromtimestamp(record["time"], UTC)
+        expected = f"lab/node01/_losses/{day:%Y-%m-%d}/{name}"
+        assert path.relative_to(target.store).as_posix() == expected
+        found.append(record)
+    videos = [p for p in target.store.rglob("*.mp4") if not p.name.startswith(".")]
+    assert not [p for p in videos if p.read_bytes()[:1] == b"{"], "a loss record named .mp4"
+    restarted = {r["camera"] for r in found if r["kind"] == "restart"}
+    assert restarted >= set(node.config["cameras"]), restarted
+    assert not node.local_records(), f"loss records left on the node: {node.local_records()}"
+    return found
 
 
 def assert_whole_segments(closed: list[dict], files: dict[str, Path], frames: int) -> None:

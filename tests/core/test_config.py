@@ -11,7 +11,7 @@ from tests.conftest import write_config
 def good(tmp_path) -> dict:
     return {
         "node": "node01",
-        "cameras": {"cam0": {"backend": "ffmpeg", "size": [320, 240]}},
+        "cameras": {"cam0": {"backend": "ffmpeg", "pattern": "testsrc2", "size": [320, 240]}},
         "buffer": {"path": str(tmp_path / "buffer")},
         "spool": {"path": str(tmp_path / "spool")},
         "transport": {"plugin": "nfs", "path": str(tmp_path / "nas")},
@@ -31,7 +31,14 @@ def change(config: dict, dotted: str, value) -> dict:
     return config
 
 
-DELETE = object()
+class _Delete:
+    """The key is removed (its repr is fixed, so every xdist worker names the test alike)."""
+
+    def __repr__(self) -> str:
+        return "<deleted>"
+
+
+DELETE = _Delete()
 
 # (what to change, value, words the one-line error must contain)
 BAD = [
@@ -50,6 +57,9 @@ BAD = [
     ("cameras.cam0.bitrate", "5 megs", ["cameras.cam0.bitrate", "bit rate"]),
     ("cameras.cam0.colour", "blue", ["cameras.cam0.colour", "unknown key", "bitrate"]),
     ("cameras.cam0.input", "/dev/video0", ["cameras.cam0.input", "-i"]),
+    # No silent test picture: an ffmpeg camera names its input, or asks for a pattern.
+    ("cameras.cam0.pattern", DELETE, ["cameras.cam0.input", "missing", "pattern: testsrc2"]),
+    ("cameras.cam0.input", "-f v4l2 -i /dev/video0", ["cameras.cam0.pattern", "not both"]),
     ("transport.plugin", "carrier-pigeon", ["transport.plugin", "carrier-pigeon", "nfs"]),
     ("transport", DELETE, ["transport", "required"]),
     ("transport.path", DELETE, ["transport.path", "required"]),
@@ -132,9 +142,9 @@ def test_config_found_from_the_environment(tmp_path, run_livecam):
 
 
 def test_good_config_fills_documented_defaults(tmp_path):
-    from livecam import config as configmod
+    from livecam import build
 
-    cfg, _ = configmod.load(write_config(tmp_path / "c.yaml", good(tmp_path)))
+    cfg, _ = build.load(write_config(tmp_path / "c.yaml", good(tmp_path)))
     assert cfg.segment_seconds == 30
     assert cfg.spill_after == 30  # one segment length
     assert cfg.spool.max_bytes == 10 * 1024**3 and cfg.spool.min_free_bytes == 1024**3
@@ -164,4 +174,32 @@ def test_units():
 def test_demo_config_is_valid(run_livecam, tmp_path):
     result = run_livecam("--demo", "check-config", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "cam0 (ffmpeg), cam1 (ffmpeg)" in result.stdout
+    assert "cam0 (ffmpeg, TEST PATTERN testsrc2), cam1 (ffmpeg, TEST PATTERN smptebars)" in (
+        result.stdout
+    )
+    # The demo's config says so itself, to whoever copies it.
+    from livecam import config as configmod
+
+    demo = configmod.DEMO_PATH.read_text()
+    assert "TEST PATTERNS, not cameras" in demo
+    assert "pattern: testsrc2" in demo and "pattern: smptebars" in demo
+
+
+def test_a_test_pattern_camera_is_named_as_such(tmp_path, run_livecam):
+    """check-config, status and status --json say which camera records a test pattern,
+    and name no real camera so."""
+    import json
+
+    config = good(tmp_path)
+    config["cameras"]["door"] = {"backend": "ffmpeg", "input": "-f v4l2 -i /dev/video0"}
+    path = write_config(tmp_path / "livecam.yaml", config)
+    checked = run_livecam("-c", str(path), "check-config")
+    assert checked.returncode == 0, checked.stderr
+    assert "cameras: cam0 (ffmpeg, TEST PATTERN testsrc2), door (ffmpeg)" in checked.stdout
+    text = run_livecam("-c", str(path), "status").stdout
+    lines = {line.split()[0]: line for line in text.splitlines() if line.startswith("  ")}
+    assert "TEST PATTERN testsrc2" in lines["cam0"], text
+    assert "TEST PATTERN" not in lines["door"], text
+    data = json.loads(run_livecam("-c", str(path), "status", "--json").stdout)
+    assert data["cameras"]["cam0"]["test_pattern"] == "testsrc2"
+    assert data["cameras"]["door"]["test_pattern"] is None

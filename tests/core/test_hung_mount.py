@@ -15,7 +15,7 @@ import time
 import pytest
 from livecam_plugins.nfs import NfsTransport
 
-from livecam.segment import file_digest
+from livecam.storage.files import file_digest
 from livecam.transport import TransientError
 from tests.core.node import Node, Target, assert_all_arrived, wait_for
 from tests.transports.servers import (
@@ -24,7 +24,6 @@ from tests.transports.servers import (
     cleanup,
     descendants,
     make_base,
-    remove_user,
 )
 
 pytestmark = pytest.mark.slow
@@ -58,9 +57,7 @@ def sshfs(tmp_path):
     thaw()
     server.stop()
     subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
-    cleanup(base)
-    for user in ("lc-rsync", SFTP_USER):
-        remove_user(user)
+    cleanup(base)  # the accounts stay: tests/transports uses them meanwhile
 
 
 def test_publish_on_a_hung_mount_times_out(sshfs, tmp_path):

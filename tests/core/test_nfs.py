@@ -12,13 +12,12 @@ from pathlib import Path
 import pytest
 from livecam_plugins.nfs import DirectoryTransport, NfsTransport
 
-from livecam import dirstore
-from livecam.dirstore import DirStore, DirTemp, open_root
-from livecam.publish import publish as run_protocol
-from livecam.segment import file_digest
-from livecam.state import pid_alive
-from livecam.transport import ConflictError, Item, PermanentError, TransientError
-from tests.core.node import Share, sh
+from livecam.storage.files import file_digest
+from livecam.storage.state import pid_alive
+from livecam.transport import ConflictError, Item, PermanentError, TransientError, dirstore
+from livecam.transport.dirstore import DirStore, DirTemp, open_root
+from livecam.transport.protocol import publish as run_protocol
+from tests.core.node import Share, sh, wait_for
 
 
 @pytest.fixture
@@ -235,10 +234,28 @@ def test_a_short_copy_is_never_renamed_to_the_final_name(share, segment):
     assert not share.hidden(), "the short temp is removed"
 
 
+def helper_waiting_on(fifo: Path) -> int | None:
+    """The pid of this process's nfs helper blocked opening ``fifo`` (its local file:
+    a FIFO's open waits for a writer), if there is one yet."""
+    for proc in Path("/proc").iterdir():
+        try:
+            if (
+                proc.name.isdigit()
+                and b"_nfs_child.py" in (proc / "cmdline").read_bytes()
+                and int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1]) == os.getpid()
+                and (proc / "wchan").read_text() == "wait_for_partner"
+            ):
+                return int(proc.name)
+        except (OSError, ValueError, IndexError):
+            continue
+    return None
+
+
 def test_an_unmount_between_the_check_and_the_write_never_writes_to_local_disk(share, tmp_path):
-    """The share is unmounted after the helper's mount check and before it writes
-    (its local file is a FIFO: the helper waits on it past the check). The write
-    still goes to the share the check approved, never to the bare directory."""
+    """The share is unmounted after the helper's mount check and before it opens its
+    temp file or writes (its local file is a FIFO: the helper waits on it past the
+    check). The temp is made and written through the directory the check approved,
+    on the share, never in the bare directory."""
     data = os.urandom(200_000)
     fifo = tmp_path / "cam0-20261126T120000Z-000009.mp4"
     os.mkfifo(fifo)
@@ -257,18 +274,12 @@ def test_an_unmount_between_the_check_and_the_write_never_writes_to_local_disk(s
     publisher = threading.Thread(target=run)
     publisher.start()
     try:
-        writer = None
-        deadline = time.monotonic() + 30
-        while writer is None:  # opening for writing succeeds once the helper reads it
-            try:
-                writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-            except OSError as exc:
-                assert exc.errno == errno.ENXIO and time.monotonic() < deadline, exc
-                time.sleep(0.02)
+        # Past its mount check, the helper waits for the FIFO's writer: the share goes
+        # away before it takes another step (the temp is opened after the local file).
+        wait_for(lambda: helper_waiting_on(fifo), 30, "the helper waiting on its local file")
         share.unmount()
-        assert not os.path.ismount(share.mnt), "the share is gone before the write"
-        os.set_blocking(writer, True)
-        with os.fdopen(writer, "wb") as f:
+        assert not os.path.ismount(share.mnt), "the share is gone before the temp is made"
+        with open(fifo, "wb") as f:
             f.write(data)
     finally:
         publisher.join(60)

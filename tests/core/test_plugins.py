@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from livecam import hookspecs
-from livecam.plugins import PluginError, Plugins
+from livecam.pluginhost import hookspecs
+from livecam.pluginhost.manager import PluginError, Plugins
 from tests.conftest import REPO, livecam_cmd, write_config
 
 SITE_PLUGIN = '''
@@ -47,7 +47,7 @@ def config_with(tmp_path: Path, plugin_text: str | None, **camera) -> Path:
     return write_config(
         tmp_path / "livecam.yaml",
         {
-            "cameras": {"cam0": camera or {"backend": "ffmpeg"}},
+            "cameras": {"cam0": camera or {"backend": "ffmpeg", "pattern": "testsrc2"}},
             "buffer": {"path": str(tmp_path / "buffer")},
             "spool": {"path": str(tmp_path / "spool")},
             "transport": {"plugin": "local", "path": str(tmp_path / "nas")},
@@ -69,6 +69,54 @@ def test_site_plugin_registers_a_backend_and_its_options_are_checked(tmp_path, r
     result = run_livecam("-c", str(cfg), "check-config")
     assert result.returncode == 2
     assert "cameras.cam0.url: required key is missing (where the doorbell streams)" in result.stderr
+
+
+# A site plugin written for the flat layout (before 0.2): a transport of the
+# documented store protocol and a tier subclass, by their old import paths.
+OLD_PATHS_PLUGIN = """
+from livecam import hookimpl
+from livecam.publish import TempRenameStore
+from livecam.store_transport import StoreTransport
+from livecam.tiers import Tier
+
+
+class OldTier(Tier):
+    pass
+
+
+class OldTransport(StoreTransport):
+    description = "written against livecam.publish"
+
+
+@hookimpl
+def livecam_register_tiers(register):
+    register("old-spool", OldTier)
+
+
+@hookimpl
+def livecam_register_transports(register):
+    register("old", OldTransport)
+"""
+
+
+def test_a_site_plugin_on_the_old_import_paths_still_loads_and_says_where_they_went(
+    tmp_path, run_livecam
+):
+    cfg = config_with(tmp_path, OLD_PATHS_PLUGIN)
+    result = run_livecam("-c", str(cfg), "plugins")
+    assert result.returncode == 0, result.stderr
+    assert "registers transport old" in result.stdout
+    assert "registers tier old-spool" in result.stdout
+    for old, new in (
+        ("livecam.publish", "livecam.transport.protocol"),
+        ("livecam.store_transport", "livecam.transport.stores"),
+        ("livecam.tiers", "livecam.storage.tiers"),
+    ):
+        assert f"{old} is now {new}: import it from there" in result.stderr
+    # The old name is the very module, not a copy: a subclass is a Tier to the core.
+    probe = "import livecam.tiers as a, livecam.storage.tiers as b; print(a is b, a.__name__)"
+    same = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert same.stdout.split() == ["True", "livecam.storage.tiers"], same.stderr
 
 
 BROKEN = [

@@ -98,7 +98,7 @@ def test_an_unplayable_leftover_of_a_crash_is_removed_and_logged(tmp_path):
     n = Node(
         tmp_path / "node",
         {"plugin": "local", "path": str(tmp_path / "nas")},
-        cameras={"cam0": {"size": [160, 120], "fps": 10, "bitrate": "300k"}},
+        cameras={"cam0": {"pattern": "testsrc2", "size": [160, 120], "fps": 10, "bitrate": "300k"}},
     )
     leftover = n.buffer / "cam0" / ".open" / "cam0-crashed.mp4"
     leftover.parent.mkdir(parents=True)

@@ -22,7 +22,7 @@ from datetime import datetime
 
 import pytest
 
-from livecam import supervisor
+from livecam.ops import supervisor
 from tests.core.node import Node, wait_for
 
 pytestmark = pytest.mark.slow
@@ -42,7 +42,7 @@ sys.exit(3)
 
 SUPERVISE = """\
 import logging, sys
-from livecam import supervisor
+from livecam.ops import supervisor
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
 supervisor.HEALTHY_AFTER = 2.0
 flaky = [sys.executable, "-c", {flaky!r}, {starts!r}]
@@ -59,12 +59,10 @@ def steady_pids(parent: int) -> list[str]:
 
 
 def test_the_schedule_doubles_from_half_a_second_to_thirty():
-    child = supervisor.Child("x", [])
-    delays = []
-    for failures in range(1, 10):
-        child.failures = failures
-        delays.append(supervisor.Supervisor._backoff(child))
+    backoff = supervisor.Child("x", []).backoff  # the recorder's is the same class
+    delays = [backoff.failed(ran_for=0.0) for _ in range(9)]
     assert delays == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
+    assert backoff.failed(ran_for=supervisor.HEALTHY_AFTER + 1) == 0.5  # healthy: afresh
 
 
 def test_a_dead_child_is_restarted_with_doubling_backoff_reset_after_health(tmp_path):

@@ -16,11 +16,11 @@ from typing import ClassVar
 import pytest
 from livecam_plugins.nfs import DirectoryTransport
 
-from livecam import config as configmod
-from livecam import hookimpl
-from livecam.retry import RetryPolicy
-from livecam.segment import Segment, segment_name
-from livecam.shipper import Shipper, remote_path
+from livecam import build, hookimpl
+from livecam.shipper.process import Shipper
+from livecam.shipper.publisher import remote_path
+from livecam.shipper.retry import RetryPolicy
+from livecam.storage.segment import Segment, segment_name
 from livecam.transport import PermanentError, TransientError, conflict_path
 
 
@@ -30,14 +30,14 @@ def setup(tmp_path):
         "node": "node01",
         "site": "lab",
         "segment_seconds": 1,
-        "cameras": {"cam0": {}},
+        "cameras": {"cam0": {"pattern": "testsrc2"}},
         "buffer": {"path": str(tmp_path / "buffer"), "max_bytes": "1M"},
         "spool": {"path": str(tmp_path / "spool"), "max_bytes": "250K", "min_free_bytes": 0},
         "transport": {"plugin": "local", "path": str(tmp_path / "nas")},
         "retry": {"initial": "1s", "max": "8s", "permanent": "5m"},
         "plugin_dirs": [],
     }
-    cfg, plugins = configmod.parse(raw)
+    cfg, plugins = build.from_document(raw)
     return cfg, plugins, tmp_path
 
 
@@ -52,16 +52,22 @@ def put(tier_path: Path, seq: int, size: int = 100_000, age: float = 0) -> Segme
     return Segment.from_path(path)
 
 
+def loss_records(tier_path: Path, kind: str = "evicted") -> list[dict]:
+    """The loss records of ``kind`` a tier holds (livecam/storage/losses.py)."""
+    found = [json.loads(p.read_text()) for p in tier_path.glob("_losses/*.json")]
+    return [r for r in found if r["kind"] == kind]
+
+
 def test_a_segment_left_in_both_tiers_by_a_crashed_spill_ships_once(setup):
     cfg, plugins, tmp = setup
     seg = put(cfg.buffer.path, 1)
     shipper = Shipper(cfg, plugins)
     shipper.spool.accept(seg)  # the crash came before the buffer copy was deleted
-    assert [s.name for s in shipper.ready()] == [seg.name]
-    assert shipper.publish_next() is True
+    assert [s.name for s in shipper.publisher.ready()] == [seg.name]
+    assert shipper.publisher.publish_next() is True
     assert not seg.path.exists() and not (cfg.spool.path / "cam0" / seg.name).exists()
     assert len(list((tmp / "nas").rglob("*.mp4"))) == 1
-    assert shipper.publish_next() is False
+    assert shipper.publisher.publish_next() is False
 
 
 def test_publish_after_a_lost_local_delete_is_already_there(setup):
@@ -69,9 +75,9 @@ def test_publish_after_a_lost_local_delete_is_already_there(setup):
     seg = put(cfg.buffer.path, 1)
     data = seg.path.read_bytes()
     shipper = Shipper(cfg, plugins)
-    shipper.publish_next()
+    shipper.publisher.publish_next()
     seg.path.write_bytes(data)  # as if the shipper died before deleting it
-    shipper.publish_next()
+    shipper.publisher.publish_next()
     assert not seg.path.exists()
     assert shipper.state.already_there == 1 and shipper.state.published == 2
 
@@ -81,7 +87,7 @@ def test_spill_is_due_after_spill_after_and_keeps_the_oldest_first(setup):
     old = put(cfg.buffer.path, 1, age=5)
     young = put(cfg.buffer.path, 2)
     shipper = Shipper(cfg, plugins)
-    shipper.housekeep()
+    shipper.housekeeper.housekeep()
     assert (cfg.spool.path / "cam0" / old.name).exists() and not old.path.exists()
     assert young.path.exists(), "younger than spill_after: stays in RAM"
     assert shipper.state.spilled == 1
@@ -90,18 +96,24 @@ def test_spill_is_due_after_spill_after_and_keeps_the_oldest_first(setup):
 def test_full_spool_evicts_oldest_first_and_counts_each(setup, caplog):
     cfg, plugins, _ = setup
     evicted: list[tuple[str, str, str]] = []
+    at_the_event: list[tuple[bool, list[dict]]] = []
 
     class Listener:
         @staticmethod
         @hookimpl
         def livecam_segment_evicted(segment, tier, reason):
             evicted.append((segment.name, tier.role, reason))
+            # Fired just before the delete: the file is still there (aside), and its
+            # loss record is already on disk (a power cut now leaves no bare hole).
+            records = [r for r in loss_records(cfg.spool.path)
+                       if r["detail"]["segment"] == segment.name]  # fmt: skip
+            at_the_event.append((segment.path.exists(), records))
 
     segs = [put(cfg.buffer.path, i, age=10 - i) for i in range(1, 5)]  # 4 x 100K, spool 250K
     plugins.pm.register(Listener, name="listener")
     try:
         shipper = Shipper(cfg, plugins)
-        shipper.housekeep()
+        shipper.housekeeper.housekeep()
     finally:
         plugins.pm.unregister(name="listener")
     # Each eviction fired livecam_segment_evicted once and was logged by name.
@@ -112,6 +124,40 @@ def test_full_spool_evicts_oldest_first_and_counts_each(setup, caplog):
     assert spooled == [segs[2].name, segs[3].name]
     status = (cfg.spool.path / ".livecam" / "evictions.json").read_text()
     assert '"count": 2' in status and segs[1].name in status
+    # A loss record per eviction, in the spool, written before the delete.
+    assert [there for there, _ in at_the_event] == [True, True]
+    for seg, (_, records) in zip(segs[:2], at_the_event, strict=True):
+        [record] = records
+        assert record["sequences"] == [seg.seq] and record["camera"] == "cam0"
+        assert (record["site"], record["node"]) == ("lab", "node01")
+        assert record["detail"] == {
+            "segment": seg.name, "tier": "spool", "limit": "max_bytes", "bytes": 100_000
+        }  # fmt: skip
+    assert len(loss_records(cfg.spool.path)) == 2 and not loss_records(cfg.buffer.path)
+
+
+def test_loss_records_are_never_evicted(setup):
+    """A spool over its quota loses segments, never the records of earlier losses:
+    with only records left, eviction frees nothing and says so."""
+    cfg, plugins, _ = setup
+    shipper = Shipper(cfg, plugins)
+    for n in range(3):  # the records of three earlier losses
+        record = shipper.evictor.losses.record("camera_down", "cam0", [], f"down {n}")
+        assert record is not None and record.parent == cfg.spool.path / "_losses"
+    records = sorted(cfg.spool.path.glob("_losses/*.json"))
+    filler = b"x" * 40_000  # the records weigh like segments: 120K of the 250K
+    for record in records:
+        record.write_bytes(filler)
+    segs = [put(cfg.spool.path, i) for i in range(1, 3)]  # 200K: 320K in a 250K spool
+    need, reason = shipper.spool.bytes_to_free()
+    assert need > 0
+    assert shipper.evictor.evict(shipper.spool, need, reason) is True
+    assert [s.path.exists() for s in segs] == [False, True], "the oldest segment went"
+    # Asked for more than the segments hold: they go, the records stay.
+    assert shipper.evictor.evict(shipper.spool, 250_000, "max_bytes") is False
+    assert not segs[1].path.exists()
+    assert sorted(cfg.spool.path.glob("_losses/*.json"))[: len(records)] == records
+    assert all(r.read_bytes() == filler for r in records)
 
 
 def test_a_crash_mid_eviction_is_finished_and_counted_once(setup):
@@ -120,7 +166,7 @@ def test_a_crash_mid_eviction_is_finished_and_counted_once(setup):
     cfg, plugins, _ = setup
     segs = [put(cfg.spool.path, i) for i in range(1, 4)]  # 300K in a 250K spool
     shipper = Shipper(cfg, plugins)
-    assert shipper.evict(shipper.spool, 50_000, "max_bytes") is True
+    assert shipper.evictor.evict(shipper.spool, 50_000, "max_bytes") is True
     ledger = cfg.spool.path / ".livecam" / "evictions.json"
     assert json.loads(ledger.read_text())["count"] == 1
     # A crash after the count, before the delete: the counted segment is still aside.
@@ -134,6 +180,9 @@ def test_a_crash_mid_eviction_is_finished_and_counted_once(setup):
     record = json.loads(ledger.read_text())
     assert record["count"] == 2, record  # segs[0] once, segs[1] once
     assert record["last"]["segment"] == segs[1].name
+    # Each has its loss record: segs[0]'s from before the crash, segs[1]'s (the
+    # crash came before its record was written) from the start that finished it.
+    assert sorted(r["sequences"][0] for r in loss_records(cfg.spool.path)) == [1, 2]
 
 
 def test_an_eviction_plugin_chooses_and_the_rest_is_oldest_first(setup):
@@ -149,7 +198,7 @@ def test_an_eviction_plugin_chooses_and_the_rest_is_oldest_first(setup):
     try:
         segs = [put(cfg.spool.path, i) for i in range(1, 4)]  # 300K in a 250K spool
         shipper = Shipper(cfg, plugins)
-        assert shipper.evict(shipper.spool, 150_000, "max_bytes") is True
+        assert shipper.evictor.evict(shipper.spool, 150_000, "max_bytes") is True
     finally:
         plugins.pm.unregister(name="keep-oldest")
     assert [s.path.exists() for s in segs] == [False, True, False]
@@ -168,7 +217,7 @@ def test_a_bad_remote_path_from_a_plugin_keeps_the_segment(setup):
     try:
         seg = put(cfg.buffer.path, 1)
         with pytest.raises(PermanentError, match="not a clean relative path"):
-            Shipper(cfg, plugins).publish_next()
+            Shipper(cfg, plugins).publisher.publish_next()
     finally:
         plugins.pm.unregister(name="escape")
     assert seg.path.exists()
@@ -243,11 +292,11 @@ def test_when_the_spool_cannot_take_more_the_buffer_evicts_oldest_first(setup):
     cfg = cfg.__class__(**{**cfg.__dict__, "spool": spool})
     segs = [put(cfg.buffer.path, i, size=300_000, age=10 - i) for i in range(1, 6)]  # 1.5M > 1M
     shipper = Shipper(cfg, plugins)
-    shipper.housekeep()
+    shipper.housekeeper.housekeep()
     assert [s.path.exists() for s in segs] == [False, False, True, True, True]
     assert not list(cfg.spool.path.glob("cam0/*.mp4"))
-    # Each eviction left a loss record in the spool, for the NAS audit (livecam/losses.py).
-    losses = [json.loads(p.read_text()) for p in cfg.spool.path.glob("livecam-losses/*.mp4")]
+    # Each eviction left a loss record in the spool, for the NAS audit (livecam/storage/losses.py).
+    losses = [json.loads(p.read_text()) for p in cfg.spool.path.glob("_losses/*.json")]
     assert sorted(r["sequences"][0] for r in losses if r["kind"] == "evicted") == [1, 2]
     record = (cfg.spool.path / ".livecam" / "evictions.json").read_text()
     assert '"count": 2' in record and '"tier": "buffer"' in record
@@ -277,12 +326,12 @@ def test_batches_come_from_the_spool_and_a_failed_batch_keeps_the_rest(setup):
     shipper = Shipper(cfg, plugins, transport)
     Batching.fail_after = 2
     with pytest.raises(TransientError):
-        shipper.publish_next()
+        shipper.publisher.publish_next()
     assert [s.path.exists() for s in spooled[:4]] == [False, False, True, True]
     assert shipper.state.last_error is not None
     assert shipper.state.last_error.segment == spooled[2].name
     Batching.fail_after = None
-    while shipper.publish_next():
+    while shipper.publisher.publish_next():
         pass
     sizes = [len(c) for c in Batching.calls]
     assert sizes == [4, 4, 1, 1], "spool segments in batches, RAM segments one at a time"
@@ -302,7 +351,7 @@ def test_other_content_on_the_nas_sets_one_segment_aside_and_the_rest_ships(setu
     theirs = bytes(b ^ 0xFF for b in data)
     squatter.write_bytes(theirs)
     for _ in range(4):  # no backoff wait: every call makes progress
-        shipper.publish_next()
+        shipper.publisher.publish_next()
     assert squatter.read_bytes() == theirs, "never overwritten"
     aside = tmp / "nas" / conflict_path(first_remote, hashlib.sha256(data).hexdigest())
     assert aside.read_bytes() == data
@@ -316,7 +365,7 @@ def test_other_content_on_the_nas_sets_one_segment_aside_and_the_rest_ships(setu
     segs[0].path.write_bytes(data)
     retry = Shipper(cfg, plugins)
     for _ in range(2):  # the conflict, then the aside (already there)
-        retry.publish_next()
+        retry.publisher.publish_next()
     assert not segs[0].path.exists(), "the retry proved the aside copy and deleted the local"
     conflicts = sorted(p.name for p in squatter.parent.iterdir() if ".conflict-" in p.name)
     assert conflicts == [aside.name]
@@ -331,7 +380,7 @@ def test_the_lag_of_a_segment_published_early_is_zero_not_negative(setup):
     path.parent.mkdir(parents=True)
     path.write_bytes(os.urandom(1000))
     shipper = Shipper(cfg, plugins)
-    assert shipper.publish_next() is True
+    assert shipper.publisher.publish_next() is True
     assert shipper.state.last_success is not None
     assert shipper.state.last_success.segment == path.name
     assert shipper.state.last_success.lag == 0.0
@@ -386,11 +435,11 @@ def test_eviction_takes_the_oldest_from_a_call_in_flight_and_counts_it_once(setu
     )
     shipper = Shipper(cfg, plugins, transport)
     caplog.set_level("INFO", logger="livecam")
-    assert shipper.publish_next() is True
+    assert shipper.publisher.publish_next() is True
     assert f"took {segs[0].name} from the publish in flight" in caplog.text
     on_nas = sorted(p.name for p in (tmp / "nas").rglob("*.mp4"))
     ledger = json.loads((cfg.spool.path / ".livecam" / "evictions.json").read_text())
-    losses = [json.loads(p.read_text()) for p in cfg.spool.path.glob("livecam-losses/*.mp4")]
+    losses = [json.loads(p.read_text()) for p in cfg.spool.path.glob("_losses/*.json")]
     assert not ledger["taken"]
     if opened:  # rsync had it open: it arrived, and counts as published only
         assert on_nas == sorted(s.name for s in segs)
@@ -416,7 +465,7 @@ def test_a_segment_taken_from_a_call_that_never_reported_counts_as_evicted(setup
     again.evictor.finish_interrupted(again.spool)
     ledger = json.loads((cfg.spool.path / ".livecam" / "evictions.json").read_text())
     assert ledger["count"] == 1 and ledger["last"]["segment"] == gone.name and not ledger["taken"]
-    losses = [json.loads(p.read_text()) for p in cfg.spool.path.glob("livecam-losses/*.mp4")]
+    losses = [json.loads(p.read_text()) for p in cfg.spool.path.glob("_losses/*.json")]
     assert [r["sequences"] for r in losses] == [[1]]
     assert kept.path.exists()
 
@@ -456,7 +505,7 @@ def test_eviction_withdraws_a_queued_segment_from_a_batch(setup, caplog):
         {"path": tmp / "nas"}, timeout=10, during=evict_while_the_first_is_written
     )
     shipper = Shipper(cfg, plugins, transport)
-    assert shipper.publish_next() is True
+    assert shipper.publisher.publish_next() is True
     assert [p.name for p in (tmp / "nas").rglob("*.mp4")] == [segs[0].name]
     assert shipper.state.published == 1 and shipper.state.last_error is None
     ledger = json.loads((cfg.spool.path / ".livecam" / "evictions.json").read_text())
@@ -490,7 +539,7 @@ def test_a_long_batch_that_keeps_publishing_keeps_the_watchdog_fed(setup, monkey
     t0 = time.monotonic()
     late_pings = 0
     while batch.is_alive():
-        shipper.heartbeat.beat(shipper.state_file.snapshot())
+        shipper.heartbeat.beat(shipper.state_file.as_dict())
         with contextlib.suppress(TimeoutError):
             while True:
                 ping = b"WATCHDOG=1" in systemd.recv(4096)

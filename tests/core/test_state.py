@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 
-from livecam.state import RecorderState, StateFile
+from livecam.storage.state import RecorderState, StateFile
 
 
 def test_changes_from_many_threads_are_all_counted_and_the_file_stays_whole(tmp_path):

@@ -21,12 +21,16 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from livecam.segment import segment_name
+from livecam.storage.segment import segment_name
 from tests.core.node import Node
 from tests.transports import servers
 
 SITE = "lab"
-DROPS = re.compile(r"MaxStartups|drop connection")
+# sshd logs each connection it drops past MaxStartups (at VERBOSE; only the first
+# of a burst at INFO) and the start and end of a burst.
+DROPS = re.compile(r"drop connection #\d+ .*past MaxStartups")
+THROTTLING = re.compile(r"MaxStartups throttling")
+DEFAULT = "default"  # max_startups: no MaxStartups line, sshd's own 10:30:100
 
 
 def role_max_startups(ssh_nodes: int) -> str:
@@ -48,8 +52,11 @@ class FleetNas(servers.Daemon):
         *,
         user: str,
         max_startups: str | None = None,
+        rrsync: str = servers.RRSYNC_OPTIONS,
     ):
-        """``max_startups``: the sshd line's value; None renders the NAS role's rule."""
+        """``max_startups``: the sshd line's value; None renders the NAS role's rule,
+        ``DEFAULT`` leaves sshd's own. ``rrsync``: the keys' rrsync options (the
+        role's; ``-wo`` for a NAS the role does not manage)."""
         super().__init__(netns.name)
         self.host, self.port, self.user = netns.ns_ip, 22, user
         self.dir = base / "sshd"
@@ -69,22 +76,24 @@ class FleetNas(servers.Daemon):
             key = servers.keygen(base / f"{node}_key")
             self.keys[node] = key
             pub = " ".join(key.with_suffix(".pub").read_text().split()[:2])
-            lines.append(f'command="rrsync {servers.RRSYNC_OPTIONS} {d}",restrict {pub} {node}\n')
+            lines.append(f'command="rrsync {rrsync} {d}",restrict {pub} {node}\n')
         keys = self.dir / "authorized_keys"
         keys.mkdir(mode=0o755)
         (keys / user).write_text("".join(lines))
         self.max_startups = max_startups or role_max_startups(len(nodes))
+        self.rrsync = rrsync
         self.config = self.dir / "sshd_config"
         self.config.write_text(
             servers.sshd_config(self.host, self.port, self.host_key, keys, user)
-            + f"MaxStartups {self.max_startups}\n"
+            + "LogLevel VERBOSE\n"  # every dropped connection, not only a burst's first
+            + ("" if self.max_startups == DEFAULT else f"MaxStartups {self.max_startups}\n")
         )
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
         pub = self.host_key.with_suffix(".pub").read_text().split()
         self.known_hosts.write_text(f"{self.host} {pub[0]} {pub[1]}\n")
 
     def argv(self) -> list[str]:
-        return ["/usr/sbin/sshd", "-D", "-e", "-f", str(self.config)]
+        return ["/usr/sbin/sshd", "-D", "-E", str(self.log), "-f", str(self.config)]
 
     def start(self) -> None:
         self._spawn(self.host, self.port)
@@ -105,11 +114,17 @@ class FleetNas(servers.Daemon):
         return self.root / SITE / node
 
     def drops(self) -> int:
-        """Connections sshd dropped or refused for MaxStartups (lines of its log)."""
+        """Connections sshd dropped past MaxStartups (the lines of its log)."""
+        return sum(1 for ln in self.log_lines() if DROPS.search(ln))
+
+    def throttled(self) -> list[str]:
+        """sshd's lines on its MaxStartups throttling (its start and end, with a count)."""
+        return [ln for ln in self.log_lines() if THROTTLING.search(ln)]
+
+    def log_lines(self) -> list[str]:
         if self.log is None or not self.log.exists():
-            return 0
-        lines = self.log.read_text(errors="replace").splitlines()
-        return sum(1 for ln in lines if DROPS.search(ln))
+            return []
+        return self.log.read_text(errors="replace").splitlines()
 
 
 def backlog(spool: Path, cameras: int, count: int, size: int) -> dict[str, str]:

@@ -15,7 +15,7 @@ import time
 import pytest
 from livecam_plugins._ssh import ssh_answers
 
-from livecam.retry import PROBE_EVERY, RETURN_JITTER, RetryPolicy, Stopped
+from livecam.shipper.retry import PROBE_EVERY, RETURN_JITTER, RetryPolicy, Stopped
 from livecam.transport import PermanentError, TransientError, Transport
 from tests.core.node import wait_for
 

@@ -51,7 +51,10 @@ def free_port() -> int:
 class MonitoredNode(Node):
     """A livecam node in its own network namespace, with its metrics exporter."""
 
-    def __init__(self, root: Path, nas: Path, index: int, name: str, **overrides: Any):
+    def __init__(
+        self, root: Path, nas: Path, index: int, name: str, share_size: str = "256M",
+        **overrides: Any,
+    ):  # fmt: skip
         self.name = name
         self.netns = f"{SUITE}-{name}"
         subnet = 10 + index
@@ -61,7 +64,7 @@ class MonitoredNode(Node):
         root.mkdir(parents=True)
         # The share's mount point must not sit on a tmpfs itself: unmounted, it would
         # still be "a tmpfs" to the transport's mount check.
-        self.share = Share(nas, size="256M")
+        self.share = Share(nas, size=share_size)
         transport = {"plugin": "nfs", "path": str(self.share.mnt), "fstypes": ["tmpfs"]}
         super().__init__(root, transport, node=name, segment_seconds=2, **overrides)
         self.textfile_dir = root / "metrics"
@@ -158,18 +161,26 @@ class MonitoredNode(Node):
         self.share.close()
 
 
-def monitor_role_config(root: Path, nodes: dict[str, str], alertmanager: str) -> None:
+def monitor_role_config(
+    root: Path, nodes: dict[str, str], alertmanager: str, nas: dict[str, str] | None = None
+) -> None:
     """Render the livecam_monitor role's rules, prometheus.yml and alertmanager.yml
     into ``root``.
 
     The role's own tasks (tasks/prometheus.yml, tasks/alertmanager.yml) run with
-    ansible-playbook against an inventory of ``nodes`` (name -> address), so the
-    scrape targets under test are the ones the role generates from an inventory.
+    ansible-playbook against an inventory of ``nodes`` and ``nas`` (name -> address),
+    so the scrape targets under test are the ones the role generates from an inventory.
     """
-    inventory = {"all": {"children": {"livecam_nodes": {"hosts": {
-        name: {"livecam_node_metrics_address": address,
-               "livecam_node_metrics_port": NODE_EXPORTER_PORT}
-        for name, address in nodes.items()}}}}}  # fmt: skip
+    inventory = {"all": {"children": {
+        "livecam_nodes": {"hosts": {
+            name: {"livecam_node_metrics_address": address,
+                   "livecam_node_metrics_port": NODE_EXPORTER_PORT}
+            for name, address in nodes.items()}},
+        "livecam_nas": {"hosts": {
+            name: {"livecam_nas_metrics_address": address,
+                   "livecam_nas_metrics_port": NODE_EXPORTER_PORT}
+            for name, address in (nas or {}).items()}},
+    }}}  # fmt: skip
     (root / "inventory.yml").write_text(yaml.safe_dump(inventory))
     play = [{"hosts": "localhost", "connection": "local", "gather_facts": False,
              "tasks": [{"ansible.builtin.include_role": {
@@ -195,14 +206,14 @@ def monitor_role_config(root: Path, nodes: dict[str, str], alertmanager: str) ->
 class Prometheus:
     """Debian's prometheus on a free loopback port, configured by the livecam_monitor role."""
 
-    def __init__(self, root: Path, nodes: dict[str, str]):
+    def __init__(self, root: Path, nodes: dict[str, str], nas: dict[str, str] | None = None):
         self.root = root
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         root.mkdir(parents=True, exist_ok=True)
         self.alertmanager_port = free_port()
         self.alertmanager_url = f"http://127.0.0.1:{self.alertmanager_port}"
-        monitor_role_config(root, nodes, f"127.0.0.1:{self.alertmanager_port}")
+        monitor_role_config(root, nodes, f"127.0.0.1:{self.alertmanager_port}", nas)
         with open(root / "alertmanager.log", "ab") as log:
             self.alertmanager = subprocess.Popen(
                 ["prometheus-alertmanager", f"--config.file={root / 'alertmanager.yml'}",
@@ -251,8 +262,8 @@ class Prometheus:
             and all(a["labels"].get(k) == v for k, v in labels.items())
         ]
 
-    def targets_up(self) -> dict[str, float]:
-        return {r["metric"]["node"]: float(r["value"][1]) for r in self.query('up{job="livecam"}')}
+    def targets_up(self, job: str = "livecam", label: str = "node") -> dict[str, float]:
+        return {r["metric"][label]: float(r["value"][1]) for r in self.query(f'up{{job="{job}"}}')}
 
     def received(self, name: str, **labels: str) -> list[dict[str, Any]]:
         """The alerts named ``name`` that Alertmanager holds (what it would notify)."""

@@ -37,6 +37,7 @@ pytestmark = [
 ]
 
 SMALL = {"size": [160, 120], "fps": 10, "bitrate": "300k", "preset": "ultrafast"}
+PATTERN = {**SMALL, "pattern": "testsrc2"}  # a test-pattern camera, asked for as such
 
 
 @pytest.fixture
@@ -68,13 +69,13 @@ def fleet(fifo_feeder, tmp_path):
     prometheus = None
     try:
         nodes["nodea"] = MonitoredNode(
-            base / "nodea", tmp_path / "nas-a", 0, "nodea", cameras={"door": door, "yard": SMALL}
+            base / "nodea", tmp_path / "nas-a", 0, "nodea", cameras={"door": door, "yard": PATTERN}
         )
         nodes["nodeb"] = MonitoredNode(
-            base / "nodeb", tmp_path / "nas-b", 1, "nodeb", cameras={"cam0": SMALL}
+            base / "nodeb", tmp_path / "nas-b", 1, "nodeb", cameras={"cam0": PATTERN}
         )
         nodes["nodec"] = MonitoredNode(
-            base / "nodec", tmp_path / "nas-c", 2, "nodec", cameras={"cam0": SMALL},
+            base / "nodec", tmp_path / "nas-c", 2, "nodec", cameras={"cam0": PATTERN},
             spool={"max_bytes": "400K", "min_free_bytes": 0},
         )  # fmt: skip
         for node in nodes.values():
@@ -161,7 +162,8 @@ def test_faults_fire_the_right_alerts_and_every_panel_has_data(fleet, fifo_feede
              90, "the lag alert resolved", 0.5)  # fmt: skip
     took["lag resolved"] = time.monotonic() - t1
     print(f"  LivecamShipperLagging resolved {took['lag resolved']:.1f}s after the share returned")
-    assert b.status()["shipper"]["lag"] is None or b.status()["shipper"]["lag"] < 20
+    lag = b.status()["shipper"]["lag"]  # read once: the backlog may empty between two reads
+    assert lag is None or lag < 20
 
     # Node A: every livecam process killed; its metrics writer reports them down...
     t2 = time.monotonic()

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from livecam import metrics, textfile
+from livecam.ops import metrics as textfile
+from livecam.ops import prometheus as metrics
 from tests.conftest import write_config
 
 STATUS = {
@@ -119,7 +120,7 @@ def test_a_status_missing_keys_still_renders():
 
 def test_status_prometheus_and_the_writer_from_the_command_line(run_livecam, tmp_path):
     config = write_config(tmp_path / "livecam.yaml", {
-        "node": "n1", "cameras": {"cam0": {"backend": "ffmpeg"}},
+        "node": "n1", "cameras": {"cam0": {"backend": "ffmpeg", "pattern": "testsrc2"}},
         "buffer": {"path": str(tmp_path / "buffer")}, "spool": {"path": str(tmp_path / "spool")},
         "transport": {"plugin": "local", "path": str(tmp_path / "nas")}, "plugin_dirs": [],
     })  # fmt: skip
@@ -141,8 +142,8 @@ def test_textfile_is_replaced_atomically_in_ram(tmp_path):
     try:
         target = ram / "livecam.prom"
         textfile.check_textfile(target)
-        textfile.write_atomically(target, "a 1\n")
-        textfile.write_atomically(target, "a 2\n")
+        textfile.write_textfile(target, "a 1\n")
+        textfile.write_textfile(target, "a 2\n")
         assert target.read_text() == "a 2\n"
         assert [p.name for p in ram.iterdir()] == ["livecam.prom"]  # no temp file left
         assert oct(target.stat().st_mode & 0o777) == "0o644"

@@ -58,6 +58,7 @@ def converge(work, root) -> dict:
                 "node02": {"ansible_host": "10.0.0.2", "livecam_node_metrics_address": "10.9.0.2",
                            "livecam_node_metrics_port": 9200},
             }},
+            "livecam_nas": {"hosts": {"nas01": {"ansible_host": "nas.example.lan"}}},
         },
     }}  # fmt: skip
     (work / "inventory.yml").write_text(yaml.safe_dump(inventory))
@@ -89,6 +90,11 @@ def test_monitor_role_converges_and_its_prometheus_loads_the_rules(tree):
     assert job["static_configs"] == [
         {"targets": ["node01.example.lan:9100"], "labels": {"node": "node01"}},
         {"targets": ["10.9.0.2:9200"], "labels": {"node": "node02"}},
+    ]
+    # The NAS: its node_exporter, with the audit's metrics, as a job of its own.
+    (nas_job,) = [j for j in config["scrape_configs"] if j["job_name"] == "livecam_nas"]
+    assert nas_job["static_configs"] == [
+        {"targets": ["nas.example.lan:9100"], "labels": {"nas": "nas01"}},
     ]
     assert (root / "etc/prometheus/rules/livecam.rules.yml").read_text() == RULES.read_text()
     dashboard = root / "var/lib/grafana/dashboards/livecam/livecam-dashboard.json"

@@ -37,7 +37,9 @@ def test_every_alert_says_what_to_look_at_and_which_command_shows_it():
     names = [a["alert"] for a in alerts()]
     for wanted in ("LivecamCameraDown", "LivecamCameraRestarting", "LivecamDroppedFrames",
                    "LivecamShipperLagging", "LivecamSpoolFilling", "LivecamEvicting",
-                   "LivecamShipperAlarm", "LivecamNodeNotReporting"):  # fmt: skip
+                   "LivecamShipperAlarm", "LivecamNodeNotReporting", "LivecamNasUnexplainedGaps",
+                   "LivecamNasAuditStale", "LivecamNasVolumeFilling",
+                   "LivecamNasNotReporting"):  # fmt: skip
         assert wanted in names
     for alert in alerts():
         notes = alert["annotations"]

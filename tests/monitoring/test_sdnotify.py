@@ -3,7 +3,9 @@
 The test plays systemd's part: it binds the datagram socket that ``$NOTIFY_SOCKET``
 names and reads what a real ``livecam record`` (ffmpeg test pattern) and ``livecam
 ship`` send. A camera that stops delivering frames (its ffmpeg SIGSTOPped) must stop
-the watchdog pings, and they must resume with the frames.
+the watchdog pings, and they must resume with the frames. A shipper whose publish hangs
+on a server that never answers (tests/monitoring/hung.py) must stop pinging once its
+publisher has been silent longer than its limit, while its housekeeper goes on spilling.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from livecam import sdnotify
+from livecam.ops import sdnotify
 from tests.conftest import livecam_cmd
 from tests.core.node import Node, wait_for
+from tests.monitoring.hung import UNANSWERED, SilentServer
 
 
 class FakeSystemd:
@@ -62,7 +65,7 @@ def node(tmp_path):
         {"plugin": "local", "path": str(tmp_path / "nas")},
         segment_seconds=2,
         cameras={"cam0": {"size": [160, 120], "fps": 10, "bitrate": "300k",
-                          "preset": "ultrafast"}},
+                          "preset": "ultrafast", "pattern": "testsrc2"}},
     )  # fmt: skip
     yield n
     n.cleanup()
@@ -142,3 +145,53 @@ def test_shipper_is_ready_after_its_first_pass_and_pings_while_its_loops_turn(no
     finally:
         os.kill(proc.pid, signal.SIGCONT)
     node.stop(proc)
+
+
+def test_a_hung_publish_stops_the_shipper_pings_while_housekeeping_goes_on(tmp_path, systemd):
+    """The publisher blocks for good in a transport call (a server that accepts and never
+    answers) while the process runs: the housekeeper keeps spilling, and the pings go on
+    for the publisher's limit (transport timeout + longest retry wait + 30 s,
+    livecam/shipper/process.py: a slow publish is no hang) and stop after it."""
+    server = SilentServer()
+    node = Node(
+        tmp_path / "node",
+        {"plugin": "unanswered", "host": "127.0.0.1", "port": server.port, "timeout": "1s"},
+        cameras={"cam0": {"size": [160, 120], "fps": 10, "bitrate": "300k",
+                          "preset": "ultrafast", "pattern": "testsrc2"}},
+        retry={"initial": "200ms", "max": "1s", "permanent": "1s"},
+        stop_deadline="2s",  # the stop gives the hung publish this long, then spills
+    )  # fmt: skip
+    (node.plugins / "unanswered.py").write_text(UNANSWERED)
+    limit = 1 + 1 + 30  # the timeout, the longest retry wait, 30 s
+    try:
+        node.start("record", "cam0")
+        proc = start(node, systemd, "ship")
+        wait_for(lambda: server.requests, 30, "the publisher called the silent server")
+        hung = server.requests[0]  # its attempt began just before: its limit ends by hung+limit
+
+        def spilled() -> int:
+            return int(node.status()["shipper"]["spilled"])
+
+        # Watch (draining the socket often, so each message's time is when it came) until
+        # well past the limit; note what the housekeeper did once the pings must be over.
+        silent_from, spilled_then = hung + limit + 1.5, None
+        while time.monotonic() < silent_from + 6:
+            systemd.drain()
+            if spilled_then is None and time.monotonic() > silent_from:
+                spilled_then = spilled()
+        assert proc.poll() is None, node.log_text()[-2000:]
+        pings = [t for t, _ in systemd.fields("WATCHDOG=1")]
+        # A publish within its limit is no hang: the pings went on until close to it...
+        assert [t for t in pings if hung + limit - 5 < t <= hung + limit], pings[-5:]
+        # ...and stopped once the publisher was silent longer than its limit.
+        late = [round(t - hung, 1) for t in pings if t > silent_from]
+        assert not late, f"pinged {late} s after the publish hung (limit {limit} s)"
+        # Meanwhile the housekeeper kept turning: it went on spilling the new segments.
+        assert spilled_then is not None
+        wait_for(lambda: spilled() >= spilled_then + 2, 20, "spilling goes on without pings")
+        assert not systemd.fields("WATCHDOG=1", since=silent_from), "pinged while it spilled"
+        assert len(server.requests) == 1, "the publisher never came back from its call"
+        assert node.stop(proc) == 0
+    finally:
+        node.cleanup()
+        server.close()

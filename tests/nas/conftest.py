@@ -26,7 +26,7 @@ from tests.core.node import Node, Share, wait_for
 CAMERAS = {
     # testsrc2: every frame differs (a moving pattern and a clock), no B-frames.
     "cam0": {"size": [160, 120], "fps": 10, "bitrate": "300k", "preset": "ultrafast",
-             "keyframe_seconds": "500ms"},
+             "keyframe_seconds": "500ms", "pattern": "testsrc2"},
     # testsrc with libx264 veryfast: B-frames, so cutting and joining must respect them.
     "cam1": {"size": [160, 120], "fps": 10, "bitrate": "300k", "preset": "veryfast",
              "keyframe_seconds": "500ms", "pattern": "testsrc"},
@@ -59,15 +59,15 @@ def landed(share: Share, root: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A recordings root made by a real node: ``lab/node01/{cam0,cam1,livecam-losses}``."""
+    """A recordings root made by a real node: ``lab/node01/{cam0,cam1,_losses}``."""
     base = tmp_path_factory.mktemp("nas-recorded")
     with nfs_node(base, cameras=CAMERAS, segment_seconds=2) as (node, share):
         proc = node.start()
         wait_for(lambda: sum(c["camera"] == "cam0" for c in node.closed()) >= SEGMENTS
                  and sum(c["camera"] == "cam1" for c in node.closed()) >= SEGMENTS,
                  90, f"{SEGMENTS} segments per camera")  # fmt: skip
-        # Stop while both cameras are well inside a segment, so each camera's last
-        # segment is cut short (test_index checks its duration comes from the file).
+        # Stop while both cameras are well inside a segment, as a stop usually comes:
+        # each camera's last segment is then most often shorter than its name says.
         wait_for(lambda: (ages := open_ages(node)) and all(0.2 < a < 1.5 for a in ages),
                  30, "mid-segment")  # fmt: skip
         assert node.stop(proc) == 0
@@ -104,6 +104,11 @@ def audit_json(root: Path, *extra: str) -> tuple[int, dict[str, Any]]:
     done = nas("nas", "audit", "--root", str(root), "--json", *extra)
     assert done.returncode in (0, 1), done.stderr
     return done.returncode, json.loads(done.stdout)
+
+
+def numbers(ranges: list[list[int]]) -> set[int]:
+    """The sequence numbers in the audit's ranges (``[[first, last], ...]``)."""
+    return {n for lo, hi in ranges for n in range(lo, hi + 1)}
 
 
 def segment_files(root: Path, camera: str) -> list[Path]:

@@ -27,22 +27,22 @@ from tests.transports.servers import (
 
 USER = "lcnas-rsync"
 CLOCK_STEP = '''
-"""Test site plugin: once the file {flag!r} exists, this process's wall clock is an
-hour ahead, the way an NTP step moves it (time.time and the naming clock together).
+"""Test site plugin: once the file {flag!r} exists, this process's naming clock is an
+hour ahead, the way an NTP step moves it. Only the naming clock moves: segment names
+come from it (``clock.now()``) or pass through it (``clock.at()`` of the frames'
+``time.time()``), so stepping ``time.time`` as well would step those names twice.
 The machine's real clock is shared and must not be stepped by a test."""
-import os, time
+import os
 from livecam import hookimpl
-import livecam.clock as _clock
+import livecam.storage.clock as _clock
 
 FLAG = {flag!r}
-_real_time = time.time
 
 
 @hookimpl
 def livecam_segment_closed(segment):
-    if os.path.exists(FLAG) and time.time is _real_time:
-        time.time = lambda: _real_time() + 3600
-        _clock.offset = lambda: 3600.0  # the clock that names segments (livecam.clock)
+    if os.path.exists(FLAG):
+        _clock.offset = lambda: 3600.0  # livecam.storage.clock's test seam
 '''
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from livecam.segment import Segment, segment_name
+from livecam.storage.segment import Segment, segment_name
 from tests.conftest import livecam_cmd
 from tests.nas.conftest import nas, segment_files
 

@@ -59,7 +59,7 @@ def test_a_two_node_rsync_fleet_has_every_hole_explained(tmp_path: Path):
         flag.touch()
         mark = on_nas(root, "nodeB", "cam1")
         wait_for(lambda: on_nas(root, "nodeB", "cam1") >= mark + 3, 30, "after the step")
-        assert "clock_step" in "".join(p.read_text() for p in root.rglob("livecam-losses-*"))
+        assert "clock_step" in "".join(p.read_text() for p in root.rglob("loss-*.json"))
 
         # The NAS goes away: node A's small spool evicts; then node A loses power.
         server.stop()
@@ -104,7 +104,7 @@ def test_a_two_node_rsync_fleet_has_every_hole_explained(tmp_path: Path):
         code, report = audit_json(root, "--grace", "0s")
         assert code == 1 and report["unexplained_gaps"] == 1
         [hole] = [h for c in report["cameras"] for h in c["holes"] if not h["explained"]]
-        assert hole["unexplained_seqs"] == [seq_of(victim)]
+        assert hole["unexplained_ranges"] == [[seq_of(victim), seq_of(victim)]]
     finally:
         for n in nodes.values():
             n.cleanup()

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from livecam.options import check_options
+from livecam.storage.losses import is_loss_record
 from tests.s3.servers import BUCKET, NODE, Rgw, Seaweed
 
 Server = Seaweed | Rgw
@@ -88,6 +89,17 @@ class Bucket:
                 out[path.name] = path
         return out
 
+    def records(self) -> dict[str, Path]:
+        """Every loss record object (by its name), downloaded into ``store``."""
+        out: dict[str, Path] = {}
+        for key in self.objects():
+            if is_loss_record(Path(key)):
+                path = self.store / key
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(self.read(key))
+                out[path.name] = path
+        return out
+
     def hidden(self) -> list[Path]:
         return []  # an object store has no temp files: a PUT is visible whole or not at all
 
@@ -100,7 +112,9 @@ def set_policy(server: Server, *, deny_delete: bool) -> None:
         server.client().put_bucket_policy(Bucket=BUCKET, Policy=json.dumps(policy))
 
 
-@pytest.fixture(scope="session", params=["seaweedfs", "rgw"])
+# Package scope: each store stops after the last s3 test, not at the end of the whole
+# run (an idle RGW cluster burns about a core of the two).
+@pytest.fixture(scope="package", params=["seaweedfs", "rgw"])
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from livecam.options import ConfigError
-from livecam.segment import file_digest
+from livecam.storage.files import file_digest
 from livecam.transport import ConflictError, Item, PermanentError, TransientError
 from tests.s3.conftest import set_policy
 from tests.s3.servers import ADMIN, BUCKET, LOCKED, NODE, free_ports
@@ -73,7 +73,8 @@ def test_publishes_once_and_answers_already_there(bucket, tmp_path):
 
 def test_check_config_says_conditional_writes_are_honoured(bucket):
     t = bucket.transport()
-    where = t.describe()
+    assert t.conditional is None and "honoured" not in t.describe()  # a query: no request
+    where = t.online()
     assert t.conditional is True
     assert "conditional writes honoured" in where, where
     assert NODE[1] not in where
@@ -98,23 +99,21 @@ def test_a_writer_between_head_and_put_is_not_overwritten(bucket, tmp_path, monk
     from livecam_plugins.s3 import S3Store
 
     t = bucket.transport()
-    t.stores(1)  # connected and probed before the race is staged
+    sent = sent_requests(t)  # connected and probed before the race is staged
     seg = segment(tmp_path)
     key = f"{DAY}/{seg.name}"
     other = os.urandom(1000)
-    real_size = S3Store.size
-    calls = []
+    real_put = S3Store.put
 
-    def size(store, remote):
-        calls.append(remote)
-        if len(calls) == 1:  # the other writer wins the race right before our PUT
-            bucket.server.client().put_object(Bucket=BUCKET, Key=store.key(remote), Body=other)
-        return real_size(store, remote)
+    def put(store, item, remote):
+        # The other writer (its own client) wins the race right before our PUT.
+        bucket.server.client().put_object(Bucket=BUCKET, Key=store.key(remote), Body=other)
+        return real_put(store, item, remote)
 
-    monkeypatch.setattr(S3Store, "size", size)
+    monkeypatch.setattr(S3Store, "put", put)
     with pytest.raises(ConflictError):
         publish(t, seg)
-    assert len(calls) == 2  # (no HEAD), refused PUT, HEAD
+    assert sent == ["PutObject", "HeadObject"], sent  # no HEAD first, the refused PUT, a HEAD
     assert bucket.read(key) == other
 
 
@@ -144,7 +143,9 @@ def test_batch_survives_the_server_killed_and_restarted(bucket, tmp_path):
 def test_a_server_that_is_down_is_transient(bucket, tmp_path):
     (port,) = free_ports(1)
     t = bucket.transport(endpoint=f"http://127.0.0.1:{port}")
-    assert "not reached" in t.describe()
+    assert f"127.0.0.1:{port}" in t.describe()  # a query: it does not connect
+    with pytest.raises(TransientError):
+        t.online()
     with pytest.raises(TransientError):
         publish(t, segment(tmp_path))
 

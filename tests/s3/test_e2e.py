@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.core.node import Node, assert_all_arrived, assert_whole_segments, ship_through_a_restart
+from tests.core.node import (
+    Node,
+    assert_all_arrived,
+    assert_records_arrived,
+    assert_whole_segments,
+    ship_through_a_restart,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +25,12 @@ def test_node_ships_through_an_object_store_outage(bucket, tmp_path):
     try:
         ship_through_a_restart(n, bucket, 60)
         closed = assert_all_arrived(n, bucket)
+        assert_records_arrived(n, bucket)  # as JSON beside the videos (issue 22)
     finally:
         n.cleanup()
     assert_whole_segments(closed, bucket.segments(), 10)
-    assert "conditional writes honoured" in n.status()["shipper"].get("transport", ""), n.status()
+    # The shipper's first connection probed the store and logged what it found;
+    # status shows it from the first publish on (``describe`` makes no request).
+    transport = n.status()["shipper"].get("transport", "")
+    assert bucket.server.endpoint in transport and "conditional writes honoured" in transport
+    assert "conditional writes honoured" in n.log_text()

@@ -1,10 +1,11 @@
 """The HEAD-then-PUT fallback, against a real server chain that does not honour
 ``If-None-Match``: ``strip_proxy.StripProxy`` in front of each object store.
 
-The probe finds the header is not honoured, check-config and status say so, and
-publish then HEADs before a plain PUT: it still never replaces other content under
-a segment's name (ConflictError) and still answers "already there". The race the
-fallback cannot close (a writer between the HEAD and the PUT) is shown as well.
+The probe finds the header is not honoured, ``check-config --online`` and the
+shipper's log say so, and publish then HEADs before a plain PUT: it still never
+replaces other content under a segment's name (ConflictError) and still answers
+"already there". The race the fallback cannot close (a writer between the HEAD and
+the PUT) is shown as well.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from livecam.segment import file_digest
+from livecam.storage.files import file_digest
 from livecam.transport import ConflictError, TransientError
 from tests.core.node import Node, wait_for
 from tests.s3.conftest import Bucket
@@ -35,7 +36,7 @@ def proxy(bucket: Bucket) -> Iterator[StripProxy]:
 
 def test_probe_finds_the_header_not_honoured(bucket, proxy):
     t = bucket.transport(endpoint=proxy.endpoint)
-    where = t.describe()
+    where = t.online()
     assert proxy.stripped >= 1  # the probe's conditional PUTs reached the proxy
     assert t.conditional is False
     assert NOT_HONOURED in where, where
@@ -81,18 +82,20 @@ def test_the_documented_race_a_writer_between_head_and_put(bucket, proxy, tmp_pa
     assert sha(bucket.read(f"{DAY}/{seg.name}")) == file_digest(seg)  # "other" is gone
 
 
-def test_check_config_and_status_say_not_honoured(bucket, proxy, tmp_path, run_livecam):
+def test_check_config_online_and_the_shipper_say_not_honoured(bucket, proxy, tmp_path, run_livecam):
     opts = bucket.options(endpoint=proxy.endpoint)
     result = run_livecam("-c", config(tmp_path, opts), "check-config")
     assert result.returncode == 0, result.stderr
+    assert NOT_HONOURED not in result.stdout, "without --online it asks nothing"
+    result = run_livecam("-c", config(tmp_path, opts), "check-config", "--online")
+    assert result.returncode == 0, result.stderr
+    assert f"  online: s3 {proxy.endpoint}" in result.stdout, result.stdout
     assert NOT_HONOURED in result.stdout, result.stdout
+    # The shipper logs it at its first connection (its first segment).
     node = Node(tmp_path / "node", opts)
     try:
-        proc = node.start("ship")
-        state = node.buffer / ".livecam" / "shipper.json"
-        wait_for(lambda: state.exists() and f'"pid": {proc.pid},' in state.read_text(), 60,
-                 "the shipper is up")  # fmt: skip
-        assert NOT_HONOURED in node.status()["shipper"]["transport"]
+        proc = node.start("run")
+        wait_for(lambda: NOT_HONOURED in node.log_text(), 60, "the shipper logged the probe")
         assert node.stop(proc) == 0
     finally:
         node.cleanup()
@@ -105,7 +108,7 @@ def test_a_body_changed_on_the_way_is_refused_by_the_server(bucket, tmp_path):
     proxy = StripProxy(bucket.server.endpoint, NODE, strip=False)
     try:
         t = bucket.transport(endpoint=proxy.endpoint)
-        assert t.conditional is not False and "conditional writes honoured" in t.describe()
+        assert "conditional writes honoured" in t.online() and t.conditional is True
         seg = segment(tmp_path)
         proxy.corrupt = True
         with pytest.raises(TransientError, match=r"BadDigest|XAmzContentChecksumMismatch"):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from livecam.segment import file_digest
+from livecam.storage.files import file_digest
 from livecam.transport import Item, TransientError
 from tests.s3.conftest import Bucket
 from tests.s3.servers import BUCKET, NODE, Seaweed

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from livecam.segment import file_digest
+from livecam.storage.files import file_digest
 from livecam.transport import Item, TransientError
 from tests.s3.conftest import Bucket
 from tests.s3.servers import BUCKET, Seaweed, end, free_ports

@@ -24,7 +24,7 @@ from livecam_plugins.sftp import SftpTransport
 from livecam_plugins.smb import SmbTransport
 
 from livecam.options import check_options
-from livecam.segment import file_digest
+from livecam.storage.files import file_digest
 from livecam.transport import Item, TransientError, Transport
 from tests.conftest import sha256
 from tests.core.node import Target
@@ -139,20 +139,24 @@ class Span:
 
 
 def record_rsync_spans(monkeypatch, t: Any) -> list[Span]:
-    """Wrap ``t._rsync`` to record each sending run (not the dry runs) as a Span."""
+    """Wrap the ``rsync`` of each of ``t``'s lanes to record each sending run (not
+    the dry runs) as a Span."""
     spans: list[Span] = []
-    real = t._rsync
 
-    def spy(*args, source, **kw):
-        span = Span.of(source)
-        if "--dry-run" not in args:
-            spans.append(span)
-        try:
-            return real(*args, source=source, **kw)
-        finally:
-            span.end = time.monotonic()
+    def spy_on(real: Callable[..., Any]) -> Callable[..., Any]:
+        def spy(*args, source, **kw):
+            span = Span.of(source)
+            if "--dry-run" not in args:
+                spans.append(span)
+            try:
+                return real(*args, source=source, **kw)
+            finally:
+                span.end = time.monotonic()
 
-    monkeypatch.setattr(t, "_rsync", spy)
+        return spy
+
+    for lane in t._calls.lanes:
+        monkeypatch.setattr(lane, "rsync", spy_on(lane.rsync))
     return spans
 
 
@@ -197,14 +201,6 @@ def retry_proves_what_arrived(t: Transport, items: list[Item], nas: Nas, watcher
     for item in items:
         assert sha256(nas.segments()[item.local.name]) == sha256(item.local)
         assert watcher.seen[item.local.name] == {item.size}  # never seen partial
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _test_accounts():
-    """The NAS accounts exist for the whole run and are removed after it."""
-    yield
-    for user in (servers.RSYNC_USER, servers.SFTP_USER, servers.SMB_USER):
-        servers.remove_user(user)
 
 
 @pytest.fixture(scope="module")

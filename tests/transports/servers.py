@@ -73,7 +73,12 @@ def free_port() -> int:
 
 
 def ensure_user(name: str) -> pwd.struct_passwd:
-    """A system account with a shell (rrsync runs through it) and no usable password."""
+    """A system account with a shell (rrsync runs through it) and no usable password.
+
+    It stays after the run: several suites use the same accounts, on other workers
+    of one run or in other runs at the same time, and removing one under a running
+    sshd fails its logins ("getpwnam(): name not found"). Without a password and
+    with keys only in a test sshd's own files, a left account lets nobody in."""
     try:
         return pwd.getpwnam(name)
     except KeyError:

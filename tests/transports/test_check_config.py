@@ -16,7 +16,7 @@ def config(tmp_path, transport: dict) -> str:
     path = write_config(
         tmp_path / "livecam.yaml",
         {
-            "cameras": {"cam0": {}},
+            "cameras": {"cam0": {"pattern": "testsrc2"}},
             "buffer": {"path": str(tmp_path / "buffer")},
             "spool": {"path": str(tmp_path / "spool")},
             "transport": transport,

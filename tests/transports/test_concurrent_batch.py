@@ -143,7 +143,7 @@ def test_remembered_directories_are_made_again_when_the_nas_lost_them(nas, tmp_p
 
 @BOTH
 def test_bytes_in_flight_stay_within_the_window(nas, tmp_path, monkeypatch):
-    from livecam.store_transport import Window
+    from livecam.transport.pipeline import Window
 
     nas.raw.update(workers=4, window="128K")
     t = nas.transport()

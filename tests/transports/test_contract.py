@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from livecam.segment import file_digest
+from livecam.storage.files import file_digest
 from livecam.transport import ConflictError, PermanentError, TransientError
 from tests.conftest import sha256
 from tests.transports import servers

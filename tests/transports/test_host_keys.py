@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from livecam.segment import file_digest
+from livecam.storage.files import file_digest
 from livecam.transport import PermanentError
 from tests.conftest import sha256
 
@@ -46,7 +46,7 @@ _CHILD = """
 import importlib, json, sys
 from pathlib import Path
 from livecam.options import check_options
-from livecam.segment import file_digest
+from livecam.storage.files import file_digest
 from livecam.transport import PermanentError
 spec = json.loads(sys.argv[1])
 cls = getattr(importlib.import_module(spec["module"]), spec["cls"])

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from livecam.segment import file_digest
+from livecam.storage.files import file_digest
 from livecam.transport import ConflictError
 from tests.conftest import sha256
-from tests.transports import servers
+from tests.transports import servers, tamper
 from tests.transports.conftest import Nas
 
 REMOTE = "lab/node01/cam0/2026-11-26"
@@ -57,30 +57,18 @@ def test_rsync_key_cannot_delete_overwrite_rename_or_truncate(shipped, sshd, tmp
     nas, before = shipped
     sub = nas.store.name
     dest = f"{sshd.host}:{sub}/"
-    empty = tmp_path / "empty" / REMOTE
-    empty.mkdir(parents=True)
-    forged = tmp_path / "forged" / REMOTE
-    forged.mkdir(parents=True)
-    for name in before:
-        (forged / name).write_bytes(b"forged")  # shorter: a truncate if it lands
-    attempts = {
-        "delete": ["-r", "--delete", f"{tmp_path / 'empty'}/", dest],
-        "delete-excluded": ["-r", "--delete-excluded", f"{tmp_path / 'empty'}/", dest],
-        "overwrite": ["-r", "-I", f"{tmp_path / 'forged'}/", dest],
-        "overwrite-inplace": ["-r", "-I", "--inplace", f"{tmp_path / 'forged'}/", dest],
-        "overwrite-checksum": ["-r", "-c", f"{tmp_path / 'forged'}/", dest],
-        "rename-over-backup": ["-r", "-I", "-b", f"{tmp_path / 'forged'}/", dest],
-        "remove-source": ["-r", "--remove-source-files", f"{tmp_path / 'forged'}/", dest],
-        "truncate-append": ["-r", "--append", f"{tmp_path / 'forged'}/", dest],
-    }
+    work = tmp_path / "tamper"
+    tamper.prepare(work, [f"{REMOTE}/{name}" for name in before])
     ran = {}
-    for what, args in attempts.items():
+    for what, args in tamper.attempts(work, dest, f"{sub}/{REMOTE}/{min(before)}").items():
         proc = rsync_as_node(sshd, *args)
         ran[what] = proc.returncode
-        after = {p.name: sha256(p) for p in (nas.store / REMOTE).iterdir()}
+        after = {n: sha256(nas.store / REMOTE / n) for n in before
+                 if (nas.store / REMOTE / n).is_file()}  # fmt: skip
         assert after == before, f"{what}: {proc.stdout} {proc.stderr}"
+    print({what: code for what, code in ran.items()})
     # The attempts reached rrsync (a refused option or a skipped file, not ssh failing).
-    assert rsync_as_node(sshd, "-r", f"{tmp_path / 'empty'}/", dest).returncode == 0
+    assert rsync_as_node(sshd, "-r", f"{work}/empty/", dest).returncode == 0
     assert ran["delete"] != 0 and ran["rename-over-backup"] != 0
     # Adding is what the key is for.
     new = tmp_path / "add" / REMOTE

@@ -22,7 +22,7 @@ from livecam_plugins import smb
 from livecam_plugins.sftp import SftpTemp
 from livecam_plugins.smb import SmbTemp
 
-from livecam.segment import file_digest
+from livecam.storage.files import file_digest
 from livecam.transport import ConflictError, PermanentError
 from tests.conftest import REPO, VENV_BIN, sha256
 from tests.transports.conftest import backlog

@@ -16,7 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
-from livecam_plugins import rsync
+from livecam_plugins.rsync import RsyncTransport, pacer
+from livecam_plugins.rsync.calls import LANES
+from livecam_plugins.rsync.master import Lane
 
 from livecam.transport import ConflictError, Item, PermanentError
 from tests.conftest import sha256
@@ -33,15 +35,16 @@ from tests.transports.conftest import (
 RSYNC = pytest.mark.parametrize("nas", ["rsync"], indirect=True)
 
 
-def count_calls(t, monkeypatch) -> list[tuple]:
-    return record_calls(monkeypatch, t, "_rsync")
+def count_calls(monkeypatch) -> list[tuple]:
+    """Each rsync run, on any lane (each test runs one transport)."""
+    return record_calls(monkeypatch, Lane, "rsync")
 
 
 @RSYNC
 def test_backlog_goes_in_one_call_per_batch(nas, tmp_path, monkeypatch):
     t = nas.transport()
     items = backlog(tmp_path, 30)
-    calls = count_calls(t, monkeypatch)
+    calls = count_calls(monkeypatch)
     done = list(t.publish_batch(items))
     assert sorted(i.local for i, _ in done) == sorted(i.local for i in items)
     assert all(sent for _, sent in done)
@@ -63,7 +66,7 @@ def test_backlog_goes_in_one_call_per_batch(nas, tmp_path, monkeypatch):
 def test_a_batch_is_split_into_calls_by_bytes(nas, tmp_path, monkeypatch):
     t = nas.transport()
     items = backlog(tmp_path, 10, size=40_000)
-    monkeypatch.setattr(rsync, "CALL_BYTES", 100_000)  # two and a half segments
+    monkeypatch.setattr(pacer, "CALL_BYTES", 100_000)  # two and a half segments
     spans = record_rsync_spans(monkeypatch, t)
     seen = {item.local.name: time.monotonic() for item, sent in t.publish_batch(items) if sent}
     assert len(seen) == 10 and len(nas.segments()) == 10
@@ -71,7 +74,7 @@ def test_a_batch_is_split_into_calls_by_bytes(nas, tmp_path, monkeypatch):
     # Each call's items are handed back once that call has ended, and no sooner.
     for span in spans:
         assert all(seen[name] >= span.end for name in span.names), span
-    assert most_at_once(spans) <= rsync.LANES
+    assert most_at_once(spans) <= LANES
 
 
 @RSYNC
@@ -161,8 +164,8 @@ def test_stale_control_dirs_of_dead_shippers_are_removed(tmp_path, monkeypatch):
         "compress": False,
         "control_persist": 300,
     }
-    t = rsync.RsyncTransport(opts, timeout=5)
-    mine = t._control_path.parent
+    t = RsyncTransport(opts, timeout=5)
+    mine = t._control.path()
     assert mine.parent == tmp_path and mine.name.startswith(f"livecam-ssh-{os.getpid()}-")
     assert not stale.exists() and live.exists() and other.exists()
     t.close()

@@ -20,7 +20,7 @@ import subprocess
 import time
 
 import pytest
-from livecam_plugins import rsync
+from livecam_plugins.rsync import RsyncTransport, pacer
 
 from livecam.transport import PermanentError, TransientError
 from tests.conftest import sha256
@@ -79,10 +79,10 @@ def test_a_call_is_sized_from_the_last_and_starts_small_after_a_pause(nas, tmp_p
     assert t.batch_limit() == 0
     items = backlog(tmp_path, 2, size=200_000)
     assert len(list(t.publish_batch(items))) == 2
-    assert 0 < t._call_limit() <= 2 * 200_000 * 2
-    assert t.batch_limit() > 2 * t._call_limit()
-    assert rsync.CALL_SECONDS <= t._call_seconds <= rsync.CALL_MAX_SECONDS
-    time.sleep(rsync.PAUSE + 0.5)
+    assert 0 < t._pacer.call_limit() <= 2 * 200_000 * 2
+    assert t.batch_limit() > 2 * t._pacer.call_limit()
+    assert pacer.CALL_SECONDS <= t._pacer.call_seconds <= pacer.CALL_MAX_SECONDS
+    time.sleep(pacer.PAUSE + 0.5)
     assert t.batch_limit() == 0
 
 
@@ -131,8 +131,8 @@ def test_the_control_dir_is_private_and_a_master_that_answers_is_kept(tmp_path, 
             "host": "h", "port": 22, "user": "u", "path": ".", "identity_file": "k",
             "known_hosts_file": "kh", "bwlimit": 0, "compress": False, "control_persist": 300,
         }  # fmt: skip
-        t = rsync.RsyncTransport(opts, timeout=5)
-        mine = t._control_path.parent
+        t = RsyncTransport(opts, timeout=5)
+        mine = t._control.path()
         assert mine.parent == tmp_path and stat.S_IMODE(mine.stat().st_mode) == 0o700
         assert answering.exists() and not silent.exists()
         t.close()

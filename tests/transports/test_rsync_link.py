@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from livecam.segment import file_digest
+from livecam.storage.files import file_digest
 from tests.conftest import sha256
 from tests.core.node import Watcher, wait_for
 from tests.transports import servers

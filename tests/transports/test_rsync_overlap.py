@@ -20,8 +20,9 @@ import os
 import time
 
 import pytest
-from livecam_plugins import rsync
-from livecam_plugins.rsync import RsyncTransport
+from livecam_plugins.rsync import pacer
+from livecam_plugins.rsync.calls import LANES
+from livecam_plugins.rsync.master import Lane
 
 from tests.conftest import sha256
 from tests.transports import servers
@@ -63,10 +64,10 @@ def drain(nas, tmp_path, monkeypatch):
 def test_a_batch_runs_two_calls_at_once_and_never_more(nas, tmp_path, monkeypatch):
     t, spans, seen = drain(nas, tmp_path, monkeypatch)
     assert len(spans) >= 3, spans  # the batch went in several calls ...
-    assert most_at_once(spans) == rsync.LANES == 2  # ... overlapping, two at most
+    assert most_at_once(spans) == LANES == 2  # ... overlapping, two at most
     for span in spans:
         assert all(seen[name] >= span.end for name in span.names), span
-    assert t._lanes == 2
+    assert t._calls.at_once == 2
 
 
 def test_a_nas_that_runs_one_call_at_a_time_gets_them_one_at_a_time(
@@ -84,7 +85,7 @@ def test_a_nas_that_runs_one_call_at_a_time_gets_them_one_at_a_time(
         keys.write_text(before)
     said = [r for r in caplog.records if "lacks -no-lock" in r.getMessage()]
     assert len(said) == 1 and said[0].levelno == logging.WARNING, said
-    assert t._lanes == 1 and len(seen) == 24
+    assert t._calls.at_once == 1 and len(seen) == 24
     # The refused call was sent again, and from then on one call at a time.
     assert len(locked_out) == 1, locked_out
     refused = locked_out[0]
@@ -104,7 +105,7 @@ def hold_rrsyncs_lock_beside_a_running_call(monkeypatch, root) -> list[Span]:
     fd = os.open(root, os.O_RDONLY)
     running: list[int] = []
     locked_out: list[Span] = []
-    real = RsyncTransport._rsync
+    real = Lane.rsync
 
     def locked(self, *args, source, **kw):
         beside = bool(running) and "--dry-run" not in args
@@ -121,7 +122,7 @@ def hold_rrsyncs_lock_beside_a_running_call(monkeypatch, root) -> list[Span]:
                 fcntl.flock(fd, fcntl.LOCK_UN)
             running.pop()
 
-    monkeypatch.setattr(RsyncTransport, "_rsync", locked)
+    monkeypatch.setattr(Lane, "rsync", locked)
     return locked_out
 
 
@@ -135,10 +136,10 @@ def test_a_call_sized_for_a_faster_link_is_stopped_and_the_rest_goes_again(
     t = nas.transport()
     items = backlog(tmp_path, 24, size=500_000)  # 12 MB: about 12 s at 8 Mbit/s
     assert [sent for _, sent in t.publish_batch(items[:1])] == [True]  # connected
-    t._measured(50_000_000, 1.0)  # as if the link had given 50 MB/s a moment ago
-    t._call_seconds = rsync.CALL_SECONDS  # as on a LAN (a loaded machine greets slower)
-    deadline = rsync.OVERDUE * t._call_seconds
-    assert t._call_limit() >= 23 * 500_000 > 1_000_000 * deadline  # one call, too big
+    t._pacer.measured(50_000_000, 1.0)  # as if the link had given 50 MB/s a moment ago
+    t._pacer.call_seconds = pacer.CALL_SECONDS  # as on a LAN (a loaded machine greets slower)
+    deadline = pacer.OVERDUE * t._pacer.call_seconds
+    assert t._pacer.call_limit() >= 23 * 500_000 > 1_000_000 * deadline  # one call, too big
     spans = record_rsync_spans(monkeypatch, t)
     with caplog.at_level(logging.INFO, logger="livecam.rsync"):
         handed = [item.local.name for item, sent in t.publish_batch(items[1:]) if sent]

@@ -20,7 +20,7 @@ import pytest
 from livecam_plugins.smb import SmbTransport
 
 from livecam.options import check_options
-from livecam.segment import file_digest
+from livecam.storage.files import file_digest
 from livecam.transport import PermanentError
 from tests.conftest import sha256
 from tests.core.node import Node, wait_for

@@ -4,6 +4,7 @@ the fleet, a camera's day timeline with an audited hole, the segments, a span's 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -13,6 +14,7 @@ from urllib.parse import quote
 
 import pytest
 
+from livecam.storage.losses import is_loss_record
 from tests.nas.conftest import nas, recorded, segment_files, tree  # noqa: F401 - fixtures
 from tests.web.server import Web, token_file
 
@@ -53,7 +55,7 @@ def test_fleet_timeline_and_segments(served: tuple[Web, Path, Path]) -> None:
     assert all(s["duration"] > 1 for s in segs[:-1]) and 0 < segs[-1]["duration"] < 2.1
     assert [s["url"].rsplit("/", 1)[1] for s in segs] == [f.name for f in files]
     # The removed segment is a hole, explained by the audit (recent: not yet shipped).
-    (hole,) = tl["holes"]
+    (hole,) = [h for h in tl["holes"] if h["kind"] == "sequence"]
     removed_seq = int(removed.stem.rsplit("-", 1)[1])
     assert hole["kind"] == "sequence" and hole["first_seq"] == hole["last_seq"] == removed_seq
     assert hole["explained"] and hole["causes"][0]["cause"] == "backlog"
@@ -91,3 +93,33 @@ def test_download_a_span_through_the_export(served: tuple[Web, Path, Path], tmp_
     bad = web.get(f"/api/export/lab/node01/cam1?from={quote(iso[1])}&to={quote(iso[0])}")
     assert bad[0] == 400
     assert web.get("/api/export/lab/node01/cam1?from=now&to=later")[0] == 400
+
+
+def test_loss_records_are_never_served_as_video(tree: Path, tmp_path: Path) -> None:  # noqa: F811
+    """Issue 22: a loss record is JSON; ``/video/`` refuses it (404, never video/mp4),
+    named as today (``_losses/.../loss-*.json``) or as an older livecam named it
+    (``livecam-losses/.../livecam-losses-*.mp4``), and no camera of that name is listed."""
+    records = sorted(p for p in tree.rglob("*") if is_loss_record(p))
+    assert records, "the node published no loss record"
+    for path in records:  # each also as an older node published it
+        if path.name.startswith("loss-"):
+            start, micros = path.stem.split("-")[1:]
+            old = tree / "lab/node01/livecam-losses" / path.parent.name
+            old.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, old / f"livecam-losses-{start}-{micros}.mp4")
+    everyone = sorted(p for p in tree.rglob("*") if is_loss_record(p))
+    assert any(p.suffix == ".mp4" for p in everyone), everyone
+    assert nas("nas", "index", "--root", str(tree)).returncode == 0
+    web = Web("nas", "--root", str(tree), "--token-file", str(token_file(tmp_path)))
+    try:
+        for path in everyone:
+            status, headers, body = web.get(quote(f"/video/{path.relative_to(tree)}"))
+            assert status == 404 and headers.get("content-type") != "video/mp4", (path, status)
+        video = segment_files(tree, "cam0")[0]
+        status, headers, body = web.get(quote(f"/video/{video.relative_to(tree)}"))
+        assert status == 200 and headers["content-type"] == "video/mp4"
+        assert body == video.read_bytes()
+        fleet = get_json(web, "/api/cameras")
+        assert fleet["sites"][0]["nodes"][0]["cameras"] == ["cam0", "cam1"], fleet
+    finally:
+        web.stop()

@@ -9,7 +9,7 @@ import sys
 
 import fake_dma_heap
 
-from livecam.cli import main
+from livecam.main import main
 
 fake_dma_heap.install()
 sys.exit(main(sys.argv[1:]))

@@ -21,7 +21,10 @@ A camera is held across processes with an flock in the config file's folder, so 
 second process opening the same camera fails busy as with libcamera.
 
 Every YUV420 picture carries its frame number in its top 16 rows: 16-pixel
-black/white blocks, bit 0 leftmost (``read_frame_number`` reads it back).
+black/white blocks, bit 0 leftmost (``read_frame_number`` reads it back). Below it,
+the frame's capture time on the wall clock (its SensorTimestamp, as ``time.time()``
+tells it): milliseconds since the epoch modulo 2**30, in as many more rows of blocks
+as it takes (``read_frame_time`` reads it back).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ CONFIG_ENV = "FAKE_LIBCAMERA_CONFIG"
 # The Raspberry Pi Camera Module 3's modes (rpicam-hello --list-cameras on a Pi 5).
 IMX708_MODES = [(1536, 864, 120.13), (2304, 1296, 56.03), (4608, 2592, 14.35)]
 RAW_FORMAT = "SRGGB10_CSI2P"
+TIME_BITS = 30  # a capture time's milliseconds modulo 2**30: 12 days
 
 
 @dataclass
@@ -119,12 +123,18 @@ class Pictures:
             self.luma.append(np.clip(luma, 0, 255).astype(np.uint8))
         self.bits = min(32, width // 16)
 
-    def draw(self, n: int, y: np.ndarray, u: np.ndarray, v: np.ndarray) -> None:
-        """Paint frame ``n`` into planes that may be wider than the picture (row padding)."""
+    def draw(
+        self, n: int, y: np.ndarray, u: np.ndarray, v: np.ndarray, at_ms: int | None = None
+    ) -> None:
+        """Paint frame ``n``, captured at ``at_ms`` (milliseconds since the epoch), into
+        planes that may be wider than the picture (row padding)."""
         w, h = self.width, self.height
         y[:h, :w] = self.luma[n % self.CYCLE]
         for bit in range(self.bits):
             y[0:16, bit * 16 : bit * 16 + 16] = 235 if (n >> bit) & 1 else 16
+        if at_ms is not None:
+            for bit, row, col in time_blocks(w):
+                y[row : row + 16, col : col + 16] = 235 if (at_ms >> bit) & 1 else 16
         u[: h // 2, : w // 2] = 128
         v[: h // 2, : w // 2] = 128
 
@@ -138,6 +148,23 @@ class Pictures:
         v = out[w * h + q :].reshape(h // 2, w // 2)
         self.draw(n, y, u, v)
         return out
+
+
+def time_blocks(width: int) -> list[tuple[int, int, int]]:
+    """(bit, top row, left column) of each block of a capture time, below the number."""
+    per_row = min(32, width // 16)
+    return [(b, 16 + 16 * (b // per_row), 16 * (b % per_row)) for b in range(TIME_BITS)]
+
+
+def read_frame_time(luma: bytes, width: int, near: float) -> float:
+    """The capture time (``time.time()``'s seconds) painted in a decoded frame's luma;
+    ``near`` is any time within six days of it (the picture keeps 2**30 ms)."""
+    ms = 0
+    for bit, row, col in time_blocks(width):
+        if luma[(row + 8) * width + col + 8] > 128:
+            ms |= 1 << bit
+    near_ms, half = round(near * 1000), 1 << (TIME_BITS - 1)
+    return (near_ms + (ms - near_ms + half) % (2 * half) - half) / 1000
 
 
 def read_frame_number(luma_top_rows: bytes, width: int) -> int:
@@ -252,4 +279,6 @@ class Sensor(threading.Thread):
             u = buf[s * h : s * h + q].reshape(h // 2, s // 2)
             v = buf[s * h + q : s * h + 2 * q].reshape(h // 2, s // 2)
             if w == self.pictures.width:
-                self.pictures.draw(number, y, u, v)
+                # The capture instant on the wall clock: the sensor's clock is BOOTTIME.
+                ago = time.clock_gettime_ns(time.CLOCK_BOOTTIME) - stamp
+                self.pictures.draw(number, y, u, v, (time.time_ns() - ago) // 1_000_000)
