@@ -76,7 +76,7 @@ def bench_boundary(args: argparse.Namespace) -> dict:
         def __init__(self):
             self.open_dir = open_dir
 
-        def close(self, path, *, duration=None):
+        def close(self, path, *, duration=None, start=None):
             dest = work / f"{len(closed):06d}.mp4"
             os.rename(path, dest)
             closed.append(dest)
@@ -169,7 +169,13 @@ class Node:
 
 def small_cameras(n: int = 2) -> dict:
     return {
-        f"cam{i}": {"size": [640, 360], "fps": 30, "bitrate": "2M", "preset": "ultrafast"}
+        f"cam{i}": {
+            "pattern": "testsrc2",
+            "size": [640, 360],
+            "fps": 30,
+            "bitrate": "2M",
+            "preset": "ultrafast",
+        }
         for i in range(n)
     }
 
@@ -231,7 +237,13 @@ def bench_cpu(args: argparse.Namespace) -> dict:
     """The reference load: 2 cameras, 720p30, 5 Mbit/s, 30 s segments."""
     root = Path(tempfile.mkdtemp(prefix="livecam-bench-"))
     cams = {
-        f"cam{i}": {"size": [1280, 720], "fps": 30, "bitrate": "5M", "preset": "ultrafast"}
+        f"cam{i}": {
+            "pattern": "testsrc2",
+            "size": [1280, 720],
+            "fps": 30,
+            "bitrate": "5M",
+            "preset": "ultrafast",
+        }
         for i in range(2)
     }
     node = Node(root, root / "spool", cams, segment_seconds=args.segment_seconds)

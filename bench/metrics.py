@@ -48,7 +48,7 @@ def lay_out_node(root: Path, backlog: int) -> Path:
     now = time.time()
     config = {
         "node": "node01", "site": "lab", "segment_seconds": 30,
-        "cameras": {"cam0": {"backend": "ffmpeg"}, "cam1": {"backend": "ffmpeg"}},
+        "cameras": {c: {"backend": "ffmpeg", "pattern": "testsrc2"} for c in ("cam0", "cam1")},
         "buffer": {"path": str(buffer), "max_bytes": "200M"},
         "spool": {"path": str(spool), "max_bytes": "10G", "min_free_bytes": 0},
         "transport": {"plugin": "local", "path": str(root / "nas")},

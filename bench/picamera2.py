@@ -40,6 +40,7 @@ import fake_dma_heap  # noqa: E402
 import libcamera  # noqa: E402
 from libcamera import _fake  # noqa: E402
 from livecam_plugins import picamera2 as plugin  # noqa: E402
+from livecam_plugins.picamera2 import library  # noqa: E402
 
 from livecam.options import check_options  # noqa: E402
 
@@ -50,7 +51,9 @@ class Sink:
         self.closed: list[Path] = []
         self.dropped = 0
 
-    def close(self, path: Path, *, duration: float | None = None) -> None:
+    def close(
+        self, path: Path, *, duration: float | None = None, start: float | None = None
+    ) -> None:
         self.closed.append(Path(path))
 
     def dropped_frames(self, count: int) -> None:
@@ -179,7 +182,7 @@ def split_run(splits: int, work: Path) -> dict[str, Any]:
         "latency_median_ms": 1000 * statistics.median(lat),
         "latency_p95_ms": 1000 * lat[int(0.95 * (len(lat) - 1))],
         "latency_max_ms": 1000 * lat[-1],
-        "forced_keyframes": plugin._picamera2().can_force_keyframes,
+        "forced_keyframes": library.load().can_force_keyframes,
     }
 
 

@@ -36,7 +36,7 @@ from livecam_plugins.s3 import S3Transport  # noqa: E402
 
 from bench.report import emit  # noqa: E402
 from livecam.options import check_options  # noqa: E402
-from livecam.segment import file_digest  # noqa: E402
+from livecam.storage.files import file_digest  # noqa: E402
 from livecam.transport import Item  # noqa: E402
 from tests.s3.servers import ADMIN, BUCKET, NODE, Seaweed, free_ports  # noqa: E402
 from tests.transports.servers import NetNs  # noqa: E402

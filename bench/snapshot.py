@@ -66,6 +66,7 @@ def picamera2_cost(width: int, height: int, fps: int, seconds: float) -> dict[st
     import fake_dma_heap
     from libcamera import _fake
     from livecam_plugins import picamera2 as plugin
+    from livecam_plugins.picamera2.snapshots import Snapshots
 
     fake_dma_heap.install()  # this kernel has no DMA heap for picamera2's buffers
     used = {"camera_thread": 0.0, "recorder_thread": 0.0}
@@ -83,8 +84,8 @@ def picamera2_cost(width: int, height: int, fps: int, seconds: float) -> dict[st
 
         return run
 
-    plugin.Snapshots.on_request = timed(plugin.Snapshots.on_request, "camera_thread")
-    plugin.Snapshots.poll = timed(plugin.Snapshots.poll, "recorder_thread")
+    Snapshots.on_request = timed(Snapshots.on_request, "camera_thread")
+    Snapshots.poll = timed(Snapshots.poll, "recorder_thread")
     with tempfile.TemporaryDirectory(prefix="web-bench-snapshot-", dir="/dev/shm") as work:
         config = _fake.write_config(
             Path(work) / "cameras.json", {"id": "/base/axi/pcie@1000120000/rp1/i2c@88000/imx708@1a"}
@@ -128,7 +129,9 @@ class SimpleSink:
     def __init__(self, open_dir: Path):
         self.open_dir = open_dir
 
-    def close(self, path: Path, *, duration: float | None = None) -> None:
+    def close(
+        self, path: Path, *, duration: float | None = None, start: float | None = None
+    ) -> None:
         Path(path).unlink()
 
     def dropped_frames(self, count: int) -> None:
@@ -155,8 +158,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="web-bench-snapshot-") as work:
         for _ in range(args.rounds):
             for case, every in (("with", "5s"), ("without", "0")):
-                raw = {"size": [width, height], "fps": args.fps, "bitrate": "2M",
-                       "snapshot_seconds": every}  # fmt: skip
+                raw = {"pattern": "testsrc2", "size": [width, height], "fps": args.fps,
+                       "bitrate": "2M", "snapshot_seconds": every}  # fmt: skip
                 opts = o.check_options("cameras.bench", raw, FfmpegCamera.options)
                 cam = FfmpegCamera("bench", opts, segment_seconds=30)
                 open_dir = Path(work) / case / ".open"

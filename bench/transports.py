@@ -45,7 +45,7 @@ from livecam_plugins.sftp import SftpTransport  # noqa: E402
 from livecam_plugins.smb import SmbTransport  # noqa: E402
 
 from livecam.options import check_options  # noqa: E402
-from livecam.segment import file_digest  # noqa: E402
+from livecam.storage.files import file_digest  # noqa: E402
 from livecam.transport import Item  # noqa: E402
 from tests.transports import servers  # noqa: E402
 

@@ -38,8 +38,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.report import emit
-from livecam.losses import FORMAT
 from livecam.nas import index
+from livecam.storage.losses import FORMAT
 from tests.web.server import Web, token_file
 
 DAY = "2026-11-20"
@@ -72,7 +72,7 @@ def build(root: Path) -> int:
             record = json.dumps({"format": FORMAT, "kind": "evicted", "camera": "cam0",
                                  "node": "node01", "time": t0 + 30 * i + 600, "sequences": [i],
                                  "detail": {"tier": "buffer", "limit": "64M"}})  # fmt: skip
-            path = f"lab/node01/livecam-losses/{DAY}/evicted-{i:09d}.json"
+            path = f"lab/node01/_losses/{DAY}/evicted-{i:09d}.json"
             conn.execute(
                 "INSERT INTO losses (path, dir, site, node, camera, kind, time, record)"
                 " VALUES (?,?,?,?,?,?,?,?)",
