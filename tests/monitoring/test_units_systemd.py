@@ -352,7 +352,11 @@ def test_the_journal_knows_each_lines_priority(starved_node, tmp_path):
         # The spool's disk turns read-only under the running shipper (in its unit's own
         # mount namespace: a remount does not reach it from the container's).
         pid = booted.show(SHIPPER)["MainPID"]
-        readonly = f"mount --bind {spool} {spool} && mount -o remount,bind,ro {spool}"
+        # A remount to read-only is refused (EBUSY) while a file on that mount is open for
+        # writing, and the shipper spills without pause: try again until it lands between two.
+        remount = f"mount -o remount,bind,ro {spool}"
+        retry = f"for i in $(seq 100); do {remount} 2>/dev/null && exit 0; sleep 0.05; done"
+        readonly = f"mount --bind {spool} {spool} && {{ {retry}; {remount}; }}"
         booted.run("nsenter", "-t", pid, "-m", "sh", "-c", readonly, check=True)
         wait_for(lambda: "SPOOL FAILED" in warnings("err"), 60, "SPOOL FAILED at err priority", 1)
         everything = booted.run("journalctl", "--no-pager", "-o", "cat", "-u", SHIPPER).stdout
