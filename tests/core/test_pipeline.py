@@ -279,7 +279,9 @@ def test_spool_quota_evicts_oldest_first_and_counts_it(node, share):
     # Nothing else is lost: the only missing segments are the counted evictions.
     assert {c["name"] for c in closed} - set(on_share) == evicted
     # Oldest first: per camera, every evicted segment is older than every segment
-    # recorded during the outage that survived it.
+    # recorded during the outage that survived it, but one: eviction skips the segment
+    # the publisher holds in a failing attempt and takes the next one (evictions.py: a
+    # segment in flight is skipped, eviction never waits; row A15).
     for cam in ("cam0", "cam1"):
         ev = [c["seq"] for c in closed if c["camera"] == cam and c["name"] in evicted]
         kept = [
@@ -287,7 +289,8 @@ def test_spool_quota_evicts_oldest_first_and_counts_it(node, share):
             for c in closed
             if c["camera"] == cam and c["closed"] > outage_at + 1 and c["name"] not in evicted
         ]
-        assert ev and kept and max(ev) < min(kept), (cam, ev, kept)
+        skipped = [seq for seq in kept if seq < max(ev, default=0)]
+        assert ev and kept and len(skipped) <= 1, (cam, ev, kept)
 
 
 def test_a_stalled_camera_is_restarted_and_the_log_says_so(node, share):
