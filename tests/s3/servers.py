@@ -178,8 +178,6 @@ rgw data = {d}/rgw
 rgw frontends = beast endpoint=127.0.0.1:{rgw}
 keyring = {d}/keyring
 rgw bucket quota ttl = 0
-rgw user quota bucket sync interval = 0
-rgw user quota sync interval = 0
 """
 
 
