@@ -64,8 +64,9 @@ def test_names_sort_in_time_order(recording: Recording):
 
 
 # A name holds its start to the millisecond; a frame's capture time is read to the
-# millisecond; ffmpeg's frames reach the reader a few ms late, more on a busy machine.
-NAME_JITTER = 0.02
+# millisecond; ffmpeg's frames reach the reader a few ms late, more on a busy machine
+# (40 ms seen with the whole suite running on two cores).
+NAME_JITTER = 0.05
 
 
 def test_a_segment_is_named_by_its_first_frames_capture_time(recording: Recording):

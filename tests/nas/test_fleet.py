@@ -91,7 +91,10 @@ def test_a_two_node_rsync_fleet_has_every_hole_explained(tmp_path: Path):
                 mine = [c for c in n.closed() if c["camera"] == cam]
                 lost = {c["seq"] for c in mine} - have
                 assert lost <= set().union(*by_cause.values()), (name, cam, lost, by_cause)
-                ev = {c["seq"] for c in mine if c["name"] in evicted}
+                # A segment taken from an rsync call in flight and noted, then the power
+                # cut: counted and logged as evicted at the next start though the call may
+                # have delivered it (evictions.py: an over-count, never a loss uncounted).
+                ev = {c["seq"] for c in mine if c["name"] in evicted} - have
                 assert by_cause.get("evicted", set()) == ev, (name, cam, by_cause, ev)
         assert {"evicted", "power_cut", "camera_down", "clock_step"} <= causes, text
 
