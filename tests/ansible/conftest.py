@@ -62,8 +62,7 @@ def sftp_transport(node: str) -> dict:
     }  # fmt: skip
 
 
-def _inventory(trees: dict[str, Path], work: Path) -> dict:
-    wheelhouse = fleet.CACHE / "wheelhouse" / os.environ.get("LIVECAM_TEST_GROUP", "ansible")
+def _inventory(trees: dict[str, Path], work: Path, wheelhouse: Path) -> dict:
     cameras = {
         # Small test-pattern cameras: real ffmpeg and x264, little CPU.
         "node1": {"cam0": {"backend": "ffmpeg", "size": [160, 120], "fps": 10, "bitrate": "100k",
@@ -123,15 +122,20 @@ def _inventory(trees: dict[str, Path], work: Path) -> dict:
     }  # fmt: skip
 
 
-# The nodes each test group's fleet has (tests/groups.py): the systemd group boots
-# node1 and the NAS only, and a converge of five trees costs minutes of CPU.
+# The nodes each test group's fleet has (tests/groups.py) when it comes from the
+# cache of converged fleets: the systemd group boots node1 and the NAS only.
 NODES_OF_GROUP = {"systemd": (WEB_NODE,)}
+# The group whose tests are about a first converge: it always converges, and
+# publishes what it made for the other groups (fleet.Converged).
+FIRST_CONVERGE = "ansible"
 
 
 @pytest.fixture(scope="session")
 def provisioned(tmp_path_factory) -> Fleet:
     """The node trees (``ALL_NODES``, or what ``NODES_OF_GROUP`` says for this test
-    group) and a NAS tree, converged once by site.yml."""
+    group) and a NAS tree, converged by site.yml: here, or (any group but
+    FIRST_CONVERGE) by an earlier converge of the same source, roles and inventory
+    on this machine, mounted from the cache."""
     if os.geteuid() != 0:
         pytest.skip("needs root: mounts overlays and chroots into Debian trees")
     for tool in ("debootstrap", "chroot", "ip"):
@@ -142,26 +146,46 @@ def provisioned(tmp_path_factory) -> Fleet:
     print(f"\nbase tree {base} ready in {time.monotonic() - t0:.0f}s")
     work = tmp_path_factory.mktemp("fleet")
     f = Fleet(work=work, inventory=work / "inventory.yml", trees={})
+    group = os.environ.get("LIVECAM_TEST_GROUP", "")
+    lock = None
     try:
-        nodes = NODES_OF_GROUP.get(os.environ.get("LIVECAM_TEST_GROUP", ""), ALL_NODES)
-        for name in (*nodes, "nas"):
-            f.trees[name] = fleet.overlay_tree(base, work, name, f.cleanup)
         # site.yml builds the wheel from a snapshot of the checkout, so edits made
         # to the working tree while the tests run cannot change the second run.
         source = work / "src"
         shutil.copytree(fleet.REPO, source, ignore=shutil.ignore_patterns(
             ".*", "tests", "ansible", "bench", "docs", "build", "dist", "*.egg-info",
             "__pycache__", "livecam-demo"))  # fmt: skip
-        inventory = _inventory(f.trees, work)
+        paths = {n: Path("/TREE") / n for n in (*ALL_NODES, "nas")}
+        what = [base.name, _inventory(paths, Path("/WORK"), Path("/WHEELS")), SMB_PASSWORDS[0]]
+        cache = fleet.Converged(fleet.digest(fleet.REPO / "ansible", source, extra=str(what)))
+        # Wait while another group converges this fleet to publish it; the first
+        # converge's own group never waits (it converges whatever the cache holds).
+        lock = cache.lock(wait=group != FIRST_CONVERGE)
+        hit = group != FIRST_CONVERGE and cache.ready()
+        for name in (*(NODES_OF_GROUP.get(group, ALL_NODES) if hit else ALL_NODES), "nas"):
+            under = cache.tree(name) if hit else None
+            f.trees[name] = fleet.overlay_tree(base, work, name, f.cleanup, under)
+        wheelhouse = fleet.CACHE / "wheelhouse" / (group or FIRST_CONVERGE)
+        inventory = _inventory(f.trees, work, wheelhouse)
         inventory["all"]["vars"]["livecam_source"] = str(source)
         write_vault(work, SMB_PASSWORDS[0])
         f.inventory.write_text(yaml.safe_dump(inventory, sort_keys=False))
-        t0 = time.monotonic()
-        out, recap = fleet.ansible_playbook(f.inventory)
-        (work / "first-run.log").write_text(out)
-        f.runs["first"] = (time.monotonic() - t0, recap)
-        print(f"first converge: {f.runs['first'][0]:.0f}s {f.runs['first'][1]}")
+        if hit:
+            print(f"converged fleet from {cache.home}")
+        else:
+            t0 = time.monotonic()
+            out, recap = fleet.ansible_playbook(f.inventory)
+            (work / "first-run.log").write_text(out)
+            f.runs["first"] = (time.monotonic() - t0, recap)
+            print(f"first converge: {f.runs['first'][0]:.0f}s {f.runs['first'][1]}")
+            if lock is not None and not cache.ready():
+                cache.publish({name: work / name / "upper" for name in f.trees})
+        if lock is not None:
+            lock.close()
+            lock = None
         yield f
     finally:
+        if lock is not None:
+            lock.close()
         errors = f.cleanup.run()
         assert not errors, errors

@@ -3,7 +3,10 @@
 The expensive part, a debootstrapped bookworm tree with every package the roles
 install, is built once per machine under ``/var/cache/livecam-tests`` (keyed by a
 hash of suite, variant, mirror and package list) and reused read-only: each test
-tree is an overlayfs over it, so making three trees costs three mounts.
+tree is an overlayfs over it, so making three trees costs three mounts. A fleet
+converged by site.yml is kept there too (``Converged``: the trees' upper dirs, keyed
+by all that made them), mounted between the base and a fresh upper dir by the test
+groups whose tests are not about a first converge.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO / ".venv" / "bin"
@@ -117,16 +121,87 @@ def umount(path: Path) -> None:
         subprocess.run(["umount", "-l", str(path)], check=True)
 
 
-def overlay_tree(base: Path, work: Path, name: str, cleanup: Cleanup) -> Path:
-    """A writable tree ``work/name/root`` over the read-only ``base``."""
+def overlay_tree(
+    base: Path, work: Path, name: str, cleanup: Cleanup, converged: Path | None = None
+) -> Path:
+    """A writable tree ``work/name/root`` over the read-only ``base`` (and over a
+    cached converge of this tree, ``converged``: see ``Converged``)."""
     d = work / name
     upper, wd, root = d / "upper", d / "work", d / "root"
     for p in (upper, wd, root):
         p.mkdir(parents=True)
+    lower = f"{converged}:{base}" if converged is not None else str(base)
     sh("mount", "-t", "overlay", "overlay", "-o",
-       f"lowerdir={base},upperdir={upper},workdir={wd}", str(root))  # fmt: skip
+       f"lowerdir={lower},upperdir={upper},workdir={wd}", str(root))  # fmt: skip
     cleanup.push(f"umount {root}", lambda: umount(root))
     return root
+
+
+def digest(*roots: Path, extra: str = "") -> str:
+    """sha256 over every file under ``roots`` (path and bytes; dot-folders such as
+    ansible/.wheelhouse and __pycache__ left out) and ``extra``."""
+    h = hashlib.sha256(extra.encode())
+    for root in roots:
+        for path in sorted(root.rglob("*")):
+            rel = path.relative_to(root)
+            skip = any(part.startswith(".") or part == "__pycache__" for part in rel.parts)
+            if path.is_file() and not skip:
+                h.update(f"{rel}\0".encode() + path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+class Converged:
+    """What site.yml wrote into each tree of a fleet (the overlays' upper dirs), kept
+    per machine under ``CACHE/converged/KEY``, KEY a digest of all that made it
+    (ansible/, the source, the inventory without its paths, the base tree). A test
+    group whose tests are not about a first converge mounts it under its own trees
+    instead of converging (one converge of five trees is minutes of CPU, and three
+    groups ran one each at once); the ``ansible`` group converges for real and
+    publishes. Entries are read-only once complete; the newest few are kept."""
+
+    KEEP = 3
+
+    def __init__(self, key: str):
+        self.home = CACHE / "converged" / key
+        self._lockfile = CACHE / "converged" / f".lock-{key}"
+
+    def ready(self) -> bool:
+        return (self.home / "complete").exists()
+
+    def lock(self, wait: bool) -> IO[str] | None:
+        """The entry's lock (held by whoever converges to publish it), or None when
+        ``wait`` is false and someone else holds it. Close the returned file to
+        release it."""
+        self._lockfile.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(self._lockfile, "w")  # noqa: SIM115 - held past this call
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            lock.close()
+            return None
+        return lock
+
+    def publish(self, uppers: dict[str, Path]) -> None:
+        """Copy each tree's upper dir (whiteouts and overlay xattrs kept: cp -a) into
+        the entry, then mark it complete; drop entries beyond the newest KEEP that
+        no run touched for six hours (a run side by side may have one mounted)."""
+        tmp = self.home.with_name(f".build-{self.home.name}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for name, upper in uppers.items():
+            sh("cp", "-a", str(upper), str(tmp / name), timeout=300)
+        shutil.rmtree(self.home, ignore_errors=True)
+        tmp.rename(self.home)
+        (self.home / "complete").write_text(json.dumps(sorted(uppers)))
+        entries = sorted((p for p in self.home.parent.iterdir() if not p.name.startswith(".")),
+                         key=lambda p: p.stat().st_mtime, reverse=True)  # fmt: skip
+        for old in entries[self.KEEP :]:
+            if time.time() - old.stat().st_mtime > 6 * 3600:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def tree(self, name: str) -> Path:
+        os.utime(self.home)  # in use: not pruned for six hours
+        return self.home / name
 
 
 def mount_runtime(root: Path, cleanup: Cleanup) -> None:
