@@ -381,6 +381,19 @@ def assert_all_arrived(node: Node, share: Target, *, lost_ok: set[str] = frozens
     return closed
 
 
+def assert_evicted_oldest_first(closed: list[dict], evicted: set[str], since: float) -> None:
+    """Per camera, every evicted segment is older (by sequence) than every segment closed
+    after ``since`` that survived, but one: eviction skips the segment the publisher holds
+    in a failing attempt and takes the next (evictions.py: a segment in flight is skipped,
+    eviction never waits; row A15)."""
+    for cam in sorted({c["camera"] for c in closed}):
+        ev = [c["seq"] for c in closed if c["camera"] == cam and c["name"] in evicted]
+        after = [c for c in closed if c["camera"] == cam and c["closed"] > since]
+        kept = [c["seq"] for c in after if c["name"] not in evicted]
+        skipped = [seq for seq in kept if seq < max(ev, default=0)]
+        assert ev and kept and len(skipped) <= 1, (cam, ev, kept)
+
+
 def ship_through_a_restart(
     node: Node, target: Target, wait: float, while_up: Callable[[], None] = lambda: None
 ) -> None:

@@ -20,7 +20,15 @@ from datetime import datetime
 import pytest
 
 from tests.conftest import ffprobe
-from tests.core.node import LoopDisk, Node, Share, Watcher, assert_all_arrived, wait_for
+from tests.core.node import (
+    LoopDisk,
+    Node,
+    Share,
+    Watcher,
+    assert_all_arrived,
+    assert_evicted_oldest_first,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -278,19 +286,8 @@ def test_spool_quota_evicts_oldest_first_and_counts_it(node, share):
     on_share = share.segments()
     # Nothing else is lost: the only missing segments are the counted evictions.
     assert {c["name"] for c in closed} - set(on_share) == evicted
-    # Oldest first: per camera, every evicted segment is older than every segment
-    # recorded during the outage that survived it, but one: eviction skips the segment
-    # the publisher holds in a failing attempt and takes the next one (evictions.py: a
-    # segment in flight is skipped, eviction never waits; row A15).
-    for cam in ("cam0", "cam1"):
-        ev = [c["seq"] for c in closed if c["camera"] == cam and c["name"] in evicted]
-        kept = [
-            c["seq"]
-            for c in closed
-            if c["camera"] == cam and c["closed"] > outage_at + 1 and c["name"] not in evicted
-        ]
-        skipped = [seq for seq in kept if seq < max(ev, default=0)]
-        assert ev and kept and len(skipped) <= 1, (cam, ev, kept)
+    # Oldest first: evicted segments are older than the outage's survivors.
+    assert_evicted_oldest_first(closed, evicted, outage_at + 1)
 
 
 def test_a_stalled_camera_is_restarted_and_the_log_says_so(node, share):
