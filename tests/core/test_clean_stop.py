@@ -53,14 +53,8 @@ SPILL_AFTER = "10s"  # nothing is due for a spill while the test runs on a healt
 
 @pytest.fixture
 def nas():
-    netns = servers.NetNs("lc-stop", subnet="10.77.23")
-    base = servers.make_base()
-    server = servers.Sshd(base, host=netns.ns_ip, port=2222, netns=netns.name)
-    server.start()
-    yield server, netns
-    server.stop()
-    netns.remove()
-    servers.cleanup(base)  # the accounts stay: tests/transports uses them meanwhile
+    with servers.sshd_in_netns("lc-stop", "10.77.23") as (server, netns):
+        yield server, netns
 
 
 def make_node(tmp_path: Path, server: servers.Sshd, **overrides) -> Node:

@@ -26,14 +26,8 @@ PASS = 0.5  # one housekeeping pass (livecam.shipper.process.POLL)
 
 @pytest.fixture
 def nas():
-    netns = servers.NetNs("lc-relhang", subnet="10.77.9")
-    base = servers.make_base()
-    server = servers.Sshd(base, host=netns.ns_ip, port=2222, netns=netns.name)
-    server.start()
-    yield server, netns
-    server.stop()
-    netns.remove()
-    servers.cleanup(base)  # the accounts stay: tests/transports uses them meanwhile
+    with servers.sshd_in_netns("lc-relhang", "10.77.9") as (server, netns):
+        yield server, netns
 
 
 def unshape(netns: servers.NetNs) -> None:

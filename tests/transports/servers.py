@@ -429,6 +429,20 @@ def cleanup(base: Path) -> None:
 
 
 @contextlib.contextmanager
+def sshd_in_netns(name: str, subnet: str) -> Iterator[tuple[Sshd, NetNs]]:
+    """An ``Sshd`` on port 2222 in its own namespace ``name`` (``subnet``.0/24); its base
+    removed afterwards (the accounts stay: tests/transports uses them meanwhile)."""
+    netns = NetNs(name, subnet=subnet)
+    base = make_base()
+    server = Sshd(base, host=netns.ns_ip, port=2222, netns=netns.name)
+    server.start()
+    yield server, netns
+    server.stop()
+    netns.remove()
+    cleanup(base)
+
+
+@contextlib.contextmanager
 def sshd_behind_a_slow_link(
     base: Path, name: str, subnet: str, port: int, mbit: float
 ) -> Iterator[Sshd]:
